@@ -1,0 +1,32 @@
+# nsguard's commands. `make run` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CONTROLPLANE := tests/controlplane/build.sh
+# The end-to-end tests start real etcd, kube-apiserver and kube-controller-manager beside
+# them: two test threads keep a 2-core machine responsive.
+TEST_THREADS ?= 2
+
+.PHONY: controlplane build test lint run
+
+## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
+controlplane:
+	@bash $(CONTROLPLANE)
+
+build:
+	cargo build --workspace --all-targets
+
+## test: every test, end to end on the real control plane
+test:
+	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
+	NSGUARD_CONTROLPLANE_DIR=$$dir cargo test --workspace -- --test-threads=$(TEST_THREADS)
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## run: start a local control plane (Ctrl-C stops it)
+run:
+	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
+	NSGUARD_CONTROLPLANE_DIR=$$dir cargo run -q -p localcluster

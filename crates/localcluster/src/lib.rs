@@ -1,0 +1,413 @@
+//! A real control plane on loopback: etcd, kube-apiserver and kube-controller-manager, built
+//! from upstream Go modules by `tests/controlplane/build.sh`.
+//!
+//! Used by nsguard's end-to-end tests and by `make run` alike. Every port is a free loopback
+//! port, every certificate is made here with rcgen, and every process started here is stopped
+//! here: by PID when the [`LocalCluster`] is dropped, and by the kernel (parent-death signal)
+//! when the process that owns it exits without dropping it (a shared cluster in a static).
+
+mod process;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use nsguard::certs::{self, Ca};
+
+use process::Process;
+
+/// How long any one start-up step may take before the start fails with the process logs.
+const STEP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A running local control plane.
+pub struct LocalCluster {
+    dir: PathBuf,
+    bin_dir: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    ca: Ca,
+    processes: Vec<Process>,
+    keep_dir: bool,
+}
+
+impl LocalCluster {
+    /// Builds (or finds in the cache) the control-plane executables and returns their
+    /// directory. `NSGUARD_CONTROLPLANE_DIR` names a directory to use as it is.
+    pub fn bin_dir() -> Result<PathBuf> {
+        if let Some(dir) = std::env::var_os("NSGUARD_CONTROLPLANE_DIR") {
+            return Ok(PathBuf::from(dir));
+        }
+        let script = workspace_root().join("tests/controlplane/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!("{} failed with {}", script.display(), out.status);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or_default().trim();
+        if last.is_empty() {
+            bail!("{} printed no directory", script.display());
+        }
+        Ok(PathBuf::from(last))
+    }
+
+    /// Starts etcd, kube-apiserver and kube-controller-manager with their state and logs in
+    /// `dir` (emptied first), and returns once a namespace can be created and deleted.
+    pub async fn start(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir.join("pki"))?;
+        let bin_dir = Self::bin_dir()?;
+        for bin in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kubectl",
+        ] {
+            if !bin_dir.join(bin).is_file() {
+                bail!("{} has no {bin}", bin_dir.display());
+            }
+        }
+
+        let ca = Ca::new("nsguard-localcluster-ca", 7)?;
+        let mut cluster = Self {
+            kubeconfig: dir.join("kubeconfig"),
+            server: String::new(),
+            dir,
+            bin_dir,
+            ca,
+            processes: Vec::new(),
+            keep_dir: false,
+        };
+        let started = Instant::now();
+        cluster.start_etcd_and_apiserver().await?;
+        cluster.start_controller_manager().await?;
+        tracing::info!(
+            dir = %cluster.dir.display(),
+            server = %cluster.server,
+            seconds = started.elapsed().as_secs_f64(),
+            "Local control plane ready"
+        );
+        Ok(cluster)
+    }
+
+    async fn start_etcd_and_apiserver(&mut self) -> Result<()> {
+        let pki = self.dir.join("pki");
+        let ca_file = pki.join("ca.crt");
+        certs::write_file(&ca_file, &self.ca.cert_pem(), false)?;
+        let serving =
+            self.ca
+                .issue_server("kube-apiserver", &["localhost".into()], &[LOOPBACK], 7)?;
+        write_pair(&pki, "apiserver", &serving)?;
+        let admin = self
+            .ca
+            .issue_client("localcluster-admin", &["system:masters"], 7)?;
+        write_pair(&pki, "admin", &admin)?;
+        let (sa_key, sa_pub) = certs::signing_key()?;
+        certs::write_file(&pki.join("sa.key"), &sa_key, true)?;
+        certs::write_file(&pki.join("sa.pub"), &sa_pub, false)?;
+
+        let etcd_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
+        let etcd = Process::spawn(
+            "etcd",
+            &self.bin_dir.join("etcd"),
+            &[
+                "--name=localcluster".into(),
+                format!("--data-dir={}", self.dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=localcluster={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--logger=zap".into(),
+                "--log-level=warn".into(),
+            ],
+            &self.dir,
+        )?;
+        self.processes.push(etcd);
+        self.wait_for("etcd to accept connections", || async {
+            Ok(TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
+        })
+        .await?;
+
+        let api_port = free_port()?;
+        self.server = format!("https://127.0.0.1:{api_port}");
+        let p = |name: &str| pki.join(name).display().to_string();
+        let apiserver = Process::spawn(
+            "kube-apiserver",
+            &self.bin_dir.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                // A loopback advertise address is only accepted with no endpoint reconciler;
+                // both together make start-up independent of a default route.
+                "--advertise-address=127.0.0.1".into(),
+                "--endpoint-reconciler-type=none".into(),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                format!("--service-account-issuer={}", self.server),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                // No service-account controllers run, so pods would be refused without this.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--allow-privileged=true".into(),
+                "--profiling=false".into(),
+            ],
+            &self.dir,
+        )?;
+        self.processes.push(apiserver);
+        self.write_kubeconfig(&pki)?;
+
+        let kubeconfig = self.kubeconfig.clone();
+        self.wait_for("kube-apiserver /readyz", || async {
+            let Ok(client) = client_for(&kubeconfig).await else {
+                return Ok(false);
+            };
+            let req = http::Request::get("/readyz").body(Vec::new())?;
+            Ok(client
+                .request_text(req)
+                .await
+                .is_ok_and(|body| body == "ok"))
+        })
+        .await
+    }
+
+    async fn start_controller_manager(&mut self) -> Result<()> {
+        let kcm = Process::spawn(
+            "kube-controller-manager",
+            &self.bin_dir.join("kube-controller-manager"),
+            &[
+                format!("--kubeconfig={}", self.kubeconfig.display()),
+                "--controllers=namespace,garbagecollector".into(),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=false".into(),
+                "--secure-port=0".into(),
+                // The informer resync: bounds how long a namespace that was stuck waits
+                // after its cause is gone.
+                "--namespace-sync-period=10s".into(),
+            ],
+            &self.dir,
+        )?;
+        self.processes.push(kcm);
+
+        // The controller-manager is ready when it really finishes a namespace deletion.
+        let client = self.client().await?;
+        let namespaces: Api<Namespace> = Api::all(client);
+        let name = format!("localcluster-probe-{}", random_suffix());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        namespaces.create(&PostParams::default(), &ns).await?;
+        namespaces.delete(&name, &DeleteParams::default()).await?;
+        self.wait_for(
+            "the namespace controller to delete a probe namespace",
+            || async { Ok(namespaces.get_opt(&name).await?.is_none()) },
+        )
+        .await
+    }
+
+    /// Polls `ready` every 200 ms until it says true, failing with the logs if a process
+    /// exits or the deadline passes.
+    async fn wait_for<F, Fut>(&mut self, what: &str, mut ready: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let deadline = Instant::now() + STEP_DEADLINE;
+        loop {
+            for p in &mut self.processes {
+                if let Some(status) = p.exited()? {
+                    self.keep_dir = true;
+                    bail!(
+                        "waiting for {what}: {} exited with {status}; its log ends:\n{}",
+                        p.name(),
+                        p.log_tail(40)
+                    );
+                }
+            }
+            if ready().await.unwrap_or(false) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.keep_dir = true;
+                bail!(
+                    "waiting for {what}: not done after {}s; logs in {}",
+                    STEP_DEADLINE.as_secs(),
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn write_kubeconfig(&self, pki: &Path) -> Result<()> {
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "localcluster", "cluster": {
+                "server": self.server,
+                "certificate-authority": pki.join("ca.crt"),
+            }}],
+            "users": [{"name": "admin", "user": {
+                "client-certificate": pki.join("admin.crt"),
+                "client-key": pki.join("admin.key"),
+            }}],
+            "contexts": [{"name": "localcluster", "context": {"cluster": "localcluster", "user": "admin"}}],
+            "current-context": "localcluster",
+        });
+        certs::write_file(
+            &self.kubeconfig,
+            &serde_json::to_string_pretty(&config)?,
+            true,
+        )?;
+        Ok(())
+    }
+
+    /// A client for the admin user (`system:masters`). Make one per tokio runtime: a kube
+    /// client lives on the runtime it was made on.
+    pub async fn client(&self) -> Result<Client> {
+        client_for(&self.kubeconfig).await
+    }
+
+    /// `kubectl` with this cluster's kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// The kubeconfig file (admin user).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The directory with the control-plane executables.
+    pub fn bin_path(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The directory holding state and the processes' logs (`<name>.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The CA that signed the API server's certificate; it can sign a webhook's too.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Keeps the state directory and logs when this cluster is dropped.
+    pub fn keep(&mut self) {
+        self.keep_dir = true;
+    }
+
+    /// Stops every process this cluster started, controller-manager first.
+    pub fn stop(&mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+        if self.keep_dir || std::thread::panicking() {
+            eprintln!(
+                "localcluster: state and logs kept in {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn write_pair(dir: &Path, name: &str, pair: &certs::Pair) -> Result<()> {
+    certs::write_file(&dir.join(format!("{name}.crt")), &pair.cert_pem, false)?;
+    certs::write_file(&dir.join(format!("{name}.key")), &pair.key_pem, true)?;
+    Ok(())
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Eight lowercase hex digits, different on every call: for names of test objects.
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let h = RandomState::new().hash_one((n, std::process::id(), Instant::now()));
+    format!("{:08x}", h as u32)
+}
+
+/// The repository's top directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// One control plane shared by every test of a test binary, started by the first test that
+/// asks. Its state and logs stay in `target/localcluster/<test binary>/` until the next run of
+/// the same binary, so they are there to read when a test fails; its processes die with the
+/// test binary.
+pub async fn shared() -> Result<&'static LocalCluster> {
+    static SHARED: tokio::sync::OnceCell<LocalCluster> = tokio::sync::OnceCell::const_new();
+    SHARED
+        .get_or_try_init(|| async {
+            let exe = std::env::current_exe()?;
+            let stem = exe
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("tests")
+                .to_string();
+            let dir = workspace_root().join("target/localcluster").join(stem);
+            let mut cluster = LocalCluster::start(&dir).await?;
+            cluster.keep();
+            eprintln!(
+                "localcluster: {} (logs in {})",
+                cluster.server(),
+                dir.display()
+            );
+            Ok(cluster)
+        })
+        .await
+}

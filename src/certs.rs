@@ -1,0 +1,244 @@
+//! Certificates with rcgen: a CA, serving certificates for the webhook, and client
+//! certificates (used by the local control plane for its admin user).
+//!
+//! Every key is ECDSA P-256. Nothing here touches the network or the cluster.
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// What can go wrong while making or writing certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rcgen refused the parameters or failed to sign.
+    #[error("generating {what}: {source}")]
+    Generate {
+        /// Which certificate or key.
+        what: &'static str,
+        /// The rcgen error.
+        source: rcgen::Error,
+    },
+    /// A name given as a SAN is not a valid DNS name.
+    #[error("invalid DNS name {name:?}: {source}")]
+    DnsName {
+        /// The offending name.
+        name: String,
+        /// The rcgen error.
+        source: rcgen::Error,
+    },
+    /// A name given as a SAN is not a DNS name (RFC 1123 labels, an optional leading `*.`).
+    #[error("invalid DNS name {0:?}: use letters, digits, '-' and '.'")]
+    BadDnsName(String),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A PEM certificate and its PEM private key.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+/// A certificate authority that can issue serving and client certificates.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    key_pem: String,
+}
+
+fn rc<T>(what: &'static str, r: Result<T, rcgen::Error>) -> Result<T, CertError> {
+    r.map_err(|source| CertError::Generate { what, source })
+}
+
+fn base_params(common_name: &str, days: i64) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let now = OffsetDateTime::now_utc();
+    // Backdate a little so that a clock a few seconds behind still accepts the certificate.
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(days);
+    params
+}
+
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn new_key(what: &'static str) -> Result<KeyPair, CertError> {
+    rc(what, KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256))
+}
+
+impl Ca {
+    /// A new self-signed CA valid for `days`.
+    pub fn new(common_name: &str, days: i64) -> Result<Self, CertError> {
+        let mut params = base_params(common_name, days);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = new_key("CA key")?;
+        let key_pem = key.serialize_pem();
+        let issuer = rc("CA certificate", CertifiedIssuer::self_signed(params, key))?;
+        Ok(Self { issuer, key_pem })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The CA certificate and key.
+    pub fn pair(&self) -> Pair {
+        Pair {
+            cert_pem: self.cert_pem(),
+            key_pem: self.key_pem.clone(),
+        }
+    }
+
+    /// The CA certificate as a webhook `caBundle` (base64 of the PEM).
+    pub fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.cert_pem())
+    }
+
+    /// A serving certificate for the given DNS names and IP addresses.
+    pub fn issue_server(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        days: i64,
+    ) -> Result<Pair, CertError> {
+        let mut params = base_params(common_name, days);
+        for name in dns_names {
+            if !is_dns_name(name) {
+                return Err(CertError::BadDnsName(name.clone()));
+            }
+            let dns = name
+                .clone()
+                .try_into()
+                .map_err(|source| CertError::DnsName {
+                    name: name.clone(),
+                    source,
+                })?;
+            params.subject_alt_names.push(SanType::DnsName(dns));
+        }
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(params, "serving certificate")
+    }
+
+    /// A client certificate: the API server reads the user from CN and groups from O.
+    pub fn issue_client(&self, user: &str, groups: &[&str], days: i64) -> Result<Pair, CertError> {
+        let mut params = base_params(user, days);
+        for group in groups {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params, "client certificate")
+    }
+
+    fn issue(&self, params: CertificateParams, what: &'static str) -> Result<Pair, CertError> {
+        let key = new_key(what)?;
+        let cert = rc(what, params.signed_by(&key, &self.issuer))?;
+        Ok(Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A bare key pair (for a service-account signing key): private and public PEM.
+pub fn signing_key() -> Result<(String, String), CertError> {
+    let key = new_key("signing key")?;
+    Ok((key.serialize_pem(), key.public_key_pem()))
+}
+
+/// Writes `contents` to `path`, creating the parent directory; key files get mode 0600.
+pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), CertError> {
+    let err = |source| CertError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(err)?;
+    }
+    fs::write(path, contents).map_err(err)?;
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_certificate_carries_the_requested_names() {
+        let ca = Ca::new("test-ca", 1).unwrap();
+        let pair = ca
+            .issue_server(
+                "nsguard",
+                &["nsguard.nsguard-system.svc".into()],
+                &["127.0.0.1".parse().unwrap()],
+                1,
+            )
+            .unwrap();
+        assert!(pair.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(pair.key_pem.contains("PRIVATE KEY"));
+        assert_ne!(pair.cert_pem, ca.cert_pem());
+    }
+
+    #[test]
+    fn a_bad_dns_name_is_an_error_not_a_panic() {
+        let ca = Ca::new("test-ca", 1).unwrap();
+        let err = ca
+            .issue_server("x", &["not a name!".into()], &[], 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("not a name!"), "{err}");
+    }
+
+    #[test]
+    fn ca_bundle_is_base64_of_the_pem() {
+        let ca = Ca::new("test-ca", 1).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(ca.ca_bundle())
+            .unwrap();
+        assert_eq!(String::from_utf8(decoded).unwrap(), ca.cert_pem());
+    }
+}

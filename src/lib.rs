@@ -1,0 +1,3 @@
+//! nsguard: stops namespace deletions that would hang in `Terminating`.
+
+pub mod certs;

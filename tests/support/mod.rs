@@ -1,0 +1,197 @@
+//! Helpers shared by the end-to-end tests: the shared local control plane, random labelled
+//! namespaces, and polling with a deadline (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use localcluster::LocalCluster;
+
+/// The label every test namespace carries, for cleanup by selector.
+pub const TEST_LABEL: &str = "nsguard.io/e2e";
+
+/// Cluster-wide scenarios (a broken APIService blocks every namespace deletion) take this lock
+/// for writing; every other scenario takes it for reading, so they never see each other.
+pub static CLUSTER_WIDE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// The shared control plane and a client for this test's runtime.
+pub async fn cluster() -> (&'static LocalCluster, Client) {
+    let cluster = localcluster::shared()
+        .await
+        .expect("starting the local control plane");
+    let client = cluster
+        .client()
+        .await
+        .expect("client for the local control plane");
+    (cluster, client)
+}
+
+/// Creates a namespace `<prefix>-<random>` with the test label and returns its name.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", localcluster::random_suffix());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.clone());
+    ns.metadata.labels = Some([(TEST_LABEL.to_string(), "true".to_string())].into());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let until = Instant::now() + deadline;
+    let mut last_err = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(e) => last_err = format!("{e:#}"),
+        }
+        if Instant::now() > until {
+            panic!("timed out after {deadline:?} waiting for {what} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The namespace's condition of type `kind`, if it has one.
+pub async fn condition(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+) -> Result<Option<NamespaceCondition>> {
+    let ns = Api::<Namespace>::all(client.clone())
+        .get_opt(ns)
+        .await?
+        .context("namespace is gone")?;
+    Ok(ns
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == kind))
+}
+
+/// Waits until the namespace shows condition `kind` with status True while Terminating,
+/// which is the namespace controller saying it tried and could not finish.
+pub async fn wait_stuck(client: &Client, ns: &str, kind: &str) -> NamespaceCondition {
+    let c = eventually(
+        &format!("{ns} to show {kind}=True"),
+        Duration::from_secs(90),
+        || async {
+            Ok(condition(client, ns, kind)
+                .await?
+                .filter(|c| c.status == "True"))
+        },
+    )
+    .await;
+    let phase = Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Terminating"), "{ns} phase");
+    c
+}
+
+/// Waits until the namespace no longer exists.
+pub async fn wait_gone(client: &Client, ns: &str) {
+    let api = Api::<Namespace>::all(client.clone());
+    eventually(
+        &format!("namespace {ns} to disappear"),
+        Duration::from_secs(120),
+        || async { Ok(api.get_opt(ns).await?.is_none().then_some(())) },
+    )
+    .await
+}
+
+/// Runs kubectl with `args`, feeding `stdin`, and returns stdout; fails with stderr.
+pub fn kubectl(cluster: &LocalCluster, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let out = kubectl_output(cluster, args, stdin)?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs kubectl and returns its whole output, whatever the exit status.
+pub fn kubectl_output(
+    cluster: &LocalCluster,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<std::process::Output> {
+    let mut cmd: Command = cluster.kubectl();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    Ok(child.wait_with_output()?)
+}
+
+/// A namespaced CRD `<plural>.<group>` (kind `kind`, version v1) with no controller at all.
+pub fn crd_yaml(group: &str, plural: &str, kind: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}, listKind: {kind}List}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#,
+        singular = kind.to_lowercase()
+    )
+}
+
+/// Applies a CRD and waits until it is Established.
+pub async fn install_crd(cluster: &LocalCluster, group: &str, plural: &str, kind: &str) {
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&crd_yaml(group, plural, kind)),
+    )
+    .unwrap();
+    let name = format!("crd/{plural}.{group}");
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &name,
+        ],
+        None,
+    )
+    .unwrap();
+}
