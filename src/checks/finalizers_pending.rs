@@ -1,0 +1,52 @@
+//! `finalizers-pending`: remaining objects with finalizers that are not known to be handled,
+//! counted per kind with the finalizer names. Finalizers are normal; this is advisory.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::facts::Facts;
+use crate::report::{CheckId, Finding, ObjectRef, remedy};
+
+pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for c in &facts.namespace.content {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut objects = Vec::new();
+        for o in &c.objects {
+            // Objects already stuck are reported by finalizer-stuck.
+            let stuck = o.deletion_timestamp.is_some_and(|t| {
+                facts.now.as_second().saturating_sub(t.as_second()) >= stuck_after.as_secs() as i64
+            });
+            let unknown: Vec<&String> = o
+                .finalizers
+                .iter()
+                .filter(|f| !super::is_known_finalizer(f))
+                .collect();
+            if unknown.is_empty() || stuck {
+                continue;
+            }
+            for f in unknown {
+                *names.entry(f.as_str()).or_default() += 1;
+            }
+            objects.push(&o.name);
+        }
+        if objects.is_empty() {
+            continue;
+        }
+        let gr = c.resource.group_resource();
+        let list: Vec<String> = names.iter().map(|(n, c)| format!("{n} ({c})")).collect();
+        let mut f = Finding::new(
+            CheckId::FinalizersPending,
+            format!("{} {gr} with finalizers {}", objects.len(), list.join(", ")),
+            remedy(
+                "make sure the controllers owning these finalizers keep running until the namespace is gone",
+                format!("kubectl get {gr} -n {} -o custom-columns=NAME:.metadata.name,FINALIZERS:.metadata.finalizers", facts.name),
+            ),
+        );
+        for name in objects.iter().take(5) {
+            f = f.object(ObjectRef::namespaced(&gr, &facts.name, *name));
+        }
+        out.push(f);
+    }
+    out
+}

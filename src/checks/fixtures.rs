@@ -1,0 +1,134 @@
+//! A builder of plain [`Facts`] for unit tests.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
+    APIService, APIServiceCondition, APIServiceSpec, APIServiceStatus, ServiceReference,
+};
+
+use crate::facts::{BackendState, ClusterFacts, Content, Facts, NamespaceFacts, ObjectFacts, ResourceType, ServiceKey};
+
+pub(crate) struct Builder {
+    name: String,
+    cluster: ClusterFacts,
+    ns: NamespaceFacts,
+    now: Timestamp,
+}
+
+pub(crate) fn facts(name: &str) -> Builder {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_string());
+    ns.spec = Some(NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) });
+    Builder {
+        name: name.to_string(),
+        cluster: ClusterFacts::default(),
+        ns: NamespaceFacts { namespace: ns, ..Default::default() },
+        now: "2026-11-22T12:00:00Z".parse().unwrap(),
+    }
+}
+
+impl Builder {
+    pub(crate) fn with_namespace_spec_finalizers(mut self, f: &[&str]) -> Self {
+        self.ns.namespace.spec = Some(NamespaceSpec { finalizers: Some(f.iter().map(|s| s.to_string()).collect()) });
+        self
+    }
+
+    pub(crate) fn with_apiservice(mut self, name: &str, ns: &str, svc: &str, status: &str, reason: &str) -> Self {
+        let (version, group) = name.split_once('.').unwrap();
+        self.cluster.apiservices.push(APIService {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            spec: Some(APIServiceSpec {
+                group: Some(group.into()),
+                version: Some(version.into()),
+                service: Some(ServiceReference { namespace: Some(ns.into()), name: Some(svc.into()), port: Some(443) }),
+                group_priority_minimum: 100,
+                version_priority: 100,
+                ..Default::default()
+            }),
+            status: Some(APIServiceStatus {
+                conditions: Some(vec![APIServiceCondition {
+                    type_: "Available".into(),
+                    status: status.into(),
+                    reason: Some(reason.into()),
+                    message: Some(format!("service/{svc} in \"{ns}\" is not present")),
+                    last_transition_time: Some(Time("2026-11-22T11:46:00Z".parse().unwrap())),
+                }]),
+            }),
+        });
+        self.cluster.backends.insert(
+            ServiceKey { namespace: ns.into(), name: svc.into() },
+            BackendState { exists: status == "True", ready_endpoints: usize::from(status == "True") },
+        );
+        self
+    }
+
+    pub(crate) fn with_stale(mut self, gv: &str) -> Self {
+        self.cluster.discovery.stale.push(gv.into());
+        self
+    }
+
+    pub(crate) fn with_content(mut self, group: &str, resource: &str, objects: &[(&str, &[&str])]) -> Self {
+        self.ns.content.push(Content {
+            resource: ResourceType {
+                group: group.into(),
+                version: "v1".into(),
+                resource: resource.into(),
+                kind: "Kind".into(),
+                listable: true,
+            },
+            objects: objects
+                .iter()
+                .map(|(n, f)| ObjectFacts {
+                    name: n.to_string(),
+                    finalizers: f.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+        self
+    }
+
+    pub(crate) fn deleting_since(mut self, object: &str, since: &str) -> Self {
+        for c in &mut self.ns.content {
+            for o in &mut c.objects {
+                if o.name == object {
+                    o.deletion_timestamp = Some(since.parse().unwrap());
+                }
+            }
+        }
+        self
+    }
+
+    pub(crate) fn with_cluster_binding(mut self, name: &str, group: &str, resource: &str, kind: &str, ns: &str, subject: &str) -> Self {
+        self.cluster.rbac.cluster_roles.push(ClusterRole {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![group.into()]),
+                resources: Some(vec![resource.into()]),
+                verbs: vec!["get".into(), "update".into()],
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        self.cluster.rbac.cluster_role_bindings.push(ClusterRoleBinding {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: name.into() },
+            subjects: Some(vec![Subject { kind: kind.into(), name: subject.into(), namespace: Some(ns.into()), api_group: None }]),
+        });
+        self
+    }
+
+    pub(crate) fn build(self) -> Facts {
+        Facts {
+            now: self.now,
+            name: self.name,
+            cluster: Arc::new(self.cluster),
+            namespace: self.ns,
+            not_checked: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The checks: pure functions from [`Facts`] to [`Finding`]s, one file each.
+
+mod apiservice_unavailable;
+mod cluster_already_stuck;
+mod finalizer_owner;
+mod finalizer_stuck;
+mod finalizers_pending;
+mod hosts_apiservice_backend;
+mod hosts_conversion_backend;
+mod list_failure;
+mod namespace_finalizers;
+mod pods_unterminable;
+mod webhooks;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::facts::Facts;
+use crate::report::{CheckId, Finding, Report, Severity};
+
+/// What a check's findings count as, per configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Setting {
+    /// Findings block the deletion (enforce mode denies).
+    Block,
+    /// Findings are warnings.
+    Warn,
+    /// The check does not run.
+    Off,
+}
+
+/// How the checks are configured.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Per-check overrides of the default severity.
+    pub overrides: BTreeMap<CheckId, Setting>,
+    /// How long an object may be deleting with finalizers before it counts as stuck.
+    pub finalizer_stuck_after: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            overrides: BTreeMap::new(),
+            finalizer_stuck_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Settings {
+    fn setting(&self, id: CheckId) -> Option<Severity> {
+        match self.overrides.get(&id) {
+            Some(Setting::Off) => None,
+            Some(Setting::Block) => Some(Severity::Blocking),
+            Some(Setting::Warn) => Some(Severity::Advisory),
+            None => Some(id.default_severity()),
+        }
+    }
+}
+
+/// Runs every enabled check and returns the report, blocking findings first.
+pub fn run(facts: &Facts, settings: &Settings) -> Report {
+    let mut findings = Vec::new();
+    let mut add = |id: CheckId, found: Vec<Finding>| {
+        let Some(severity) = settings.setting(id) else {
+            return;
+        };
+        let configured = settings.overrides.contains_key(&id);
+        findings.extend(found.into_iter().map(|mut f| {
+            // A check may lower its own default (a 403 list is an RBAC gap, advisory);
+            // configuration wins over both.
+            if configured || f.severity == id.default_severity() {
+                f.severity = severity;
+            }
+            f
+        }));
+    };
+    add(CheckId::ApiserviceUnavailable, apiservice_unavailable::check(facts));
+    add(CheckId::HostsApiserviceBackend, hosts_apiservice_backend::check(facts));
+    add(CheckId::HostsWebhookBackend, webhooks::hosts_backend(facts));
+    add(CheckId::HostsConversionBackend, hosts_conversion_backend::check(facts));
+    add(CheckId::WebhookBackendUnavailable, webhooks::backend_unavailable(facts));
+    add(CheckId::ListFailure, list_failure::check(facts));
+    add(
+        CheckId::FinalizerStuck,
+        finalizer_stuck::check(facts, settings.finalizer_stuck_after),
+    );
+    add(CheckId::FinalizerOwnerInNamespace, finalizer_owner::in_namespace(facts));
+    add(CheckId::FinalizerOwnerMissing, finalizer_owner::missing(facts));
+    add(
+        CheckId::FinalizersPending,
+        finalizers_pending::check(facts, settings.finalizer_stuck_after),
+    );
+    add(CheckId::NamespaceFinalizers, namespace_finalizers::check(facts));
+    add(CheckId::PodsUnterminable, pods_unterminable::check(facts));
+    add(CheckId::ClusterAlreadyStuck, cluster_already_stuck::check(facts));
+    findings.sort_by_key(|f| (f.severity, f.check));
+    Report {
+        namespace: facts.name.clone(),
+        findings,
+        not_checked: facts.not_checked.clone(),
+    }
+}
+
+/// Finalizers that a built-in controller removes, so they do not make a deletion hang while
+/// the control plane is healthy.
+pub const KNOWN_FINALIZERS: &[&str] = &[
+    "kubernetes.io/pvc-protection",
+    "kubernetes.io/pv-protection",
+    "batch.kubernetes.io/job-tracking",
+    "resource.kubernetes.io/delete-protection",
+    "foregroundDeletion",
+    "orphan",
+];
+
+/// True when a finalizer is one Kubernetes itself removes.
+pub fn is_known_finalizer(f: &str) -> bool {
+    KNOWN_FINALIZERS.contains(&f)
+}
+
+/// "3m", "2h", "5d": how long ago `t` was.
+pub fn age(now: Timestamp, t: Timestamp) -> String {
+    let secs = now.as_second().saturating_sub(t.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// Whether `labels` satisfy a label selector (an absent selector matches everything).
+pub fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    let Some(sel) = selector else { return true };
+    let labels_ok = sel
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use rstest::rstest;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[rstest]
+    #[case("In", &["a"], &[("k", "a")], true)]
+    #[case("In", &["a"], &[("k", "b")], false)]
+    #[case("NotIn", &["a"], &[], true)]
+    #[case("NotIn", &["a"], &[("k", "a")], false)]
+    #[case("Exists", &[], &[("k", "x")], true)]
+    #[case("DoesNotExist", &[], &[("k", "x")], false)]
+    fn selector_expressions(
+        #[case] op: &str,
+        #[case] values: &[&str],
+        #[case] have: &[(&str, &str)],
+        #[case] expected: bool,
+    ) {
+        let sel = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "k".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|s| s.to_string()).collect()),
+            }]),
+            match_labels: None,
+        };
+        assert_eq!(selector_matches(Some(&sel), &labels(have)), expected);
+    }
+
+    #[test]
+    fn an_off_check_produces_nothing_and_warn_downgrades() {
+        let facts = fixtures::facts("team-a")
+            .with_namespace_spec_finalizers(&["kubernetes", "example.com/hold"])
+            .build();
+        let mut settings = Settings::default();
+        let report = run(&facts, &settings);
+        assert_eq!(report.check_ids(), vec![CheckId::NamespaceFinalizers]);
+        settings.overrides.insert(CheckId::NamespaceFinalizers, Setting::Block);
+        assert_eq!(run(&facts, &settings).blocking().count(), 1);
+        settings.overrides.insert(CheckId::NamespaceFinalizers, Setting::Off);
+        assert!(run(&facts, &settings).findings.is_empty());
+    }
+}

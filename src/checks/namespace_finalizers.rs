@@ -1,0 +1,39 @@
+//! `namespace-finalizers`: finalizers on the namespace itself that nothing in Kubernetes
+//! removes: `spec.finalizers` other than `kubernetes`, `metadata.finalizers` other than
+//! `orphan` and `foregroundDeletion`.
+
+use crate::facts::Facts;
+use crate::report::{CheckId, Finding, ObjectRef, remedy};
+
+pub(super) fn check(facts: &Facts) -> Vec<Finding> {
+    let ns = &facts.namespace.namespace;
+    let spec: Vec<String> = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != "kubernetes")
+        .collect();
+    let meta: Vec<String> = ns
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != "orphan" && f != "foregroundDeletion")
+        .collect();
+    if spec.is_empty() && meta.is_empty() {
+        return Vec::new();
+    }
+    let all: Vec<String> = spec.iter().chain(meta.iter()).cloned().collect();
+    vec![
+        Finding::new(
+            CheckId::NamespaceFinalizers,
+            format!("namespace has finalizers {} that only their own controllers remove", all.join(", ")),
+            remedy("make sure the controllers owning them are running", None),
+        )
+        .object(ObjectRef::cluster("Namespace", &facts.name))
+        .evidence(format!("spec.finalizers: {spec:?}; metadata.finalizers: {meta:?}")),
+    ]
+}

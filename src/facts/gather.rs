@@ -1,0 +1,506 @@
+//! The only place nsguard talks to the API server (besides writing Events in `records`).
+//!
+//! Cluster-scoped facts come from watches (kube-runtime reflectors) that are started once and
+//! kept fresh; a snapshot is rebuilt only when a watched object changed. Namespace facts are
+//! listed at the time of the preflight: aggregated discovery (two calls), then one
+//! metadata-only, paged list per namespaced resource type with bounded concurrency and a
+//! timeout on every call, and one typed list of pods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::{
+    BackendState, ClusterFacts, Content, Discovery, ListFailure, NamespaceFacts, ObjectFacts,
+    Rbac, ResourceType, ServiceKey,
+};
+
+/// Page size for metadata lists, as kubectl and the controllers use.
+const PAGE: u32 = 500;
+
+/// Errors gathering facts that are not about the namespace itself.
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    /// An API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being read.
+        what: String,
+        /// The error.
+        source: kube::Error,
+    },
+    /// An API call did not answer in time.
+    #[error("{0}: timed out")]
+    Timeout(String),
+    /// The watches have not listed everything yet.
+    #[error("cluster facts are not synced yet")]
+    NotReady,
+}
+
+/// Watched cluster-scoped objects.
+#[derive(Clone)]
+struct Stores {
+    apiservices: Store<APIService>,
+    crds: Store<CustomResourceDefinition>,
+    validating: Store<ValidatingWebhookConfiguration>,
+    mutating: Store<MutatingWebhookConfiguration>,
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    cluster_roles: Store<ClusterRole>,
+    cluster_role_bindings: Store<ClusterRoleBinding>,
+    roles: Store<Role>,
+    role_bindings: Store<RoleBinding>,
+}
+
+/// Gathers facts. Cheap to clone; clones share the watches and the snapshot.
+#[derive(Clone)]
+pub struct Gatherer {
+    client: Client,
+    call_timeout: Duration,
+    concurrency: usize,
+    stores: Stores,
+    generation: Arc<AtomicU64>,
+    snapshot: Arc<Mutex<Option<(u64, Arc<ClusterFacts>)>>>,
+}
+
+fn watch<K>(client: &Client, generation: &Arc<AtomicU64>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<K> = Api::all(client.clone());
+    let generation = generation.clone();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(move |event| {
+            if let Err(error) = &event {
+                tracing::warn!(%error, kind = %K::kind(&K::DynamicType::default()), "Watch error");
+            }
+            generation.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(())
+        });
+    tokio::spawn(stream);
+    reader
+}
+
+impl Gatherer {
+    /// Starts the watches. `call_timeout` bounds every API call, `concurrency` the lists in
+    /// flight for one namespace.
+    pub fn start(client: Client, call_timeout: Duration, concurrency: usize) -> Self {
+        let generation = Arc::new(AtomicU64::new(0));
+        let stores = Stores {
+            apiservices: watch(&client, &generation),
+            crds: watch(&client, &generation),
+            validating: watch(&client, &generation),
+            mutating: watch(&client, &generation),
+            nodes: watch(&client, &generation),
+            namespaces: watch(&client, &generation),
+            services: watch(&client, &generation),
+            slices: watch(&client, &generation),
+            cluster_roles: watch(&client, &generation),
+            cluster_role_bindings: watch(&client, &generation),
+            roles: watch(&client, &generation),
+            role_bindings: watch(&client, &generation),
+        };
+        Self {
+            client,
+            call_timeout,
+            concurrency: concurrency.max(1),
+            stores,
+            generation,
+            snapshot: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Waits until every watch has listed once (readiness), or `timeout` passes.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), GatherError> {
+        let s = &self.stores;
+        let all = async {
+            s.apiservices.wait_until_ready().await.ok();
+            s.crds.wait_until_ready().await.ok();
+            s.validating.wait_until_ready().await.ok();
+            s.mutating.wait_until_ready().await.ok();
+            s.nodes.wait_until_ready().await.ok();
+            s.namespaces.wait_until_ready().await.ok();
+            s.services.wait_until_ready().await.ok();
+            s.slices.wait_until_ready().await.ok();
+            s.cluster_roles.wait_until_ready().await.ok();
+            s.cluster_role_bindings.wait_until_ready().await.ok();
+            s.roles.wait_until_ready().await.ok();
+            s.role_bindings.wait_until_ready().await.ok();
+        };
+        tokio::time::timeout(timeout, all)
+            .await
+            .map_err(|_| GatherError::NotReady)
+    }
+
+    /// The client this gatherer uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Cluster facts: the watched objects (a snapshot rebuilt only after a change) plus fresh
+    /// aggregated discovery.
+    pub async fn cluster(&self, deadline: Instant) -> Result<Arc<ClusterFacts>, GatherError> {
+        let discovery = self.discovery(deadline).await?;
+        let watched = self.watched_snapshot();
+        if watched.discovery == discovery {
+            return Ok(watched);
+        }
+        let mut facts = (*watched).clone();
+        facts.discovery = discovery;
+        Ok(Arc::new(facts))
+    }
+
+    fn watched_snapshot(&self) -> Arc<ClusterFacts> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, facts)) = cached.as_ref()
+            && *g == generation
+        {
+            return facts.clone();
+        }
+        let facts = Arc::new(self.build_snapshot());
+        *cached = Some((generation, facts.clone()));
+        facts
+    }
+
+    fn build_snapshot(&self) -> ClusterFacts {
+        fn all<K: Resource + Clone>(s: &Store<K>) -> Vec<K>
+        where
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            s.state().iter().map(|o| (**o).clone()).collect()
+        }
+        let s = &self.stores;
+        let mut facts = ClusterFacts {
+            discovery: Discovery::default(),
+            apiservices: all(&s.apiservices),
+            crds: all(&s.crds),
+            validating_webhooks: all(&s.validating),
+            mutating_webhooks: all(&s.mutating),
+            backends: BTreeMap::new(),
+            nodes: all(&s.nodes),
+            terminating: s
+                .namespaces
+                .state()
+                .iter()
+                .filter(|n| {
+                    n.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Terminating")
+                })
+                .map(|n| (**n).clone())
+                .collect(),
+            rbac: Rbac {
+                cluster_roles: all(&s.cluster_roles),
+                cluster_role_bindings: all(&s.cluster_role_bindings),
+                roles: all(&s.roles),
+                role_bindings: all(&s.role_bindings),
+            },
+        };
+        let keys = referenced_services(&facts);
+        let slices = s.slices.state();
+        for key in keys {
+            let exists = s
+                .services
+                .state()
+                .iter()
+                .any(|svc| svc.metadata.namespace.as_deref() == Some(&key.namespace)
+                    && svc.metadata.name.as_deref() == Some(&key.name));
+            let ready_endpoints = slices
+                .iter()
+                .filter(|sl| {
+                    sl.metadata.namespace.as_deref() == Some(&key.namespace)
+                        && sl
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
+                            == Some(&key.name)
+                })
+                .flat_map(|sl| sl.endpoints.iter().flatten())
+                .filter(|ep| {
+                    ep.conditions
+                        .as_ref()
+                        .and_then(|c| c.ready)
+                        .unwrap_or(true)
+                })
+                .count();
+            facts.backends.insert(
+                key,
+                BackendState {
+                    exists,
+                    ready_endpoints,
+                },
+            );
+        }
+        facts
+    }
+
+    /// Aggregated discovery, two calls, as the namespace controller runs it.
+    pub async fn discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
+        let core = self.call("discovery /api", deadline, self.client.list_core_api_versions_aggregated());
+        let apis = self.call("discovery /apis", deadline, self.client.list_api_groups_aggregated());
+        let (core, apis) = tokio::try_join!(core, apis)?;
+        Ok(Discovery::from_aggregated(&core, &apis))
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        deadline: Instant,
+        fut: impl Future<Output = kube::Result<T>>,
+    ) -> Result<T, GatherError> {
+        let budget = self
+            .call_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(budget, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(GatherError::Api {
+                what: what.to_string(),
+                source,
+            }),
+            Err(_) => Err(GatherError::Timeout(what.to_string())),
+        }
+    }
+
+    /// Reads a namespace (for the CLI; the webhook has it from the request).
+    pub async fn read_namespace(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Option<Namespace>, GatherError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        self.call(&format!("namespace {name}"), deadline, api.get_opt(name))
+            .await
+    }
+
+    /// Every namespace (for the CLI's audit).
+    pub async fn list_namespaces(
+        &self,
+        selector: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Vec<Namespace>, GatherError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let mut lp = ListParams::default();
+        if let Some(s) = selector {
+            lp = lp.labels(s);
+        }
+        Ok(self.call("namespaces", deadline, api.list(&lp)).await?.items)
+    }
+
+    /// Lists what the namespace holds. Failures are facts (a `list-failure`), except a
+    /// deadline, which leaves the resource type unchecked (the second element).
+    pub async fn namespace(
+        &self,
+        namespace: Namespace,
+        discovery: &Discovery,
+        deadline: Instant,
+    ) -> (NamespaceFacts, Vec<String>) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let mut facts = NamespaceFacts {
+            namespace,
+            ..Default::default()
+        };
+        let mut not_checked = Vec::new();
+
+        let listable: Vec<&ResourceType> =
+            discovery.resources.iter().filter(|r| r.listable).collect();
+        let results: Vec<_> = futures::stream::iter(listable)
+            .map(|r| {
+                let name = name.clone();
+                async move { (r.clone(), self.list_resource(&name, r, deadline).await) }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for (resource, result) in results {
+            match result {
+                Ok(Listed::Objects(objects)) if objects.is_empty() => {}
+                Ok(Listed::Objects(objects)) => facts.content.push(Content { resource, objects }),
+                Ok(Listed::Pods(pods)) => {
+                    let objects: Vec<ObjectFacts> = pods.iter().map(object_facts_of).collect();
+                    if !objects.is_empty() {
+                        facts.content.push(Content { resource, objects });
+                    }
+                    facts.pods = pods;
+                }
+                Err(GatherError::Timeout(what)) => not_checked.push(what),
+                Err(GatherError::Api { source, .. }) => {
+                    let (code, message) = match &source {
+                        kube::Error::Api(status) => (Some(status.code), status.message.clone()),
+                        other => (None, other.to_string()),
+                    };
+                    facts.list_failures.push(ListFailure {
+                        resource,
+                        code,
+                        message,
+                    });
+                }
+                Err(GatherError::NotReady) => {}
+            }
+        }
+        facts.content.sort_by(|a, b| a.resource.cmp(&b.resource));
+        facts
+            .list_failures
+            .sort_by(|a, b| a.resource.cmp(&b.resource));
+        (facts, not_checked)
+    }
+
+    async fn list_resource(
+        &self,
+        ns: &str,
+        r: &ResourceType,
+        deadline: Instant,
+    ) -> Result<Listed, GatherError> {
+        let what = format!("list {} in {ns}", r.group_resource());
+        if r.group.is_empty() && r.resource == "pods" {
+            // Pods typed: the checks need the node and phase, as the controller's estimate does.
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let pods: Vec<Pod> = self
+                .paged(&what, deadline, |lp| {
+                    let api = api.clone();
+                    async move { api.list(&lp).await.map(|l| (l.items, l.metadata.continue_)) }
+                })
+                .await?;
+            return Ok(Listed::Pods(pods));
+        }
+        let ar = ApiResource {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            api_version: r.api_version(),
+            kind: r.kind.clone(),
+            plural: r.resource.clone(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        let objects = self
+            .paged(&what, deadline, |lp| {
+                let api = api.clone();
+                async move {
+                    api.list_metadata(&lp).await.map(|l| {
+                        let items = l.items.iter().map(object_facts_of).collect::<Vec<_>>();
+                        (items, l.metadata.continue_)
+                    })
+                }
+            })
+            .await?;
+        Ok(Listed::Objects(objects))
+    }
+
+    async fn paged<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: Instant,
+        mut page: F,
+    ) -> Result<Vec<T>, GatherError>
+    where
+        F: FnMut(ListParams) -> Fut,
+        Fut: Future<Output = kube::Result<(Vec<T>, Option<String>)>>,
+    {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(PAGE);
+            if let Some(t) = token.take() {
+                lp = lp.continue_token(&t);
+            }
+            let (items, next) = self.call(what, deadline, page(lp)).await?;
+            out.extend(items);
+            match next {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+enum Listed {
+    Objects(Vec<ObjectFacts>),
+    Pods(Vec<Pod>),
+}
+
+fn object_facts_of<K: Resource>(o: &K) -> ObjectFacts {
+    let m = o.meta();
+    ObjectFacts {
+        name: m.name.clone().unwrap_or_default(),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+        deletion_timestamp: m.deletion_timestamp.as_ref().map(|t| t.0),
+        labels: m.labels.clone().unwrap_or_default(),
+    }
+}
+
+/// Services that an APIService, a webhook or a CRD conversion webhook sends traffic to.
+pub fn referenced_services(facts: &ClusterFacts) -> BTreeSet<ServiceKey> {
+    let mut keys = BTreeSet::new();
+    let mut add = |ns: &str, name: &str| {
+        keys.insert(ServiceKey {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        });
+    };
+    for a in &facts.apiservices {
+        if let Some(s) = a.spec.as_ref().and_then(|s| s.service.as_ref())
+            && let (Some(ns), Some(name)) = (&s.namespace, &s.name)
+        {
+            add(ns, name);
+        }
+    }
+    for w in facts
+        .validating_webhooks
+        .iter()
+        .flat_map(|c| c.webhooks.iter().flatten())
+    {
+        if let Some(s) = &w.client_config.service {
+            add(&s.namespace, &s.name);
+        }
+    }
+    for w in facts
+        .mutating_webhooks
+        .iter()
+        .flat_map(|c| c.webhooks.iter().flatten())
+    {
+        if let Some(s) = &w.client_config.service {
+            add(&s.namespace, &s.name);
+        }
+    }
+    for crd in &facts.crds {
+        if let Some(s) = crd
+            .spec
+            .conversion
+            .as_ref()
+            .and_then(|c| c.webhook.as_ref())
+            .and_then(|w| w.client_config.as_ref())
+            .and_then(|c| c.service.as_ref())
+        {
+            add(&s.namespace, &s.name);
+        }
+    }
+    keys
+}
+
+/// The current time, as the checks compare ages against it.
+pub fn now() -> Timestamp {
+    Timestamp::now()
+}

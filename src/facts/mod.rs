@@ -1,0 +1,151 @@
+//! Facts: everything the checks look at, as plain data. [`gather`] is the only module that
+//! talks to the API server; checks read these structs and nothing else.
+
+pub mod discovery;
+pub mod gather;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+
+pub use discovery::{Discovery, ResourceType};
+
+/// Cluster-scoped facts, shared by every namespace's preflight.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterFacts {
+    /// What aggregated discovery says, as the namespace controller sees it.
+    pub discovery: Discovery,
+    /// Every APIService.
+    pub apiservices: Vec<APIService>,
+    /// Every CustomResourceDefinition.
+    pub crds: Vec<CustomResourceDefinition>,
+    /// Every validating webhook configuration.
+    pub validating_webhooks: Vec<ValidatingWebhookConfiguration>,
+    /// Every mutating webhook configuration.
+    pub mutating_webhooks: Vec<MutatingWebhookConfiguration>,
+    /// State of each Service referenced by an APIService, webhook or conversion webhook.
+    pub backends: BTreeMap<ServiceKey, BackendState>,
+    /// Every node.
+    pub nodes: Vec<Node>,
+    /// Namespaces already Terminating.
+    pub terminating: Vec<Namespace>,
+    /// RBAC, to find who can remove a finalizer.
+    pub rbac: Rbac,
+}
+
+/// RBAC objects, cluster-wide.
+#[derive(Clone, Debug, Default)]
+pub struct Rbac {
+    /// ClusterRoles.
+    pub cluster_roles: Vec<ClusterRole>,
+    /// ClusterRoleBindings.
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    /// Roles in every namespace.
+    pub roles: Vec<Role>,
+    /// RoleBindings in every namespace.
+    pub role_bindings: Vec<RoleBinding>,
+}
+
+/// A Service, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a backend Service looks like right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendState {
+    /// The Service exists.
+    pub exists: bool,
+    /// Ready endpoints over all its EndpointSlices.
+    pub ready_endpoints: usize,
+}
+
+/// One object of namespaced content: the metadata the checks need.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectFacts {
+    /// Name.
+    pub name: String,
+    /// `metadata.finalizers`.
+    pub finalizers: Vec<String>,
+    /// `metadata.deletionTimestamp`.
+    pub deletion_timestamp: Option<Timestamp>,
+    /// Labels (webhook object selectors).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The objects of one resource type in the namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Content {
+    /// The resource type.
+    pub resource: ResourceType,
+    /// Its objects.
+    pub objects: Vec<ObjectFacts>,
+}
+
+/// A list of a namespaced resource type that failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListFailure {
+    /// The resource type.
+    pub resource: ResourceType,
+    /// HTTP status code, when the API server answered.
+    pub code: Option<u16>,
+    /// The error message.
+    pub message: String,
+}
+
+/// Facts about one namespace, listed at the time of the preflight.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceFacts {
+    /// The namespace object (from the admission request's `oldObject`, or read).
+    pub namespace: Namespace,
+    /// Content, one entry per resource type that has objects.
+    pub content: Vec<Content>,
+    /// Lists that failed.
+    pub list_failures: Vec<ListFailure>,
+    /// Pods, typed (node, phase).
+    pub pods: Vec<Pod>,
+}
+
+/// Everything one preflight looks at.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// When the facts were gathered.
+    pub now: Timestamp,
+    /// The namespace's name.
+    pub name: String,
+    /// Cluster-scoped facts.
+    pub cluster: std::sync::Arc<ClusterFacts>,
+    /// The namespace's own facts.
+    pub namespace: NamespaceFacts,
+    /// Parts that could not be gathered; the report says they were not checked.
+    pub not_checked: Vec<String>,
+}
+
+impl Facts {
+    /// The namespace's labels.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.namespace
+            .namespace
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+    }
+}
