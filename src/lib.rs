@@ -1,6 +1,13 @@
 //! nsguard: stops namespace deletions that would hang in `Terminating`.
 
+pub mod admission;
 pub mod certs;
 pub mod checks;
+pub mod cli;
 pub mod facts;
+pub mod policy;
+pub mod preflight;
+pub mod records;
+pub mod render;
 pub mod report;
+pub mod server;

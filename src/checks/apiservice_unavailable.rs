@@ -96,15 +96,34 @@ mod tests {
     #[test]
     fn unavailable_apiservice_names_the_chain() {
         let facts = fixtures::facts("team-a")
-            .with_apiservice("v1beta1.metrics.k8s.io", "kube-system", "metrics-server", "False", "ServiceNotFound")
+            .with_apiservice(
+                "v1beta1.metrics.k8s.io",
+                "kube-system",
+                "metrics-server",
+                "False",
+                "ServiceNotFound",
+            )
             .build();
         let found = check(&facts);
         assert_eq!(found.len(), 1);
         let f = &found[0];
-        assert!(f.summary.contains("v1beta1.metrics.k8s.io"), "{}", f.summary);
+        assert!(
+            f.summary.contains("v1beta1.metrics.k8s.io"),
+            "{}",
+            f.summary
+        );
         assert!(f.summary.contains("ServiceNotFound"));
-        assert!(f.evidence.iter().any(|e| e.contains("kube-system/metrics-server does not exist")), "{:?}", f.evidence);
-        assert_eq!(f.remedy.command.as_deref(), Some("kubectl delete apiservice v1beta1.metrics.k8s.io"));
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("kube-system/metrics-server does not exist")),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(
+            f.remedy.command.as_deref(),
+            Some("kubectl delete apiservice v1beta1.metrics.k8s.io")
+        );
     }
 
     #[test]

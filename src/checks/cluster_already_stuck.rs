@@ -17,7 +17,10 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "NamespaceDeletionDiscoveryFailure"))
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "NamespaceDeletionDiscoveryFailure")
+            })
             .filter(|c| c.status == "True");
         if let Some(c) = failing {
             if message.is_empty() {

@@ -21,16 +21,25 @@ struct Who {
 
 fn grants(rules: &[PolicyRule], group: &str, resource: &str) -> bool {
     let has = |l: &Option<Vec<String>>, want: &str| {
-        l.as_ref().is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+        l.as_ref()
+            .is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
     };
     rules.iter().any(|r| {
-        (r.verbs.iter().any(|v| v == "*" || v == "update" || v == "patch"))
+        (r.verbs
+            .iter()
+            .any(|v| v == "*" || v == "update" || v == "patch"))
             && has(&r.api_groups, group)
             && has(&r.resources, resource)
     })
 }
 
-fn role_grants(rbac: &Rbac, role: &RoleRef, binding_ns: Option<&str>, group: &str, resource: &str) -> bool {
+fn role_grants(
+    rbac: &Rbac,
+    role: &RoleRef,
+    binding_ns: Option<&str>,
+    group: &str,
+    resource: &str,
+) -> bool {
     match role.kind.as_str() {
         "ClusterRole" => rbac
             .cluster_roles
@@ -40,20 +49,29 @@ fn role_grants(rbac: &Rbac, role: &RoleRef, binding_ns: Option<&str>, group: &st
         "Role" => rbac
             .roles
             .iter()
-            .filter(|r| r.metadata.name.as_deref() == Some(role.name.as_str()) && r.metadata.namespace.as_deref() == binding_ns)
+            .filter(|r| {
+                r.metadata.name.as_deref() == Some(role.name.as_str())
+                    && r.metadata.namespace.as_deref() == binding_ns
+            })
             .any(|r| grants(r.rules.as_deref().unwrap_or_default(), group, resource)),
         _ => false,
     }
 }
 
 fn counts(name: Option<&str>, s: &Subject) -> bool {
-    !name.unwrap_or_default().starts_with("system:") && !(s.kind == "Group" && s.name == "system:masters")
+    let built_in = name.unwrap_or_default().starts_with("system:");
+    let masters = s.kind == "Group" && s.name == "system:masters";
+    !(built_in || masters)
 }
 
 fn who(s: &Subject, binding_ns: Option<&str>) -> Who {
     Who {
         kind: s.kind.clone(),
-        namespace: s.namespace.clone().or_else(|| binding_ns.map(str::to_string)).unwrap_or_default(),
+        namespace: s
+            .namespace
+            .clone()
+            .or_else(|| binding_ns.map(str::to_string))
+            .unwrap_or_default(),
         name: s.name.clone(),
     }
 }
@@ -63,14 +81,28 @@ fn removers(rbac: &Rbac, group: &str, resource: &str, ns: &str) -> BTreeSet<Who>
     let mut out = BTreeSet::new();
     for b in &rbac.cluster_role_bindings {
         if role_grants(rbac, &b.role_ref, None, group, resource) {
-            for s in b.subjects.iter().flatten().filter(|s| counts(b.metadata.name.as_deref(), s)) {
+            for s in b
+                .subjects
+                .iter()
+                .flatten()
+                .filter(|s| counts(b.metadata.name.as_deref(), s))
+            {
                 out.insert(who(s, None));
             }
         }
     }
-    for b in rbac.role_bindings.iter().filter(|b| b.metadata.namespace.as_deref() == Some(ns)) {
+    for b in rbac
+        .role_bindings
+        .iter()
+        .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
+    {
         if role_grants(rbac, &b.role_ref, Some(ns), group, resource) {
-            for s in b.subjects.iter().flatten().filter(|s| counts(b.metadata.name.as_deref(), s)) {
+            for s in b
+                .subjects
+                .iter()
+                .flatten()
+                .filter(|s| counts(b.metadata.name.as_deref(), s))
+            {
                 out.insert(who(s, Some(ns)));
             }
         }
@@ -87,7 +119,11 @@ fn finalized(facts: &Facts) -> Vec<(&Content, BTreeMap<String, usize>)> {
         .filter_map(|c| {
             let mut names = BTreeMap::new();
             for o in &c.objects {
-                for f in o.finalizers.iter().filter(|f| !super::is_known_finalizer(f)) {
+                for f in o
+                    .finalizers
+                    .iter()
+                    .filter(|f| !super::is_known_finalizer(f))
+                {
                     *names.entry(f.clone()).or_default() += 1;
                 }
             }
@@ -97,19 +133,34 @@ fn finalized(facts: &Facts) -> Vec<(&Content, BTreeMap<String, usize>)> {
 }
 
 fn describe(names: &BTreeMap<String, usize>) -> String {
-    names.iter().map(|(n, c)| format!("{n} on {c}")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|(n, c)| format!("{n} on {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn first_object(c: &Content) -> &str {
-    c.objects.iter().find(|o| !o.finalizers.is_empty()).map(|o| o.name.as_str()).unwrap_or_default()
+    c.objects
+        .iter()
+        .find(|o| !o.finalizers.is_empty())
+        .map(|o| o.name.as_str())
+        .unwrap_or_default()
 }
 
 pub(super) fn in_namespace(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     for (c, names) in finalized(facts) {
-        let who = removers(&facts.cluster.rbac, &c.resource.group, &c.resource.resource, &facts.name);
+        let who = removers(
+            &facts.cluster.rbac,
+            &c.resource.group,
+            &c.resource.resource,
+            &facts.name,
+        );
         let all_here = !who.is_empty()
-            && who.iter().all(|w| w.kind == "ServiceAccount" && w.namespace == facts.name);
+            && who
+                .iter()
+                .all(|w| w.kind == "ServiceAccount" && w.namespace == facts.name);
         if !all_here {
             continue;
         }
@@ -134,7 +185,14 @@ pub(super) fn in_namespace(facts: &Facts) -> Vec<Finding> {
 pub(super) fn missing(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     for (c, names) in finalized(facts) {
-        if !removers(&facts.cluster.rbac, &c.resource.group, &c.resource.resource, &facts.name).is_empty() {
+        if !removers(
+            &facts.cluster.rbac,
+            &c.resource.group,
+            &c.resource.resource,
+            &facts.name,
+        )
+        .is_empty()
+        {
             continue;
         }
         let gr = c.resource.group_resource();
@@ -163,7 +221,11 @@ mod tests {
     #[test]
     fn no_remover_means_missing_owner() {
         let facts = fixtures::facts("team-a")
-            .with_content("example.com", "widgets", &[("w1", &["example.com/cleanup"])])
+            .with_content(
+                "example.com",
+                "widgets",
+                &[("w1", &["example.com/cleanup"])],
+            )
             .build();
         assert_eq!(missing(&facts).len(), 1);
         assert!(in_namespace(&facts).is_empty());
@@ -172,8 +234,19 @@ mod tests {
     #[test]
     fn a_service_account_of_this_namespace_as_only_remover() {
         let facts = fixtures::facts("team-a")
-            .with_content("example.com", "widgets", &[("w1", &["example.com/cleanup"])])
-            .with_cluster_binding("widget-operator", "example.com", "widgets", "ServiceAccount", "team-a", "operator")
+            .with_content(
+                "example.com",
+                "widgets",
+                &[("w1", &["example.com/cleanup"])],
+            )
+            .with_cluster_binding(
+                "widget-operator",
+                "example.com",
+                "widgets",
+                "ServiceAccount",
+                "team-a",
+                "operator",
+            )
             .build();
         assert!(missing(&facts).is_empty());
         let found = in_namespace(&facts);
@@ -184,8 +257,19 @@ mod tests {
     #[test]
     fn a_remover_elsewhere_is_fine() {
         let facts = fixtures::facts("team-a")
-            .with_content("example.com", "widgets", &[("w1", &["example.com/cleanup"])])
-            .with_cluster_binding("widget-operator", "example.com", "widgets", "ServiceAccount", "operators", "operator")
+            .with_content(
+                "example.com",
+                "widgets",
+                &[("w1", &["example.com/cleanup"])],
+            )
+            .with_cluster_binding(
+                "widget-operator",
+                "example.com",
+                "widgets",
+                "ServiceAccount",
+                "operators",
+                "operator",
+            )
             .build();
         assert!(missing(&facts).is_empty());
         assert!(in_namespace(&facts).is_empty());

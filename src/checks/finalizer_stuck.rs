@@ -10,7 +10,9 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
     for c in &facts.namespace.content {
         for o in &c.objects {
-            let Some(since) = o.deletion_timestamp else { continue };
+            let Some(since) = o.deletion_timestamp else {
+                continue;
+            };
             if o.finalizers.is_empty() {
                 continue;
             }
@@ -34,4 +36,33 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+
+    #[test]
+    fn only_objects_deleting_longer_than_the_threshold() {
+        let facts = fixtures::facts("team-a")
+            .with_content(
+                "example.com",
+                "widgets",
+                &[("old", &["x/y"]), ("new", &["x/y"]), ("free", &[])],
+            )
+            .deleting_since("old", "2026-11-22T11:00:00Z")
+            .deleting_since("new", "2026-11-22T11:59:00Z")
+            .deleting_since("free", "2026-11-22T11:00:00Z")
+            .build();
+        let found = check(&facts, Duration::from_secs(300));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .summary
+                .contains("widgets.example.com old has been deleting for 60m"),
+            "{}",
+            found[0].summary
+        );
+    }
 }

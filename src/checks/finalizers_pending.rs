@@ -40,7 +40,10 @@ pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
             format!("{} {gr} with finalizers {}", objects.len(), list.join(", ")),
             remedy(
                 "make sure the controllers owning these finalizers keep running until the namespace is gone",
-                format!("kubectl get {gr} -n {} -o custom-columns=NAME:.metadata.name,FINALIZERS:.metadata.finalizers", facts.name),
+                format!(
+                    "kubectl get {gr} -n {} -o custom-columns=NAME:.metadata.name,FINALIZERS:.metadata.finalizers",
+                    facts.name
+                ),
             ),
         );
         for name in objects.iter().take(5) {

@@ -10,7 +10,10 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceCondition, APIServiceSpec, APIServiceStatus, ServiceReference,
 };
 
-use crate::facts::{BackendState, ClusterFacts, Content, Facts, NamespaceFacts, ObjectFacts, ResourceType, ServiceKey};
+use crate::facts::{
+    BackendState, ClusterFacts, Content, Facts, NamespaceFacts, ObjectFacts, ResourceType,
+    ServiceKey,
+};
 
 pub(crate) struct Builder {
     name: String,
@@ -22,29 +25,50 @@ pub(crate) struct Builder {
 pub(crate) fn facts(name: &str) -> Builder {
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.to_string());
-    ns.spec = Some(NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) });
+    ns.spec = Some(NamespaceSpec {
+        finalizers: Some(vec!["kubernetes".into()]),
+    });
     Builder {
         name: name.to_string(),
         cluster: ClusterFacts::default(),
-        ns: NamespaceFacts { namespace: ns, ..Default::default() },
+        ns: NamespaceFacts {
+            namespace: ns,
+            ..Default::default()
+        },
         now: "2026-11-22T12:00:00Z".parse().unwrap(),
     }
 }
 
 impl Builder {
     pub(crate) fn with_namespace_spec_finalizers(mut self, f: &[&str]) -> Self {
-        self.ns.namespace.spec = Some(NamespaceSpec { finalizers: Some(f.iter().map(|s| s.to_string()).collect()) });
+        self.ns.namespace.spec = Some(NamespaceSpec {
+            finalizers: Some(f.iter().map(|s| s.to_string()).collect()),
+        });
         self
     }
 
-    pub(crate) fn with_apiservice(mut self, name: &str, ns: &str, svc: &str, status: &str, reason: &str) -> Self {
+    pub(crate) fn with_apiservice(
+        mut self,
+        name: &str,
+        ns: &str,
+        svc: &str,
+        status: &str,
+        reason: &str,
+    ) -> Self {
         let (version, group) = name.split_once('.').unwrap();
         self.cluster.apiservices.push(APIService {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             spec: Some(APIServiceSpec {
                 group: Some(group.into()),
                 version: Some(version.into()),
-                service: Some(ServiceReference { namespace: Some(ns.into()), name: Some(svc.into()), port: Some(443) }),
+                service: Some(ServiceReference {
+                    namespace: Some(ns.into()),
+                    name: Some(svc.into()),
+                    port: Some(443),
+                }),
                 group_priority_minimum: 100,
                 version_priority: 100,
                 ..Default::default()
@@ -60,8 +84,14 @@ impl Builder {
             }),
         });
         self.cluster.backends.insert(
-            ServiceKey { namespace: ns.into(), name: svc.into() },
-            BackendState { exists: status == "True", ready_endpoints: usize::from(status == "True") },
+            ServiceKey {
+                namespace: ns.into(),
+                name: svc.into(),
+            },
+            BackendState {
+                exists: status == "True",
+                ready_endpoints: usize::from(status == "True"),
+            },
         );
         self
     }
@@ -71,7 +101,12 @@ impl Builder {
         self
     }
 
-    pub(crate) fn with_content(mut self, group: &str, resource: &str, objects: &[(&str, &[&str])]) -> Self {
+    pub(crate) fn with_content(
+        mut self,
+        group: &str,
+        resource: &str,
+        objects: &[(&str, &[&str])],
+    ) -> Self {
         self.ns.content.push(Content {
             resource: ResourceType {
                 group: group.into(),
@@ -103,9 +138,20 @@ impl Builder {
         self
     }
 
-    pub(crate) fn with_cluster_binding(mut self, name: &str, group: &str, resource: &str, kind: &str, ns: &str, subject: &str) -> Self {
+    pub(crate) fn with_cluster_binding(
+        mut self,
+        name: &str,
+        group: &str,
+        resource: &str,
+        kind: &str,
+        ns: &str,
+        subject: &str,
+    ) -> Self {
         self.cluster.rbac.cluster_roles.push(ClusterRole {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             rules: Some(vec![PolicyRule {
                 api_groups: Some(vec![group.into()]),
                 resources: Some(vec![resource.into()]),
@@ -114,11 +160,26 @@ impl Builder {
             }]),
             ..Default::default()
         });
-        self.cluster.rbac.cluster_role_bindings.push(ClusterRoleBinding {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: name.into() },
-            subjects: Some(vec![Subject { kind: kind.into(), name: subject.into(), namespace: Some(ns.into()), api_group: None }]),
-        });
+        self.cluster
+            .rbac
+            .cluster_role_bindings
+            .push(ClusterRoleBinding {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "ClusterRole".into(),
+                    name: name.into(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: kind.into(),
+                    name: subject.into(),
+                    namespace: Some(ns.into()),
+                    api_group: None,
+                }]),
+            });
         self
     }
 

@@ -39,7 +39,13 @@ mod tests {
     #[test]
     fn only_apiservices_served_from_this_namespace() {
         let facts = fixtures::facts("monitoring")
-            .with_apiservice("v1beta1.metrics.k8s.io", "monitoring", "metrics-server", "True", "Passed")
+            .with_apiservice(
+                "v1beta1.metrics.k8s.io",
+                "monitoring",
+                "metrics-server",
+                "True",
+                "Passed",
+            )
             .with_apiservice("v1.other.example.com", "elsewhere", "svc", "True", "Passed")
             .build();
         let found = check(&facts);

@@ -78,25 +78,49 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
             f
         }));
     };
-    add(CheckId::ApiserviceUnavailable, apiservice_unavailable::check(facts));
-    add(CheckId::HostsApiserviceBackend, hosts_apiservice_backend::check(facts));
+    add(
+        CheckId::ApiserviceUnavailable,
+        apiservice_unavailable::check(facts),
+    );
+    add(
+        CheckId::HostsApiserviceBackend,
+        hosts_apiservice_backend::check(facts),
+    );
     add(CheckId::HostsWebhookBackend, webhooks::hosts_backend(facts));
-    add(CheckId::HostsConversionBackend, hosts_conversion_backend::check(facts));
-    add(CheckId::WebhookBackendUnavailable, webhooks::backend_unavailable(facts));
+    add(
+        CheckId::HostsConversionBackend,
+        hosts_conversion_backend::check(facts),
+    );
+    add(
+        CheckId::WebhookBackendUnavailable,
+        webhooks::backend_unavailable(facts),
+    );
     add(CheckId::ListFailure, list_failure::check(facts));
     add(
         CheckId::FinalizerStuck,
         finalizer_stuck::check(facts, settings.finalizer_stuck_after),
     );
-    add(CheckId::FinalizerOwnerInNamespace, finalizer_owner::in_namespace(facts));
-    add(CheckId::FinalizerOwnerMissing, finalizer_owner::missing(facts));
+    add(
+        CheckId::FinalizerOwnerInNamespace,
+        finalizer_owner::in_namespace(facts),
+    );
+    add(
+        CheckId::FinalizerOwnerMissing,
+        finalizer_owner::missing(facts),
+    );
     add(
         CheckId::FinalizersPending,
         finalizers_pending::check(facts, settings.finalizer_stuck_after),
     );
-    add(CheckId::NamespaceFinalizers, namespace_finalizers::check(facts));
+    add(
+        CheckId::NamespaceFinalizers,
+        namespace_finalizers::check(facts),
+    );
     add(CheckId::PodsUnterminable, pods_unterminable::check(facts));
-    add(CheckId::ClusterAlreadyStuck, cluster_already_stuck::check(facts));
+    add(
+        CheckId::ClusterAlreadyStuck,
+        cluster_already_stuck::check(facts),
+    );
     findings.sort_by_key(|f| (f.severity, f.check));
     Report {
         namespace: facts.name.clone(),
@@ -133,7 +157,10 @@ pub fn age(now: Timestamp, t: Timestamp) -> String {
 }
 
 /// Whether `labels` satisfy a label selector (an absent selector matches everything).
-pub fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+pub fn selector_matches(
+    selector: Option<&LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let Some(sel) = selector else { return true };
     let labels_ok = sel
         .match_labels
@@ -163,7 +190,10 @@ mod tests {
     use rstest::rstest;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[rstest]
@@ -198,9 +228,13 @@ mod tests {
         let mut settings = Settings::default();
         let report = run(&facts, &settings);
         assert_eq!(report.check_ids(), vec![CheckId::NamespaceFinalizers]);
-        settings.overrides.insert(CheckId::NamespaceFinalizers, Setting::Block);
+        settings
+            .overrides
+            .insert(CheckId::NamespaceFinalizers, Setting::Block);
         assert_eq!(run(&facts, &settings).blocking().count(), 1);
-        settings.overrides.insert(CheckId::NamespaceFinalizers, Setting::Off);
+        settings
+            .overrides
+            .insert(CheckId::NamespaceFinalizers, Setting::Off);
         assert!(run(&facts, &settings).findings.is_empty());
     }
 }

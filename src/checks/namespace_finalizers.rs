@@ -30,10 +30,15 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     vec![
         Finding::new(
             CheckId::NamespaceFinalizers,
-            format!("namespace has finalizers {} that only their own controllers remove", all.join(", ")),
+            format!(
+                "namespace has finalizers {} that only their own controllers remove",
+                all.join(", ")
+            ),
             remedy("make sure the controllers owning them are running", None),
         )
         .object(ObjectRef::cluster("Namespace", &facts.name))
-        .evidence(format!("spec.finalizers: {spec:?}; metadata.finalizers: {meta:?}")),
+        .evidence(format!(
+            "spec.finalizers: {spec:?}; metadata.finalizers: {meta:?}"
+        )),
     ]
 }

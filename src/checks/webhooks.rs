@@ -5,8 +5,6 @@
 //! - `webhook-backend-unavailable`: a `Fail` webhook matching DELETE of content present here
 //!   whose Service is missing or has no ready endpoints.
 
-
-
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -62,7 +60,13 @@ fn has(list: Option<&Vec<String>>, want: &str) -> bool {
     list.is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
 }
 
-fn rule_matches(rule: &RuleWithOperations, op: &str, group: &str, resource: &str, namespaced: bool) -> bool {
+fn rule_matches(
+    rule: &RuleWithOperations,
+    op: &str,
+    group: &str,
+    resource: &str,
+    namespaced: bool,
+) -> bool {
     let scope_ok = match rule.scope.as_deref() {
         None | Some("*") => true,
         Some("Namespaced") => namespaced,
@@ -71,17 +75,24 @@ fn rule_matches(rule: &RuleWithOperations, op: &str, group: &str, resource: &str
     };
     let resource_ok = rule.resources.as_ref().is_some_and(|rs| {
         rs.iter().any(|r| {
-            r == "*/*" || r == resource || (r == "*" && !resource.contains('/'))
+            r == "*/*"
+                || r == resource
+                || (r == "*" && !resource.contains('/'))
                 || r.split_once('/').is_some_and(|(a, b)| {
-                    resource.split_once('/').is_some_and(|(x, y)| (a == "*" || a == x) && (b == "*" || b == y))
+                    resource
+                        .split_once('/')
+                        .is_some_and(|(x, y)| (a == "*" || a == x) && (b == "*" || b == y))
                 })
         })
     });
-    scope_ok && has(rule.operations.as_ref(), op) && has(rule.api_groups.as_ref(), group) && resource_ok
+    scope_ok
+        && has(rule.operations.as_ref(), op)
+        && has(rule.api_groups.as_ref(), group)
+        && resource_ok
 }
 
 /// The first resource type with content here that a hook intercepts on DELETE.
-fn intercepted_content<'a>(facts: &'a Facts, hook: &Hook<'_>) -> Option<(String, usize)> {
+fn intercepted_content(facts: &Facts, hook: &Hook<'_>) -> Option<(String, usize)> {
     let labels = facts.labels();
     if !super::selector_matches(hook.namespace_selector, &labels) {
         return None;
@@ -117,7 +128,9 @@ fn key(s: &ServiceReference) -> ServiceKey {
 pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     for hook in hooks(facts) {
-        let Some(svc) = hook.service.filter(|s| s.namespace == facts.name) else { continue };
+        let Some(svc) = hook.service.filter(|s| s.namespace == facts.name) else {
+            continue;
+        };
         if !hook.fails_closed {
             continue;
         }
@@ -153,11 +166,18 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
             continue;
         }
         let key = key(svc);
-        let state = facts.cluster.backends.get(&key).cloned().unwrap_or_default();
+        let state = facts
+            .cluster
+            .backends
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
         if state.exists && state.ready_endpoints > 0 {
             continue;
         }
-        let Some((gr, n)) = intercepted_content(facts, &hook) else { continue };
+        let Some((gr, n)) = intercepted_content(facts, &hook) else {
+            continue;
+        };
         let why = if state.exists {
             format!("Service {key} has no ready endpoints")
         } else {
@@ -179,7 +199,6 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -204,15 +223,36 @@ mod tests {
     #[case(&["DELETE"], &["apps"], &["configmaps"], "configmaps", false)]
     #[case(&["DELETE"], &[""], &["*"], "pods/status", false)]
     #[case(&["DELETE"], &[""], &["*/*"], "pods/status", true)]
-    fn rules(#[case] ops: &[&str], #[case] groups: &[&str], #[case] res: &[&str], #[case] resource: &str, #[case] expected: bool) {
-        assert_eq!(rule_matches(&rule(ops, groups, res), "DELETE", "", resource, true), expected);
+    fn rules(
+        #[case] ops: &[&str],
+        #[case] groups: &[&str],
+        #[case] res: &[&str],
+        #[case] resource: &str,
+        #[case] expected: bool,
+    ) {
+        assert_eq!(
+            rule_matches(&rule(ops, groups, res), "DELETE", "", resource, true),
+            expected
+        );
     }
 
     #[test]
     fn finalize_subresource_is_matched_only_by_subresource_rules() {
         let plain = rule(&["UPDATE"], &[""], &["namespaces"]);
         let finalize = rule(&["UPDATE"], &[""], &["namespaces/finalize"]);
-        assert!(!rule_matches(&plain, "UPDATE", "", "namespaces/finalize", false));
-        assert!(rule_matches(&finalize, "UPDATE", "", "namespaces/finalize", false));
+        assert!(!rule_matches(
+            &plain,
+            "UPDATE",
+            "",
+            "namespaces/finalize",
+            false
+        ));
+        assert!(rule_matches(
+            &finalize,
+            "UPDATE",
+            "",
+            "namespaces/finalize",
+            false
+        ));
     }
 }

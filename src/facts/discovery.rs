@@ -74,7 +74,9 @@ impl Discovery {
                 // Versions are listed in preference order: the first fresh version that serves
                 // a resource is the one the controller deletes it at.
                 for r in &version.resources {
-                    let Some(name) = r.resource.clone() else { continue };
+                    let Some(name) = r.resource.clone() else {
+                        continue;
+                    };
                     if r.scope.as_deref() != Some("Namespaced")
                         || !r.verbs.iter().any(|v| v == "delete")
                     {
@@ -113,12 +115,14 @@ mod tests {
 
     #[test]
     fn stale_versions_are_failures_and_preferred_versions_win() {
-        let core = list(serde_json::json!({"items": [{"metadata": {"name": ""}, "versions": [
+        let core = list(
+            serde_json::json!({"items": [{"metadata": {"name": ""}, "versions": [
             {"version": "v1", "resources": [
                 {"resource": "pods", "scope": "Namespaced", "verbs": ["list", "delete"], "responseKind": {"kind": "Pod"}},
                 {"resource": "nodes", "scope": "Cluster", "verbs": ["list", "delete"]},
                 {"resource": "bindings", "scope": "Namespaced", "verbs": ["create"]}
-            ]}]}]}));
+            ]}]}]}),
+        );
         let apis = list(serde_json::json!({"items": [
             {"metadata": {"name": "metrics.k8s.io"}, "versions": [{"version": "v1beta1", "freshness": "Stale"}]},
             {"metadata": {"name": "example.com"}, "versions": [
@@ -138,7 +142,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            vec!["v1 pods true", "example.com/v1 gadgets false", "example.com/v2 widgets true"]
+            vec![
+                "v1 pods true",
+                "example.com/v1 gadgets false",
+                "example.com/v2 widgets true"
+            ]
         );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -31,8 +31,8 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::{
-    BackendState, ClusterFacts, Content, Discovery, ListFailure, NamespaceFacts, ObjectFacts,
-    Rbac, ResourceType, ServiceKey,
+    BackendState, ClusterFacts, Content, Discovery, ListFailure, NamespaceFacts, ObjectFacts, Rbac,
+    ResourceType, ServiceKey,
 };
 
 /// Page size for metadata lists, as kubectl and the controllers use.
@@ -74,6 +74,9 @@ struct Stores {
     role_bindings: Store<RoleBinding>,
 }
 
+/// Cluster facts built from the watches at one watch generation.
+type Snapshot = (u64, Arc<ClusterFacts>);
+
 /// Gathers facts. Cheap to clone; clones share the watches and the snapshot.
 #[derive(Clone)]
 pub struct Gatherer {
@@ -82,7 +85,7 @@ pub struct Gatherer {
     concurrency: usize,
     stores: Stores,
     generation: Arc<AtomicU64>,
-    snapshot: Arc<Mutex<Option<(u64, Arc<ClusterFacts>)>>>,
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
 }
 
 fn watch<K>(client: &Client, generation: &Arc<AtomicU64>) -> Store<K>
@@ -223,12 +226,10 @@ impl Gatherer {
         let keys = referenced_services(&facts);
         let slices = s.slices.state();
         for key in keys {
-            let exists = s
-                .services
-                .state()
-                .iter()
-                .any(|svc| svc.metadata.namespace.as_deref() == Some(&key.namespace)
-                    && svc.metadata.name.as_deref() == Some(&key.name));
+            let exists = s.services.state().iter().any(|svc| {
+                svc.metadata.namespace.as_deref() == Some(&key.namespace)
+                    && svc.metadata.name.as_deref() == Some(&key.name)
+            });
             let ready_endpoints = slices
                 .iter()
                 .filter(|sl| {
@@ -241,12 +242,7 @@ impl Gatherer {
                             == Some(&key.name)
                 })
                 .flat_map(|sl| sl.endpoints.iter().flatten())
-                .filter(|ep| {
-                    ep.conditions
-                        .as_ref()
-                        .and_then(|c| c.ready)
-                        .unwrap_or(true)
-                })
+                .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
                 .count();
             facts.backends.insert(
                 key,
@@ -261,8 +257,16 @@ impl Gatherer {
 
     /// Aggregated discovery, two calls, as the namespace controller runs it.
     pub async fn discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
-        let core = self.call("discovery /api", deadline, self.client.list_core_api_versions_aggregated());
-        let apis = self.call("discovery /apis", deadline, self.client.list_api_groups_aggregated());
+        let core = self.call(
+            "discovery /api",
+            deadline,
+            self.client.list_core_api_versions_aggregated(),
+        );
+        let apis = self.call(
+            "discovery /apis",
+            deadline,
+            self.client.list_api_groups_aggregated(),
+        );
         let (core, apis) = tokio::try_join!(core, apis)?;
         Ok(Discovery::from_aggregated(&core, &apis))
     }
@@ -308,7 +312,10 @@ impl Gatherer {
         if let Some(s) = selector {
             lp = lp.labels(s);
         }
-        Ok(self.call("namespaces", deadline, api.list(&lp)).await?.items)
+        Ok(self
+            .call("namespaces", deadline, api.list(&lp))
+            .await?
+            .items)
     }
 
     /// Lists what the namespace holds. Failures are facts (a `list-failure`), except a
@@ -326,16 +333,26 @@ impl Gatherer {
         };
         let mut not_checked = Vec::new();
 
-        let listable: Vec<&ResourceType> =
-            discovery.resources.iter().filter(|r| r.listable).collect();
-        let results: Vec<_> = futures::stream::iter(listable)
-            .map(|r| {
-                let name = name.clone();
-                async move { (r.clone(), self.list_resource(&name, r, deadline).await) }
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let listable: Vec<ResourceType> = discovery
+            .resources
+            .iter()
+            .filter(|r| r.listable)
+            .cloned()
+            .collect();
+        let results: Vec<(ResourceType, Result<Listed, GatherError>)> =
+            futures::stream::iter(listable)
+                .map(|r| {
+                    let this = self.clone();
+                    let name = name.clone();
+                    async move {
+                        let listed = this.list_resource(&name, &r, deadline).await;
+                        (r, listed)
+                    }
+                    .boxed()
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         for (resource, result) in results {
             match result {
                 Ok(Listed::Objects(objects)) if objects.is_empty() => {}

@@ -2,6 +2,8 @@
 //! namespaces, and polling with a deadline (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod nsguard;
+
 use std::future::Future;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -34,10 +36,31 @@ pub async fn cluster() -> (&'static LocalCluster, Client) {
 
 /// Creates a namespace `<prefix>-<random>` with the test label and returns its name.
 pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    create_namespace_with(client, prefix, &[], &[]).await
+}
+
+/// Creates a namespace with extra labels and annotations.
+pub async fn create_namespace_with(
+    client: &Client,
+    prefix: &str,
+    labels: &[(&str, String)],
+    annotations: &[(&str, &str)],
+) -> String {
     let name = format!("{prefix}-{}", localcluster::random_suffix());
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.clone());
-    ns.metadata.labels = Some([(TEST_LABEL.to_string(), "true".to_string())].into());
+    let mut l: std::collections::BTreeMap<String, String> =
+        [(TEST_LABEL.to_string(), "true".to_string())].into();
+    l.extend(labels.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    ns.metadata.labels = Some(l);
+    if !annotations.is_empty() {
+        ns.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await

@@ -1,0 +1,223 @@
+//! The admission adapter and the one choke point for cross-cutting rules: which requests are
+//! looked at, the deadline, overrides, dry run, mode, and recording.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
+use crate::preflight::Engine;
+use crate::records::{Events, Metrics};
+
+/// Everything a review needs.
+pub struct Admission {
+    /// The preflight engine (absent in tests of bad input).
+    pub engine: Option<Engine>,
+    /// Mode, bypass groups, warning bound.
+    pub policy: Policy,
+    /// Upper bound for the preflight, whatever the API server's timeout.
+    pub check_timeout: Duration,
+    /// nsguard's own namespace: its deletion is never looked at.
+    pub own_namespace: Option<String>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event publisher (absent without a cluster).
+    pub events: Option<Events>,
+}
+
+/// Time kept back from the API server's timeout for answering.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+/// An HTTP status and a JSON body.
+pub type Reply = (StatusCode, Value);
+
+fn bad_request(metrics: &Metrics, what: String) -> Reply {
+    metrics.bad_request("malformed");
+    tracing::info!(error = %what, "Bad request");
+    (StatusCode::BAD_REQUEST, json!({"error": what}))
+}
+
+/// Parses `?timeout=10s` as the API server sends it.
+pub fn parse_timeout(query: Option<&str>) -> Option<Duration> {
+    let v = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("timeout="))?;
+    let secs: f64 = if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse::<f64>().ok()? / 1000.0
+    } else if let Some(s) = v.strip_suffix('s') {
+        s.parse().ok()?
+    } else if let Some(m) = v.strip_suffix('m') {
+        m.parse::<f64>().ok()? * 60.0
+    } else {
+        return None;
+    };
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(60.0)))
+}
+
+impl Admission {
+    /// Answers one AdmissionReview body.
+    pub async fn review(&self, body: &[u8], timeout: Option<Duration>) -> Reply {
+        let started = Instant::now();
+        let raw: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return bad_request(&self.metrics, format!("body is not JSON: {e}")),
+        };
+        if raw.get("apiVersion").and_then(Value::as_str) != Some("admission.k8s.io/v1")
+            || raw.get("kind").and_then(Value::as_str) != Some("AdmissionReview")
+        {
+            return bad_request(
+                &self.metrics,
+                "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview".into(),
+            );
+        }
+        if raw.get("request").is_none_or(Value::is_null) {
+            return bad_request(&self.metrics, "AdmissionReview has no request".into());
+        }
+        // Anything that is not a namespace DELETE passes untouched, whatever its object.
+        let req_v = &raw["request"];
+        let is_ns_delete = req_v["operation"] == "DELETE"
+            && req_v["resource"]["group"] == ""
+            && req_v["resource"]["resource"] == "namespaces"
+            && req_v["subResource"].as_str().unwrap_or_default().is_empty();
+        if !is_ns_delete {
+            return self.allow_untouched(&raw);
+        }
+        let review: AdmissionReview<Namespace> = match serde_json::from_value(raw) {
+            Ok(r) => r,
+            Err(e) => {
+                return bad_request(
+                    &self.metrics,
+                    format!("AdmissionReview does not parse: {e}"),
+                );
+            }
+        };
+        let req: AdmissionRequest<Namespace> = match review.try_into() {
+            Ok(r) => r,
+            Err(e) => return bad_request(&self.metrics, format!("AdmissionReview: {e}")),
+        };
+        let Some(namespace) = req.old_object.clone() else {
+            return bad_request(
+                &self.metrics,
+                "DELETE of a namespace without oldObject".into(),
+            );
+        };
+        if req.operation != Operation::Delete {
+            return bad_request(&self.metrics, "operation mismatch".into());
+        }
+        self.decide(&req, namespace, timeout, started).await
+    }
+
+    fn allow_untouched(&self, raw: &Value) -> Reply {
+        let uid = raw["request"]["uid"].as_str().unwrap_or_default();
+        (
+            StatusCode::OK,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                   "response": {"uid": uid, "allowed": true}}),
+        )
+    }
+
+    async fn decide(
+        &self,
+        req: &AdmissionRequest<Namespace>,
+        namespace: Namespace,
+        timeout: Option<Duration>,
+        started: Instant,
+    ) -> Reply {
+        let name = namespace
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| req.name.clone());
+        let span = tracing::info_span!("review", uid = %req.uid, namespace = %name, user = %req.user_info.username.clone().unwrap_or_default(), dry_run = req.dry_run);
+        let _enter = span.enter();
+        let mut resp = AdmissionResponse::from(req);
+        if self.own_namespace.as_deref() == Some(name.as_str()) {
+            return reply(resp);
+        }
+        let budget = timeout
+            .unwrap_or(Duration::from_secs(10))
+            .saturating_sub(MARGIN)
+            .min(self.check_timeout);
+        let deadline = started + budget;
+        let ctx = RequestContext {
+            override_reason: namespace
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(OVERRIDE_ANNOTATION))
+                .cloned(),
+            groups: req.user_info.groups.clone().unwrap_or_default(),
+        };
+        let ns_uid = namespace.metadata.uid.clone();
+        let report = match &self.engine {
+            Some(engine) => engine.preflight(namespace, deadline).await,
+            None => crate::report::Report {
+                namespace: name.clone(),
+                not_checked: vec!["no cluster connection".into()],
+                ..Default::default()
+            },
+        };
+        let decision = policy::decide(&report, &self.policy, &ctx);
+        let took = started.elapsed();
+        tracing::info!(
+            mode = self.policy.mode.as_str(),
+            decision = decision.outcome.as_str(),
+            findings = ?report.check_ids().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            not_checked = report.not_checked.len(),
+            duration_ms = took.as_millis() as u64,
+            "Decision"
+        );
+        self.metrics
+            .decision(self.policy.mode, &decision, req.dry_run, &report, took);
+        if !req.dry_run
+            && let Some(events) = &self.events
+        {
+            events.publish(&name, ns_uid, self.policy.mode, &decision);
+        }
+        if !decision.warnings.is_empty() {
+            resp.warnings = Some(decision.warnings.clone());
+        }
+        if !decision.allowed {
+            resp = resp.deny(decision.message.clone().unwrap_or_default());
+            resp.result.code = 403;
+            resp.result.reason = "Forbidden".into();
+        }
+        reply(resp)
+    }
+}
+
+fn reply(resp: AdmissionResponse) -> Reply {
+    let review = resp.into_review();
+    match serde_json::to_value(&review) {
+        Ok(v) => (StatusCode::OK, v),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_server_timeouts_parse() {
+        assert_eq!(
+            parse_timeout(Some("timeout=10s")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_timeout(Some("a=b&timeout=500ms")),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_timeout(Some("timeout=x")), None);
+        assert_eq!(parse_timeout(Some("timeout=-1s")), None);
+        assert_eq!(parse_timeout(None), None);
+    }
+}

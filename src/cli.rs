@@ -1,0 +1,348 @@
+//! The command line: `serve`, `check`, `certs`. Every flag has an `NSGUARD_*` variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::time::Instant;
+
+use crate::admission::Admission;
+use crate::certs::{self, Ca};
+use crate::checks::{Setting, Settings};
+use crate::facts::gather::Gatherer;
+use crate::policy::{Mode, Policy};
+use crate::preflight::Engine;
+use crate::records::{Events, Metrics};
+use crate::report::CheckId;
+use crate::server::{self, Readiness, tls};
+
+/// nsguard: stops namespace deletions that would hang in Terminating.
+#[derive(Debug, Parser)]
+#[command(name = "nsguard", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook.
+    Serve(ServeArgs),
+    /// Run the preflight for one namespace and print what would block its deletion.
+    /// Exit 0: would delete cleanly; 1: warnings only; 2: would hang.
+    Check(CheckArgs),
+    /// Write a CA and a serving certificate for the webhook and print the caBundle.
+    Certs(CertsArgs),
+}
+
+/// Flags shared by everything that reads the cluster.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "NSGUARD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Upper bound for one preflight.
+    #[arg(long, env = "NSGUARD_CHECK_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
+    pub check_timeout: Duration,
+    /// Upper bound for one API call.
+    #[arg(long, env = "NSGUARD_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// Lists in flight at once for one namespace.
+    #[arg(long, env = "NSGUARD_LIST_CONCURRENCY", default_value_t = 16)]
+    pub list_concurrency: usize,
+    /// A check's severity: ID=block|warn|off (repeatable; comma-separated in the variable).
+    #[arg(long = "check", env = "NSGUARD_CHECKS", value_delimiter = ',', value_parser = parse_check_setting)]
+    pub checks: Vec<(CheckId, Setting)>,
+    /// How long an object may be deleting with finalizers before finalizer-stuck reports it.
+    #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub finalizer_stuck_after: Duration,
+}
+
+/// `nsguard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTPS listener for `POST /validate`.
+    #[arg(long, env = "NSGUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP admin listener: /livez, /readyz, /metrics.
+    #[arg(long, env = "NSGUARD_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM); re-read when it changes.
+    #[arg(long, env = "NSGUARD_TLS_CERT", default_value = "certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM).
+    #[arg(long, env = "NSGUARD_TLS_KEY", default_value = "certs/tls.key")]
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "NSGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// enforce: deny deletions that would hang; warn: allow with warnings; audit: allow and record.
+    #[arg(long, env = "NSGUARD_MODE", value_enum, default_value = "enforce")]
+    pub mode: Mode,
+    /// Members of this group may delete despite blockers, with a warning (repeatable).
+    #[arg(
+        long = "bypass-group",
+        env = "NSGUARD_BYPASS_GROUPS",
+        value_delimiter = ','
+    )]
+    pub bypass_groups: Vec<String>,
+    /// nsguard's own namespace, whose deletion is never checked.
+    #[arg(long, env = "NSGUARD_OWN_NAMESPACE", default_value = "nsguard-system")]
+    pub own_namespace: String,
+    /// Warnings per response before "and N more".
+    #[arg(long, env = "NSGUARD_MAX_WARNINGS", default_value_t = 8)]
+    pub max_warnings: usize,
+    /// On SIGTERM, how long to keep serving while not ready before draining.
+    #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Cluster access.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Output format of the CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A readable table.
+    Table,
+    /// JSON (the report).
+    Json,
+}
+
+/// `nsguard check NS`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        env = "NSGUARD_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Output,
+    /// Cluster access.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `nsguard certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory for ca.crt, ca.key, tls.crt, tls.key.
+    #[arg(long, env = "NSGUARD_CERTS_DIR", default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// DNS names for the serving certificate (repeatable).
+    #[arg(long = "dns", env = "NSGUARD_CERT_DNS", value_delimiter = ',',
+          default_values_t = ["nsguard.nsguard-system.svc".to_string(), "nsguard.nsguard-system.svc.cluster.local".to_string()])]
+    pub dns: Vec<String>,
+    /// IP addresses for the serving certificate (repeatable).
+    #[arg(long = "ip", env = "NSGUARD_CERT_IPS", value_delimiter = ',')]
+    pub ips: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, env = "NSGUARD_CERT_DAYS", default_value_t = 365)]
+    pub days: i64,
+}
+
+/// `10s`, `500ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("{s:?}: give a unit, e.g. 10s"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: not a duration"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    })
+}
+
+fn parse_check_setting(s: &str) -> Result<(CheckId, Setting), String> {
+    let (id, setting) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected CHECK=block|warn|off"))?;
+    let id: CheckId = id.trim().parse()?;
+    let setting = Setting::from_str(setting.trim(), true)
+        .map_err(|_| format!("{s:?}: setting must be block, warn or off"))?;
+    Ok((id, setting))
+}
+
+impl ClusterArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            overrides: self.checks.iter().cloned().collect(),
+            finalizer_stuck_after: self.finalizer_stuck_after,
+        }
+    }
+
+    async fn client(&self) -> Result<Client> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+            }
+            None => Config::infer()
+                .await
+                .context("no kubeconfig and not in a cluster")?,
+        };
+        Ok(Client::try_from(config)?)
+    }
+
+    async fn engine(&self) -> Result<Engine> {
+        let client = self.client().await?;
+        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency);
+        Ok(Engine::new(gatherer, self.settings()))
+    }
+}
+
+/// Runs `nsguard serve`.
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let provider = tls::provider();
+    let cert = Arc::new(
+        tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider.clone())
+            .context("loading the serving certificate")?,
+    );
+    cert.spawn_reloader(args.tls_reload_interval);
+    let tls_config = tls::server_config(cert, provider)?;
+    let engine = args.cluster.engine().await?;
+    let metrics = Arc::new(Metrics::default());
+    let events = Events::new(
+        engine.gatherer().client().clone(),
+        std::env::var("POD_NAME").ok(),
+    );
+    let ready = Readiness::default();
+    {
+        // Ready once every watch has listed: before that a review would see no cluster facts.
+        let ready = ready.clone();
+        let gatherer = engine.gatherer().clone();
+        tokio::spawn(async move {
+            loop {
+                match gatherer.wait_synced(Duration::from_secs(30)).await {
+                    Ok(()) => break,
+                    Err(error) => tracing::warn!(%error, "Waiting for cluster facts"),
+                }
+            }
+            tracing::info!("Cluster facts synced: ready");
+            ready.set(true);
+        });
+    }
+    let admission = Arc::new(Admission {
+        engine: Some(engine),
+        policy: Policy {
+            mode: args.mode,
+            bypass_groups: args.bypass_groups.clone(),
+            max_warnings: args.max_warnings,
+        },
+        check_timeout: args.cluster.check_timeout,
+        own_namespace: Some(args.own_namespace.clone()),
+        metrics: metrics.clone(),
+        events: Some(events),
+    });
+    server::serve(
+        args.listen,
+        args.admin_listen,
+        tls_config,
+        server::webhook_router(admission),
+        server::admin_router(ready.clone(), metrics),
+        ready,
+        args.shutdown_delay,
+    )
+    .await
+}
+
+/// Runs `nsguard check`; returns the exit code.
+pub async fn check(args: CheckArgs) -> Result<i32> {
+    let engine = args.cluster.engine().await?;
+    engine
+        .gatherer()
+        .wait_synced(args.cluster.check_timeout)
+        .await
+        .context("reading cluster-scoped objects")?;
+    let deadline = Instant::now() + args.cluster.check_timeout;
+    let Some(ns) = engine
+        .gatherer()
+        .read_namespace(&args.namespace, deadline)
+        .await?
+    else {
+        bail!("namespace {} not found", args.namespace);
+    };
+    let report = engine.preflight(ns, deadline).await;
+    match args.output {
+        Output::Table => print!("{}", crate::render::table(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.blocking().count() > 0 {
+        2
+    } else if report.findings.is_empty() {
+        0
+    } else {
+        1
+    })
+}
+
+/// Runs `nsguard certs`.
+pub fn certs(args: CertsArgs) -> Result<()> {
+    let ca = Ca::new("nsguard-ca", args.days)?;
+    let first = args
+        .dns
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "nsguard".into());
+    let pair = ca.issue_server(&first, &args.dns, &args.ips, args.days)?;
+    let d = &args.out_dir;
+    certs::write_file(&d.join("ca.crt"), &ca.cert_pem(), false)?;
+    certs::write_file(&d.join("ca.key"), &ca.pair().key_pem, true)?;
+    certs::write_file(&d.join("tls.crt"), &pair.cert_pem, false)?;
+    certs::write_file(&d.join("tls.key"), &pair.key_pem, true)?;
+    eprintln!(
+        "wrote ca.crt, ca.key, tls.crt, tls.key to {}; caBundle:",
+        d.display()
+    );
+    println!("{}", ca.ca_bundle());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_check_settings_parse_or_explain() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert_eq!(
+            parse_check_setting("finalizers-pending=block"),
+            Ok((CheckId::FinalizersPending, Setting::Block))
+        );
+        assert!(
+            parse_check_setting("nope=block")
+                .unwrap_err()
+                .contains("unknown check")
+        );
+        assert!(
+            parse_check_setting("list-failure=maybe")
+                .unwrap_err()
+                .contains("block, warn or off")
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,189 @@
+//! Records of decisions: one structured log line, Prometheus metrics with bounded labels, and
+//! a Kubernetes Event on the Namespace (never for a dry run).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::policy::{Decision, Mode, Outcome};
+use crate::report::Report;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    mode: &'static str,
+    decision: &'static str,
+    dry_run: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    check: &'static str,
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+}
+
+/// nsguard's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    findings: Family<FindingLabels, Counter>,
+    bad_requests: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nsguard");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Namespace DELETE reviews by decision",
+            reviews.clone(),
+        );
+        let findings = Family::<FindingLabels, Counter>::default();
+        registry.register(
+            "findings",
+            "Findings by check and severity",
+            findings.clone(),
+        );
+        let bad_requests = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "Requests refused as malformed or too large",
+            bad_requests.clone(),
+        );
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register_with_unit(
+            "preflight_duration",
+            "Time from review received to decision",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self {
+            registry,
+            reviews,
+            findings,
+            bad_requests,
+            duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a decision.
+    pub fn decision(
+        &self,
+        mode: Mode,
+        decision: &Decision,
+        dry_run: bool,
+        report: &Report,
+        took: Duration,
+    ) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                mode: mode.as_str(),
+                decision: decision.outcome.as_str(),
+                dry_run: if dry_run { "true" } else { "false" },
+            })
+            .inc();
+        for f in &report.findings {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    check: f.check.as_str(),
+                    severity: f.severity.as_str(),
+                })
+                .inc();
+        }
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a refused request (`malformed` or `too_large`).
+    pub fn bad_request(&self, kind: &'static str) {
+        self.bad_requests.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Publishes Events on Namespaces.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    /// A recorder reporting as controller `nsguard`, instance `instance`.
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: "nsguard".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    /// Publishes the Event for a decision, if the decision warrants one. Runs in the
+    /// background so that it never delays the answer.
+    pub fn publish(&self, namespace: &str, uid: Option<String>, mode: Mode, decision: &Decision) {
+        let (type_, reason) = match decision.outcome {
+            Outcome::Denied => (EventType::Warning, "DeletionDenied"),
+            Outcome::Warned => (EventType::Warning, "DeletionWarned"),
+            Outcome::Audited => (EventType::Warning, "DeletionWouldBeDenied"),
+            Outcome::Overridden => (EventType::Warning, "DeletionOverridden"),
+            Outcome::Allowed | Outcome::FailOpen => return,
+        };
+        let note = decision
+            .message
+            .clone()
+            .or_else(|| decision.warnings.first().cloned())
+            .unwrap_or_default();
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            // The API limits an Event's note to 1 KiB.
+            note: Some(crate::render::truncate(&note, 1000)),
+            action: format!("Delete{}", capitalised(mode.as_str())),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(namespace.to_string()),
+            uid,
+            ..Default::default()
+        };
+        let recorder = self.recorder.clone();
+        let ns = namespace.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, namespace = %ns, "Failed to publish event");
+            }
+        });
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,147 @@
+//! Server plumbing: the HTTPS webhook listener, the plain-HTTP admin listener (`/livez`,
+//! `/readyz`, `/metrics`), and two-phase shutdown.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::admission::{Admission, parse_timeout};
+use crate::records::Metrics;
+
+/// Bodies larger than this get 413. Namespace reviews are a few KiB; the API server's own
+/// limit for a request is 3 MiB.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The webhook router: `POST /validate`.
+pub fn webhook_router(admission: Arc<Admission>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(admission)
+}
+
+async fn validate(
+    State(admission): State<Arc<Admission>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let (status, json) = admission.review(&body, parse_timeout(q.as_deref())).await;
+    (status, axum::Json(json)).into_response()
+}
+
+/// Whether the process should get traffic.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Sets readiness.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    /// Reads readiness.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The admin router.
+pub fn admin_router(ready: Readiness, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.get() {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+}
+
+/// Serves both listeners until SIGTERM or Ctrl-C; then readiness goes false, and after
+/// `drain` in-flight reviews finish before the process exits.
+pub async fn serve(
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    tls: rustls::ServerConfig,
+    webhook: Router,
+    admin: Router,
+    ready: Readiness,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    let mut server = axum_server::bind_rustls(listen, tls).handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Duration::from_secs(5));
+    let admin_listener = tokio::net::TcpListener::bind(admin_listen).await?;
+    tracing::info!(%listen, %admin_listen, "Serving");
+    let admin_task = tokio::spawn(async move { axum::serve(admin_listener, admin).await });
+    let shutdown = {
+        let handle = handle.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("Shutting down: not ready, draining");
+            ready.set(false);
+            tokio::time::sleep(drain).await;
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+    };
+    tokio::spawn(shutdown);
+    server.serve(webhook.into_make_service()).await?;
+    admin_task.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,192 @@
+//! TLS 1.2/1.3 with a serving pair that is re-read from its files: a change (including a
+//! Kubernetes Secret's `..data` symlink swap, since the paths are re-opened) is picked up, and
+//! a broken new pair keeps the old one serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, version};
+
+/// Errors loading the serving pair.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// rustls refused the pair.
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Pair(rustls::Error),
+}
+
+/// Resolves every handshake to the current pair.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+    loaded: ArcSwap<(Vec<u8>, Vec<u8>)>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse(
+    provider: &CryptoProvider,
+    cert_path: &Path,
+    key_path: &Path,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            what: "no certificate".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Pem {
+        path: key_path.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, provider).map_err(TlsError::Pair)
+}
+
+impl ReloadingCert {
+    /// Loads the pair; fails when it is not usable.
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let cert = read(cert_path)?;
+        let key = read(key_path)?;
+        let ck = parse(&provider, cert_path, key_path, &cert, &key)?;
+        Ok(Self {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            provider,
+            current: ArcSwap::from_pointee(ck),
+            loaded: ArcSwap::from_pointee((cert, key)),
+        })
+    }
+
+    /// Re-reads the files; swaps in the new pair if it changed and is usable. Returns whether
+    /// it swapped.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let cert = read(&self.cert_path)?;
+        let key = read(&self.key_path)?;
+        let loaded = self.loaded.load();
+        if loaded.0 == cert && loaded.1 == key {
+            return Ok(false);
+        }
+        let ck = parse(&self.provider, &self.cert_path, &self.key_path, &cert, &key)?;
+        self.current.store(Arc::new(ck));
+        self.loaded.store(Arc::new((cert, key)));
+        Ok(true)
+    }
+
+    /// Reloads every `interval`, logging failures and keeping the old pair.
+    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match this.reload() {
+                    Ok(true) => {
+                        tracing::info!(cert = %this.cert_path.display(), "Serving certificate reloaded")
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "Serving certificate not reloaded; keeping the old one")
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The ring provider nsguard uses everywhere.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config: TLS 1.2 and 1.3 only, ALPN h2 and http/1.1, the reloading pair.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    provider: Arc<CryptoProvider>,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::Ca;
+
+    #[test]
+    fn a_broken_new_pair_keeps_the_old_one_and_a_good_one_is_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let ca = Ca::new("t", 1).unwrap();
+        let pair = ca.issue_server("a", &["localhost".into()], &[], 1).unwrap();
+        std::fs::write(&c, &pair.cert_pem).unwrap();
+        std::fs::write(&k, &pair.key_pem).unwrap();
+        let r = ReloadingCert::load(&c, &k, provider()).unwrap();
+        let before = r.current.load_full();
+        assert!(!r.reload().unwrap());
+        std::fs::write(&c, "garbage").unwrap();
+        assert!(r.reload().is_err());
+        assert!(Arc::ptr_eq(&before, &r.current.load_full()));
+        let pair2 = ca.issue_server("b", &["localhost".into()], &[], 1).unwrap();
+        // Like a Secret volume: the new files appear behind a renamed path.
+        let tmp = dir.path().join("new.crt");
+        std::fs::write(&tmp, &pair2.cert_pem).unwrap();
+        std::fs::write(&k, &pair2.key_pem).unwrap();
+        std::fs::rename(&tmp, &c).unwrap();
+        assert!(r.reload().unwrap());
+        assert!(!Arc::ptr_eq(&before, &r.current.load_full()));
+    }
+}

@@ -1,0 +1,283 @@
+//! nsguard on the real control plane: the real binary, registered with the real API server,
+//! deciding real `kubectl delete namespace` calls. That each scenario really hangs without
+//! nsguard is shown in e2e_controlplane.rs on the same kind of control plane.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use support::nsguard::Nsguard;
+use support::*;
+
+const BROKEN_APISERVICE: &str = r#"
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+  service: {namespace: kube-system, name: metrics-server, port: 443}
+"#;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A namespace holding a custom resource whose finalizer has no controller (seed 004).
+async fn namespace_with_orphan_finalizer(guard: &Nsguard, annotations: &[(&str, &str)]) -> String {
+    let (cluster, client) = cluster().await;
+    install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
+    let ns = create_namespace_with(&client, "orphan", &guard.labels(), annotations).await;
+    let gadget = format!(
+        "apiVersion: hooks.nsguard.test/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [hooks.nsguard.test/cleanup]\n"
+    );
+    kubectl(cluster, &["apply", "-f", "-"], Some(&gadget)).unwrap();
+    ns
+}
+
+async fn remove_finalizer(ns: &str) {
+    let (cluster, _) = cluster().await;
+    kubectl(
+        cluster,
+        &[
+            "patch",
+            "gadgets.hooks.nsguard.test",
+            "g1",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+}
+
+async fn events_for(ns: &str) -> Vec<Event> {
+    let (_, client) = cluster().await;
+    let api: Api<Event> = Api::namespaced(client, "default");
+    api.list(&ListParams::default().fields(&format!("regarding.name={ns}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enforce_denies_while_an_apiservice_is_unavailable_and_allows_once_it_is_fixed() {
+    let _guard = CLUSTER_WIDE.write().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    kubectl(cluster, &["apply", "-f", "-"], Some(BROKEN_APISERVICE)).unwrap();
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Available=False",
+            "--timeout=60s",
+            "apiservice/v1beta1.metrics.k8s.io",
+        ],
+        None,
+    )
+    .unwrap();
+    let ns = create_namespace_with(&client, "apisvc", &guard.labels(), &[]).await;
+
+    // A server dry run is a free preflight: the same denial.
+    let dry = kubectl_output(
+        cluster,
+        &["delete", "namespace", &ns, "--dry-run=server"],
+        None,
+    )
+    .unwrap();
+    assert!(!dry.status.success());
+    assert!(
+        stderr_of(&dry).contains("v1beta1.metrics.k8s.io"),
+        "{}",
+        stderr_of(&dry)
+    );
+
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "deletion was not denied");
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    assert!(err.contains("denied the request"), "{err}");
+    assert!(err.contains("apiservice-unavailable"), "{err}");
+    assert!(err.contains("ServiceNotFound"), "{err}");
+    assert!(
+        err.contains("kubectl delete apiservice v1beta1.metrics.k8s.io"),
+        "{err}"
+    );
+    // Denied means denied: the namespace is not Terminating.
+    assert!(
+        condition(&client, &ns, "NamespaceDeletionDiscoveryFailure")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eventually(
+        "a DeletionDenied event",
+        Duration::from_secs(30),
+        || async {
+            Ok(events_for(&ns)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("DeletionDenied")))
+        },
+    )
+    .await;
+
+    kubectl(
+        cluster,
+        &["delete", "apiservice", "v1beta1.metrics.k8s.io"],
+        None,
+    )
+    .unwrap();
+    eventually(
+        "the deletion to be allowed once the APIService is gone",
+        Duration::from_secs(60),
+        || async {
+            Ok(
+                kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None)
+                    .ok()
+                    .map(|_| ()),
+            )
+        },
+    )
+    .await;
+    wait_gone(&client, &ns).await;
+    assert!(guard.metrics().contains(r#"decision="denied""#));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enforce_denies_a_finalizer_nobody_can_remove_and_allows_once_it_is_gone() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let ns = namespace_with_orphan_finalizer(&guard, &[]).await;
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "deletion was not denied");
+    assert!(err.contains("finalizer-owner-missing"), "{err}");
+    assert!(err.contains("hooks.nsguard.test/cleanup"), "{err}");
+    assert!(
+        err.contains("kubectl patch gadgets.hooks.nsguard.test g1"),
+        "{err}"
+    );
+
+    remove_finalizer(&ns).await;
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    wait_gone(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_mode_allows_with_warnings_that_kubectl_prints() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=warn"]).await;
+    let ns = namespace_with_orphan_finalizer(&guard, &[]).await;
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Warning: blocking finalizer-owner-missing"),
+        "{err}"
+    );
+    // And it really hangs, as the warning said.
+    wait_stuck(&client, &ns, "NamespaceFinalizersRemaining").await;
+    remove_finalizer(&ns).await;
+    wait_gone(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_mode_allows_silently_and_records_an_event_and_a_metric_but_not_for_dry_runs() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=audit"]).await;
+    let ns = namespace_with_orphan_finalizer(&guard, &[]).await;
+
+    let dry = kubectl_output(
+        cluster,
+        &["delete", "namespace", &ns, "--dry-run=server"],
+        None,
+    )
+    .unwrap();
+    assert!(dry.status.success(), "{}", stderr_of(&dry));
+    assert!(!stderr_of(&dry).contains("Warning"), "{}", stderr_of(&dry));
+    let dry_audited = r#"decision="audited",dry_run="true""#;
+    eventually(
+        "the dry run to be counted",
+        Duration::from_secs(10),
+        || async { Ok(guard.metrics().contains(dry_audited).then_some(())) },
+    )
+    .await;
+    // Nothing to poll for proves an absence; the real deletion's Event below arrives later than
+    // any Event the dry run could have caused, so checking after it covers both.
+
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("Warning"), "{}", stderr_of(&out));
+    let events = eventually(
+        "a DeletionWouldBeDenied event",
+        Duration::from_secs(30),
+        || async {
+            let evs = events_for(&ns).await;
+            Ok(evs
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("DeletionWouldBeDenied"))
+                .then_some(evs))
+        },
+    )
+    .await;
+    assert_eq!(
+        events.len(),
+        1,
+        "one event for the real request, none for the dry run: {events:?}"
+    );
+    assert_eq!(events[0].reporting_controller.as_deref(), Some("nsguard"));
+    assert!(
+        guard
+            .metrics()
+            .contains(r#"decision="audited",dry_run="false""#)
+    );
+    remove_finalizer(&ns).await;
+    wait_gone(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_override_annotation_allows_with_a_warning() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let ns =
+        namespace_with_orphan_finalizer(&guard, &[("nsguard.io/allow-stuck-delete", "ticket-42")])
+            .await;
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("nsguard.io/allow-stuck-delete (ticket-42)"),
+        "{err}"
+    );
+    remove_finalizer(&ns).await;
+    wait_gone(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_nsguard_down_deletions_still_work() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let mut guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let ns = namespace_with_orphan_finalizer(&guard, &[]).await;
+    guard.kill();
+    // failurePolicy Ignore: the API server goes on without nsguard.
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    remove_finalizer(&ns).await;
+    wait_gone(&client, &ns).await;
+}

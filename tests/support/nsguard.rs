@@ -1,0 +1,187 @@
+//! nsguard, the real binary, started beside the shared control plane and registered through a
+//! `url:` ValidatingWebhookConfiguration with the cluster CA as caBundle. Each instance only
+//! sees namespaces carrying its own label (objectSelector), so tests run side by side.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use localcluster::{LocalCluster, free_port, random_suffix};
+
+use super::{eventually, kubectl};
+
+/// The label key that routes a namespace to one test's nsguard.
+pub const GUARD_LABEL: &str = "nsguard.io/e2e-guard";
+
+/// A running nsguard and its webhook registration.
+pub struct Nsguard {
+    child: Child,
+    cluster: &'static LocalCluster,
+    admin_port: u16,
+    /// The value of [`GUARD_LABEL`] this instance handles.
+    pub id: String,
+    config_name: String,
+    _dir: tempfile::TempDir,
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+impl Nsguard {
+    /// Starts nsguard with `args` (e.g. `--mode=warn`) and waits until the API server calls it.
+    pub async fn start(cluster: &'static LocalCluster, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = cluster
+            .ca()
+            .issue_server(
+                "nsguard",
+                &["localhost".into()],
+                &["127.0.0.1".parse().unwrap()],
+                1,
+            )
+            .unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &pair.key_pem).unwrap();
+        let port = free_port().unwrap();
+        let admin_port = free_port().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .arg("serve")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
+            .arg(format!(
+                "--tls-cert={}",
+                dir.path().join("tls.crt").display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                dir.path().join("tls.key").display()
+            ))
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
+            .arg("--shutdown-delay=0s")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("nsguard.log")).unwrap())
+            .spawn()
+            .expect("starting nsguard");
+        let id = random_suffix();
+        let guard = Self {
+            child,
+            cluster,
+            admin_port,
+            config_name: format!("nsguard-e2e-{id}"),
+            id,
+            _dir: dir,
+        };
+        eventually("nsguard /readyz", Duration::from_secs(60), || async {
+            Ok(http_get(admin_port, "/readyz").filter(|(c, _)| *c == 200))
+        })
+        .await;
+        let config = format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: {name}
+webhooks:
+- name: namespaces.nsguard.io
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Ignore
+  timeoutSeconds: 10
+  rules:
+  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["namespaces"], scope: "Cluster"}}
+  objectSelector:
+    matchLabels: {{"{GUARD_LABEL}": "{id}"}}
+  clientConfig:
+    url: https://127.0.0.1:{port}/validate
+    caBundle: {ca}
+"#,
+            name = guard.config_name,
+            id = guard.id,
+            ca = cluster.ca().ca_bundle()
+        );
+        kubectl(cluster, &["apply", "-f", "-"], Some(&config)).unwrap();
+        // The API server picks webhook configurations up asynchronously: wait until a server
+        // dry run of a probe namespace's deletion reaches nsguard.
+        let probe = format!("probe-{}", guard.id);
+        let ns = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {probe}\n  labels: {{\"{GUARD_LABEL}\": \"{}\", \"{}\": \"true\"}}\n",
+            guard.id,
+            super::TEST_LABEL
+        );
+        kubectl(cluster, &["apply", "-f", "-"], Some(&ns)).unwrap();
+        eventually(
+            "the API server to call nsguard",
+            Duration::from_secs(60),
+            || async {
+                let _ = kubectl(
+                    cluster,
+                    &["delete", "namespace", &probe, "--dry-run=server"],
+                    None,
+                );
+                Ok((guard.reviews() > 0).then_some(()))
+            },
+        )
+        .await;
+        let _ = kubectl(
+            cluster,
+            &["delete", "namespace", &probe, "--wait=false"],
+            None,
+        );
+        guard
+    }
+
+    /// The metrics text.
+    pub fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// Reviews counted so far, all decisions.
+    pub fn reviews(&self) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with("nsguard_admission_reviews_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// The labels a namespace needs to be handled by this instance.
+    pub fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![(GUARD_LABEL, self.id.clone())]
+    }
+
+    /// Stops nsguard, leaving its webhook registered (to show `failurePolicy: Ignore`).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nsguard {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = kubectl(
+            self.cluster,
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                &self.config_name,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
