@@ -1,0 +1,130 @@
+//! The webhook router in process (no sockets, no cluster): bad input of every class gets a
+//! clear 4xx, other resources and operations pass untouched, and nothing panics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use nsguard::admission::Admission;
+use nsguard::policy::Policy;
+use nsguard::records::Metrics;
+use nsguard::server::{BODY_LIMIT, webhook_router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn router() -> axum::Router {
+    webhook_router(Arc::new(Admission {
+        engine: None,
+        policy: Policy::default(),
+        check_timeout: Duration::from_secs(5),
+        own_namespace: Some("nsguard-system".into()),
+        metrics: Arc::new(Metrics::default()),
+        events: None,
+    }))
+}
+
+async fn post(body: impl Into<Body>) -> (StatusCode, Value) {
+    let req = Request::post("/validate?timeout=10s")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    let resp = router().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A namespace DELETE review shaped like kube-apiserver's (reference/namespace-deletion.md
+/// §3.2). Written by hand: replacing it with one captured from the local control plane is
+/// still to do.
+fn namespace_delete(name: &str) -> Value {
+    json!({
+        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "0f1c5e8a-2d33-4c0e-9a57-3b7f7d1e2a10",
+            "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+            "resource": {"group": "", "version": "v1", "resource": "namespaces"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Namespace"},
+            "requestResource": {"group": "", "version": "v1", "resource": "namespaces"},
+            "name": name, "namespace": name, "operation": "DELETE",
+            "userInfo": {"username": "localcluster-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": null,
+            "oldObject": {"kind": "Namespace", "apiVersion": "v1",
+                "metadata": {"name": name, "uid": "6a3b9a43-77b5-4b8e-8f0e-1c2d3e4f5a6b",
+                    "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}},
+            "dryRun": false,
+            "options": {"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"}
+        }
+    })
+}
+
+#[tokio::test]
+async fn bad_input_gets_400_with_a_reason() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not JSON", b"{not json".to_vec(), "not JSON"),
+        ("wrong apiVersion", serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}})).unwrap(), "admission.k8s.io/v1"),
+        ("wrong kind", serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"})).unwrap(), "AdmissionReview"),
+        ("no request", serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})).unwrap(), "no request"),
+        ("no oldObject", {
+            let mut v = namespace_delete("team-a");
+            v["request"]["oldObject"] = Value::Null;
+            serde_json::to_vec(&v).unwrap()
+        }, "oldObject"),
+        ("garbage request", serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"operation": "DELETE", "resource": {"group": "", "resource": "namespaces"}, "uid": 5}})).unwrap(), "does not parse"),
+    ];
+    for (what, body, expect) in cases {
+        let (status, v) = post(body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {v}");
+        let err = v["error"].as_str().unwrap_or_default();
+        assert!(err.contains(expect), "{what}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_413() {
+    let (status, _) = post(vec![b' '; BODY_LIMIT + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn other_resources_and_operations_pass_untouched() {
+    let mut pod = namespace_delete("x");
+    pod["request"]["resource"] = json!({"group": "", "version": "v1", "resource": "pods"});
+    let mut update = namespace_delete("x");
+    update["request"]["operation"] = json!("UPDATE");
+    let mut finalize = namespace_delete("x");
+    finalize["request"]["subResource"] = json!("finalize");
+    for review in [pod, update, finalize] {
+        let (status, v) = post(serde_json::to_vec(&review).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        assert_eq!(v["response"]["uid"], review["request"]["uid"]);
+        assert!(v["response"]["warnings"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn nsguards_own_namespace_is_never_checked() {
+    let (status, v) = post(serde_json::to_vec(&namespace_delete("nsguard-system")).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["response"]["allowed"], true);
+    assert!(v["response"]["warnings"].is_null(), "{v}");
+}
+
+#[tokio::test]
+async fn without_a_cluster_the_preflight_fails_open_with_a_warning() {
+    let (status, v) = post(serde_json::to_vec(&namespace_delete("team-a")).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["response"]["allowed"], true);
+    assert_eq!(v["response"]["uid"], "0f1c5e8a-2d33-4c0e-9a57-3b7f7d1e2a10");
+    let w = v["response"]["warnings"][0].as_str().unwrap();
+    assert!(w.contains("could not check"), "{w}");
+}
