@@ -20,20 +20,12 @@ async fn an_empty_namespace_is_deleted_by_the_real_controller_manager() {
 async fn an_unavailable_apiservice_keeps_any_namespace_terminating_until_it_is_deleted() {
     let _guard = CLUSTER_WIDE.write().await;
     let (cluster, client) = cluster().await;
-    let apiservice = r#"
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: v1beta1.metrics.k8s.io
-spec:
-  group: metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  insecureSkipTLSVerify: true
-  service: {namespace: kube-system, name: metrics-server, port: 443}
-"#;
-    kubectl(cluster, &["apply", "-f", "-"], Some(apiservice)).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(METRICS_APISERVICE_WITHOUT_BACKEND),
+    )
+    .unwrap();
     kubectl(
         cluster,
         &[

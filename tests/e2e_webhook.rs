@@ -12,20 +12,6 @@ use kube::api::ListParams;
 use support::nsguard::Nsguard;
 use support::*;
 
-const BROKEN_APISERVICE: &str = r#"
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: v1beta1.metrics.k8s.io
-spec:
-  group: metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  insecureSkipTLSVerify: true
-  service: {namespace: kube-system, name: metrics-server, port: 443}
-"#;
-
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -75,7 +61,12 @@ async fn enforce_denies_while_an_apiservice_is_unavailable_and_allows_once_it_is
     let _guard = CLUSTER_WIDE.write().await;
     let (cluster, client) = cluster().await;
     let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
-    kubectl(cluster, &["apply", "-f", "-"], Some(BROKEN_APISERVICE)).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(METRICS_APISERVICE_WITHOUT_BACKEND),
+    )
+    .unwrap();
     kubectl(
         cluster,
         &[

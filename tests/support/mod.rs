@@ -218,3 +218,18 @@ pub async fn install_crd(cluster: &LocalCluster, group: &str, plural: &str, kind
     )
     .unwrap();
 }
+
+/// Seed 000: metrics.k8s.io served by a Service that does not exist (ServiceNotFound).
+pub const METRICS_APISERVICE_WITHOUT_BACKEND: &str = r#"
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+  service: {namespace: kube-system, name: metrics-server, port: 443}
+"#;
