@@ -20,23 +20,7 @@ async fn an_empty_namespace_is_deleted_by_the_real_controller_manager() {
 async fn an_unavailable_apiservice_keeps_any_namespace_terminating_until_it_is_deleted() {
     let _guard = CLUSTER_WIDE.write().await;
     let (cluster, client) = cluster().await;
-    kubectl(
-        cluster,
-        &["apply", "-f", "-"],
-        Some(METRICS_APISERVICE_WITHOUT_BACKEND),
-    )
-    .unwrap();
-    kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=Available=False",
-            "--timeout=60s",
-            "apiservice/v1beta1.metrics.k8s.io",
-        ],
-        None,
-    )
-    .unwrap();
+    break_metrics_apiservice(cluster);
 
     let ns = create_namespace(&client, "seed000").await;
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();

@@ -61,23 +61,7 @@ async fn enforce_denies_while_an_apiservice_is_unavailable_and_allows_once_it_is
     let _guard = CLUSTER_WIDE.write().await;
     let (cluster, client) = cluster().await;
     let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
-    kubectl(
-        cluster,
-        &["apply", "-f", "-"],
-        Some(METRICS_APISERVICE_WITHOUT_BACKEND),
-    )
-    .unwrap();
-    kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=Available=False",
-            "--timeout=60s",
-            "apiservice/v1beta1.metrics.k8s.io",
-        ],
-        None,
-    )
-    .unwrap();
+    break_metrics_apiservice(cluster);
     let ns = create_namespace_with(&client, "apisvc", &guard.labels(), &[]).await;
 
     // A server dry run is a free preflight: the same denial.

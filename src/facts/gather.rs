@@ -484,23 +484,21 @@ pub fn referenced_services(facts: &ClusterFacts) -> BTreeSet<ServiceKey> {
             add(ns, name);
         }
     }
-    for w in facts
+    let validating = facts
         .validating_webhooks
         .iter()
         .flat_map(|c| c.webhooks.iter().flatten())
-    {
-        if let Some(s) = &w.client_config.service {
-            add(&s.namespace, &s.name);
-        }
-    }
-    for w in facts
+        .map(|w| &w.client_config);
+    let mutating = facts
         .mutating_webhooks
         .iter()
         .flat_map(|c| c.webhooks.iter().flatten())
+        .map(|w| &w.client_config);
+    for s in validating
+        .chain(mutating)
+        .filter_map(|c| c.service.as_ref())
     {
-        if let Some(s) = &w.client_config.service {
-            add(&s.namespace, &s.name);
-        }
+        add(&s.namespace, &s.name);
     }
     for crd in &facts.crds {
         if let Some(s) = crd

@@ -233,3 +233,24 @@ spec:
   insecureSkipTLSVerify: true
   service: {namespace: kube-system, name: metrics-server, port: 443}
 "#;
+
+/// Applies [`METRICS_APISERVICE_WITHOUT_BACKEND`] and waits until it is `Available=False`.
+pub fn break_metrics_apiservice(cluster: &LocalCluster) {
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(METRICS_APISERVICE_WITHOUT_BACKEND),
+    )
+    .unwrap();
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Available=False",
+            "--timeout=60s",
+            "apiservice/v1beta1.metrics.k8s.io",
+        ],
+        None,
+    )
+    .unwrap();
+}
