@@ -61,6 +61,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         let backend = cluster.backends.get(&key);
         f = f.evidence(match backend {
             Some(b) if !b.exists => format!("Service {key} does not exist"),
+            Some(b) if b.external => format!("Service {key} is an ExternalName Service"),
             Some(b) => format!("Service {key} has {} ready endpoints", b.ready_endpoints),
             None => format!("Service {key} was not looked at"),
         });

@@ -2,6 +2,10 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::admissionregistration;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -91,6 +95,7 @@ impl Builder {
             BackendState {
                 exists: status == "True",
                 ready_endpoints: usize::from(status == "True"),
+                external: false,
             },
         );
         self
@@ -180,6 +185,55 @@ impl Builder {
                     api_group: None,
                 }]),
             });
+        self
+    }
+
+    /// A `Fail` validating webhook `name` on `operations` of `resources` in the core group,
+    /// served by Service `svc_ns/svc`, whose state is `backend`.
+    pub(crate) fn with_webhook(
+        mut self,
+        name: &str,
+        operations: &[&str],
+        resources: &[&str],
+        (svc_ns, svc): (&str, &str),
+        backend: BackendState,
+    ) -> Self {
+        let strings = |x: &[&str]| Some(x.iter().map(|s| s.to_string()).collect());
+        self.cluster
+            .validating_webhooks
+            .push(ValidatingWebhookConfiguration {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                webhooks: Some(vec![ValidatingWebhook {
+                    name: format!("{name}.example.com"),
+                    failure_policy: Some("Fail".into()),
+                    client_config: WebhookClientConfig {
+                        service: Some(admissionregistration::v1::ServiceReference {
+                            namespace: svc_ns.into(),
+                            name: svc.into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    rules: Some(vec![RuleWithOperations {
+                        operations: strings(operations),
+                        api_groups: strings(&[""]),
+                        api_versions: strings(&["v1"]),
+                        resources: strings(resources),
+                        scope: None,
+                    }]),
+                    ..Default::default()
+                }]),
+            });
+        self.cluster.backends.insert(
+            ServiceKey {
+                namespace: svc_ns.into(),
+                name: svc.into(),
+            },
+            backend,
+        );
         self
     }
 

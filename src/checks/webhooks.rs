@@ -111,6 +111,13 @@ fn intercepted_content(facts: &Facts, hook: &Hook<'_>) -> Option<(String, usize)
     })
 }
 
+/// For requests on the Namespace object itself, both selectors are matched against its labels.
+fn selects_namespace(facts: &Facts, hook: &Hook<'_>) -> bool {
+    let labels = facts.labels();
+    super::selector_matches(hook.namespace_selector, &labels)
+        && super::selector_matches(hook.object_selector, &labels)
+}
+
 fn intercepts_finalize(hook: &Hook<'_>) -> bool {
     hook.rules.iter().any(|r| {
         rule_matches(r, "UPDATE", "", "namespaces/finalize", false)
@@ -136,7 +143,7 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         }
         let what = if let Some((gr, n)) = intercepted_content(facts, &hook) {
             format!("DELETE of {gr} ({n} here)")
-        } else if intercepts_finalize(&hook) {
+        } else if intercepts_finalize(&hook) && selects_namespace(facts, &hook) {
             "the namespace's finalize/status updates".to_string()
         } else {
             continue;
@@ -172,7 +179,7 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
             .get(&key)
             .cloned()
             .unwrap_or_default();
-        if state.exists && state.ready_endpoints > 0 {
+        if state.reachable() {
             continue;
         }
         let Some((gr, n)) = intercepted_content(facts, &hook) else {
@@ -202,8 +209,83 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures;
     use super::*;
+    use crate::facts::BackendState;
     use rstest::rstest;
+
+    const UP: BackendState = BackendState {
+        exists: true,
+        ready_endpoints: 2,
+        external: false,
+    };
+
+    #[rstest]
+    #[case::missing(BackendState::default(), 1)]
+    #[case::no_endpoints(BackendState { exists: true, ..Default::default() }, 1)]
+    #[case::ready(UP, 0)]
+    #[case::external_name(BackendState { exists: true, external: true, ..Default::default() }, 0)]
+    fn a_down_webhook_on_delete_of_present_content(
+        #[case] backend: BackendState,
+        #[case] expected: usize,
+    ) {
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .with_webhook(
+                "guard",
+                &["DELETE"],
+                &["configmaps"],
+                ("sec", "hook"),
+                backend,
+            )
+            .build();
+        let found = backend_unavailable(&facts);
+        assert_eq!(found.len(), expected, "{found:?}");
+    }
+
+    #[test]
+    fn a_down_webhook_on_types_not_present_here_does_not_matter() {
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .with_webhook(
+                "guard",
+                &["DELETE"],
+                &["secrets"],
+                ("sec", "hook"),
+                BackendState::default(),
+            )
+            .build();
+        assert!(backend_unavailable(&facts).is_empty());
+    }
+
+    #[rstest]
+    #[case::content_here(&["DELETE"], &["configmaps"], "team-a", true)]
+    #[case::finalize(&["UPDATE"], &["namespaces/finalize"], "team-a", true)]
+    #[case::served_elsewhere(&["DELETE"], &["configmaps"], "sec", false)]
+    #[case::unrelated(&["CREATE"], &["pods"], "team-a", false)]
+    fn a_webhook_served_from_the_namespace_it_must_admit(
+        #[case] ops: &[&str],
+        #[case] resources: &[&str],
+        #[case] svc_ns: &str,
+        #[case] found: bool,
+    ) {
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .with_webhook("guard", ops, resources, (svc_ns, "hook"), UP)
+            .build();
+        let out = hosts_backend(&facts);
+        assert_eq!(!out.is_empty(), found, "{out:?}");
+        if found {
+            assert!(
+                out[0]
+                    .remedy
+                    .command
+                    .as_deref()
+                    .unwrap()
+                    .contains("kubectl delete validatingwebhookconfiguration guard")
+            );
+        }
+    }
 
     fn rule(ops: &[&str], groups: &[&str], resources: &[&str]) -> RuleWithOperations {
         let v = |x: &[&str]| Some(x.iter().map(|s| s.to_string()).collect());

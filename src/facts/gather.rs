@@ -226,10 +226,16 @@ impl Gatherer {
         let keys = referenced_services(&facts);
         let slices = s.slices.state();
         for key in keys {
-            let exists = s.services.state().iter().any(|svc| {
+            let services = s.services.state();
+            let service = services.iter().find(|svc| {
                 svc.metadata.namespace.as_deref() == Some(&key.namespace)
                     && svc.metadata.name.as_deref() == Some(&key.name)
             });
+            let exists = service.is_some();
+            let external = service
+                .and_then(|svc| svc.spec.as_ref())
+                .and_then(|spec| spec.type_.as_deref())
+                == Some("ExternalName");
             let ready_endpoints = slices
                 .iter()
                 .filter(|sl| {
@@ -249,6 +255,7 @@ impl Gatherer {
                 BackendState {
                     exists,
                     ready_endpoints,
+                    external,
                 },
             );
         }

@@ -75,6 +75,17 @@ pub struct BackendState {
     pub exists: bool,
     /// Ready endpoints over all its EndpointSlices.
     pub ready_endpoints: usize,
+    /// An `ExternalName` Service: the API server dials the name it points to and never looks
+    /// at endpoints.
+    pub external: bool,
+}
+
+impl BackendState {
+    /// Whether the API server can reach it, as far as the Service objects tell: it exists,
+    /// and either points outside the cluster or has a ready endpoint.
+    pub fn reachable(&self) -> bool {
+        self.exists && (self.external || self.ready_endpoints > 0)
+    }
 }
 
 /// One object of namespaced content: the metadata the checks need.

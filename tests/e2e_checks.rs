@@ -1,0 +1,753 @@
+//! Every blocking check, on the real control plane, three ways:
+//! 1. without nsguard (a namespace its webhook does not select), the namespace really stays
+//!    `Terminating`, with the condition the namespace controller sets, until the cause is fixed;
+//! 2. with nsguard in enforce mode, `kubectl delete namespace` is denied naming the cause;
+//! 3. after the remedy nsguard named, the deletion is allowed and the namespace disappears.
+//!
+//! (apiservice-unavailable and finalizer-owner-missing are in e2e_webhook.rs, with the seed
+//! scenarios of e2e_controlplane.rs showing their hang.)
+
+mod support;
+
+use std::time::Duration;
+
+use localcluster::{LocalCluster, random_suffix};
+use support::backend::Backend;
+use support::nsguard::Nsguard;
+use support::*;
+
+/// Waits until a server dry run of the deletion is denied by `check` (nsguard's watches may
+/// lag the setup by a moment, and a real deletion let through would start the namespace
+/// terminating), then deletes for real and returns the denial kubectl printed.
+async fn denied(cluster: &LocalCluster, ns: &str, check: &str) -> String {
+    let dry = ["delete", "namespace", ns, "--dry-run=server"];
+    eventually(
+        &format!("a server dry run of deleting {ns} to be denied by {check}"),
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(cluster, &dry, None)?;
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            Ok((!out.status.success() && err.contains(check)).then_some(()))
+        },
+    )
+    .await;
+    let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "deletion of {ns} was not denied");
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    assert!(err.contains(check), "{err}");
+    err
+}
+
+/// Deletes `ns` once nsguard's view has caught up with the fix, then waits until it is gone.
+async fn allowed_and_gone(cluster: &LocalCluster, client: &kube::Client, ns: &str) {
+    eventually(
+        &format!("the deletion of {ns} to be allowed"),
+        Duration::from_secs(60),
+        || async {
+            Ok(
+                kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None)
+                    .ok()
+                    .map(|_| ()),
+            )
+        },
+    )
+    .await;
+    wait_gone(client, ns).await;
+}
+
+fn delete_now(cluster: &LocalCluster, ns: &str) {
+    kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
+}
+
+fn apply(cluster: &LocalCluster, yaml: &str) {
+    kubectl(cluster, &["apply", "-f", "-"], Some(yaml)).unwrap();
+}
+
+/// Creates an object `kind` named `name` of the test CRD in `group`, with `finalizers`.
+fn custom_object(cluster: &LocalCluster, group: &str, kind: &str, ns: &str, finalizers: &[&str]) {
+    let f = finalizers
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: {group}/v1\nkind: {kind}\nmetadata:\n  name: o1\n  namespace: {ns}\n  finalizers: [{f}]\n"
+        ),
+    );
+}
+
+/// Removes every finalizer of the object `o1` (as its controller would, or an operator).
+fn clear_finalizers(cluster: &LocalCluster, resource: &str, ns: &str) {
+    kubectl(
+        cluster,
+        &[
+            "patch",
+            resource,
+            "o1",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+}
+
+/// A workload that takes more than one pass of the namespace controller to finish, as pods
+/// with a grace period do: a custom object whose finalizer "its operator" (the test) removes
+/// once the deletion is under way. Without it the controller may finish in its first pass,
+/// before the broken dependency is noticed.
+const SLOW_GROUP: &str = "slow.nsguard.test";
+
+async fn slow_workload(cluster: &LocalCluster, ns: &str) {
+    install_crd(cluster, SLOW_GROUP, "workloads", "Workload").await;
+    custom_object(
+        cluster,
+        SLOW_GROUP,
+        "Workload",
+        ns,
+        &["slow.nsguard.test/drain"],
+    );
+}
+
+/// A CRD with versions v1 (stored) and v2 (preferred, so listing needs conversion) whose
+/// conversion webhook is Service `svc_ns/svc` on `port`.
+fn converting_crd(cluster: &LocalCluster, group: &str, svc: (&str, &str), port: u16) {
+    let (svc_ns, svc_name) = svc;
+    let version = |name: &str, storage: bool| {
+        format!(
+            "  - name: {name}\n    served: true\n    storage: {storage}\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        )
+    };
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}
+  versions:
+{v1}{v2}  conversion:
+    strategy: Webhook
+    webhook:
+      conversionReviewVersions: [v1]
+      clientConfig:
+        caBundle: {ca}
+        service: {{namespace: {svc_ns}, name: {svc_name}, port: {port}, path: /convert}}
+",
+            v1 = version("v1", true),
+            v2 = version("v2", false),
+            ca = cluster.ca().ca_bundle(),
+        ),
+    );
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/widgets.{group}"),
+        ],
+        None,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_backend_unavailable() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let id = random_suffix();
+    let hook = [("nsguard.io/e2e-hook", id.clone())];
+    let bare = create_namespace_with(&client, "hookdown-bare", &hook, &[]).await;
+    let mut labels = guard.labels();
+    labels.extend(hook.iter().cloned());
+    let guarded = create_namespace_with(&client, "hookdown", &labels, &[]).await;
+    for ns in [&bare, &guarded] {
+        apply(
+            cluster,
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: data\n  namespace: {ns}\n"
+            ),
+        );
+    }
+    // A policy webhook that must approve every ConfigMap deletion, its backend gone.
+    let config = format!("down-{id}");
+    apply(
+        cluster,
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: {config}
+webhooks:
+- name: configmaps.down.nsguard.test
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  rules:
+  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["configmaps"]}}
+  namespaceSelector: {{matchLabels: {{"nsguard.io/e2e-hook": "{id}"}}}}
+  clientConfig:
+    service: {{namespace: default, name: missing-{id}}}
+"#
+        ),
+    );
+
+    delete_now(cluster, &bare);
+    let c = wait_stuck(&client, &bare, "NamespaceDeletionContentFailure").await;
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("configmaps"),
+        "{c:?}"
+    );
+
+    let err = denied(cluster, &guarded, "webhook-backend-unavailable").await;
+    assert!(
+        err.contains(&format!("Service default/missing-{id} does not exist")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "kubectl delete validatingwebhookconfiguration {config}"
+        )),
+        "{err}"
+    );
+
+    kubectl(
+        cluster,
+        &["delete", "validatingwebhookconfiguration", &config],
+        None,
+    )
+    .unwrap();
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_webhook_backend() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let bare = create_namespace(&client, "hookhost-bare").await;
+    let guarded = create_namespace_with(&client, "hookhost", &guard.labels(), &[]).await;
+    let backend = Backend::start(cluster, &[(&bare, "hook"), (&guarded, "hook")]).await;
+    // Each namespace serves a webhook that must approve its own finalization (as a policy
+    // engine intercepting every UPDATE does).
+    let config = |ns: &str| {
+        format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: finalize-{ns}
+webhooks:
+- name: finalize.hosted.nsguard.test
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  rules:
+  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["UPDATE"], resources: ["namespaces/finalize"]}}
+  namespaceSelector: {{matchLabels: {{"kubernetes.io/metadata.name": "{ns}"}}}}
+  clientConfig:
+    caBundle: {ca}
+    service: {{namespace: {ns}, name: hook, port: {port}, path: /validate}}
+"#,
+            ca = cluster.ca().ca_bundle(),
+            port = backend.port,
+        )
+    };
+    for ns in [&bare, &guarded] {
+        backend.service(cluster, ns, "hook");
+        apply(cluster, &config(ns));
+    }
+    slow_workload(cluster, &bare).await;
+
+    delete_now(cluster, &bare);
+    wait_stuck(&client, &bare, "NamespaceFinalizersRemaining").await;
+    clear_finalizers(cluster, &format!("workloads.{SLOW_GROUP}"), &bare);
+    // Everything inside is gone; the controller's finalize call now fails at the webhook,
+    // whose Service went with the namespace. The API server counts each such rejection.
+    let rejected = r#"name="finalize.hosted.nsguard.test""#;
+    eventually(
+        "the namespace controller's finalize call to be rejected",
+        Duration::from_secs(60),
+        || async {
+            let metrics = kubectl(cluster, &["get", "--raw", "/metrics"], None)?;
+            let hit = metrics.lines().any(|l| {
+                l.starts_with("apiserver_admission_webhook_rejection_count")
+                    && l.contains(rejected)
+                    && l.contains("calling_webhook_error")
+                    && l.contains("operation=\"UPDATE\"")
+            });
+            let content_gone = condition(&client, &bare, "NamespaceContentRemaining")
+                .await?
+                .is_some_and(|c| c.status == "False");
+            Ok((hit && content_gone).then_some(()))
+        },
+    )
+    .await;
+    assert!(
+        condition(&client, &bare, "NamespaceContentRemaining")
+            .await
+            .unwrap()
+            .is_some(),
+        "{bare} must still exist"
+    );
+
+    let err = denied(cluster, &guarded, "hosts-webhook-backend").await;
+    assert!(err.contains("finalize"), "{err}");
+    let fix = format!("kubectl delete validatingwebhookconfiguration finalize-{guarded}");
+    assert!(err.contains(&fix), "{err}");
+
+    for ns in [&bare, &guarded] {
+        kubectl(
+            cluster,
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                &format!("finalize-{ns}"),
+            ],
+            None,
+        )
+        .unwrap();
+    }
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_apiservice_backend() {
+    // While the bare namespace hangs, every namespace deletion in the cluster hangs.
+    let _lock = CLUSTER_WIDE.write().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let backend = Backend::start(cluster, &[]).await;
+    let apiservice = |ns: &str, group: &str| {
+        backend.service(cluster, ns, "api");
+        apply(
+            cluster,
+            &format!(
+                "apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1alpha1.{group}
+spec:
+  group: {group}
+  version: v1alpha1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+  service: {{namespace: {ns}, name: api, port: {port}}}
+",
+                port = backend.port
+            ),
+        );
+        kubectl(
+            cluster,
+            &[
+                "wait",
+                "--for=condition=Available",
+                "--timeout=60s",
+                &format!("apiservice/v1alpha1.{group}"),
+            ],
+            None,
+        )
+        .unwrap();
+        format!("v1alpha1.{group}")
+    };
+
+    let bare = create_namespace(&client, "apihost-bare").await;
+    let bare_api = apiservice(&bare, &format!("{bare}.nsguard.test"));
+    slow_workload(cluster, &bare).await;
+    delete_now(cluster, &bare);
+    let c = wait_stuck(&client, &bare, "NamespaceDeletionDiscoveryFailure").await;
+    assert!(
+        c.message.as_deref().unwrap_or_default().contains(&bare),
+        "{c:?}"
+    );
+    clear_finalizers(cluster, &format!("workloads.{SLOW_GROUP}"), &bare);
+    kubectl(cluster, &["delete", "apiservice", &bare_api], None).unwrap();
+    wait_gone(&client, &bare).await;
+
+    let guarded = create_namespace_with(&client, "apihost", &guard.labels(), &[]).await;
+    let api = apiservice(&guarded, &format!("{guarded}.nsguard.test"));
+    let err = denied(cluster, &guarded, "hosts-apiservice-backend").await;
+    assert!(
+        err.contains(&format!("kubectl delete apiservice {api}")),
+        "{err}"
+    );
+    kubectl(cluster, &["delete", "apiservice", &api], None).unwrap();
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_conversion_backend() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let bare = create_namespace(&client, "convhost-bare").await;
+    let guarded = create_namespace_with(&client, "convhost", &guard.labels(), &[]).await;
+    // One backend per namespace: each stands for the webhook pods running there.
+    let mut bare_backend = Some(Backend::start(cluster, &[(&bare, "conv")]).await);
+    let backend = Backend::start(cluster, &[(&guarded, "conv")]).await;
+    let (bare_group, group) = (
+        format!("{bare}.nsguard.test"),
+        format!("{guarded}.nsguard.test"),
+    );
+    for (ns, g, b) in [
+        (&bare, &bare_group, bare_backend.as_ref().unwrap()),
+        (&guarded, &group, &backend),
+    ] {
+        b.service(cluster, ns, "conv");
+        converting_crd(cluster, g, (ns, "conv"), b.port);
+    }
+    // The operator that would remove this finalizer runs in the namespace too.
+    custom_object(
+        cluster,
+        &bare_group,
+        "Widget",
+        &bare,
+        &["convhost.nsguard.test/operator"],
+    );
+    custom_object(cluster, &group, "Widget", &guarded, &[]);
+
+    delete_now(cluster, &bare);
+    // The namespace controller deletes the Service and the webhook's pods; the API server's
+    // cached webhook client would still reach this stand-in, so it stops with its Service.
+    eventually(
+        "the conversion Service to be deleted",
+        Duration::from_secs(60),
+        || async {
+            let svc =
+                kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), &bare);
+            Ok(svc.get_opt("conv").await?.is_none().then_some(()))
+        },
+    )
+    .await;
+    bare_backend.take();
+    let c = eventually(
+        "listing the widgets to fail at the conversion webhook",
+        Duration::from_secs(90),
+        || async {
+            Ok(condition(&client, &bare, "NamespaceDeletionContentFailure")
+                .await?
+                .filter(|c| {
+                    c.status == "True"
+                        && c.message
+                            .as_deref()
+                            .unwrap_or_default()
+                            .contains("conversion webhook")
+                }))
+        },
+    )
+    .await;
+    assert!(c.message.unwrap().contains(&bare_group));
+    // Repair the only way left: remove the finalizer at the stored version (no conversion).
+    clear_finalizers(cluster, &format!("widgets.v1.{bare_group}"), &bare);
+    wait_gone(&client, &bare).await;
+
+    let err = denied(cluster, &guarded, "hosts-conversion-backend").await;
+    let fix = format!("kubectl delete widgets.{group} --all -n {guarded}");
+    assert!(err.contains(&fix), "{err}");
+    kubectl(
+        cluster,
+        &[
+            "delete",
+            &format!("widgets.{group}"),
+            "--all",
+            "-n",
+            &guarded,
+        ],
+        None,
+    )
+    .unwrap();
+    allowed_and_gone(cluster, &client, &guarded).await;
+    for g in [&bare_group, &group] {
+        kubectl(cluster, &["delete", "crd", &format!("widgets.{g}")], None).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_failure() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let id = random_suffix();
+    let group = format!("broken{id}.nsguard.test");
+    // Conversion through a Service that does not exist: widgets cannot be listed at v2.
+    converting_crd(cluster, &group, ("default", &format!("missing-{id}")), 443);
+    let bare = create_namespace(&client, "listfail-bare").await;
+    let guarded = create_namespace_with(&client, "listfail", &guard.labels(), &[]).await;
+    for ns in [&bare, &guarded] {
+        custom_object(cluster, &group, "Widget", ns, &[]);
+    }
+
+    delete_now(cluster, &bare);
+    let c = wait_stuck(&client, &bare, "NamespaceDeletionContentFailure").await;
+    assert!(
+        c.message.as_deref().unwrap_or_default().contains(&group),
+        "{c:?}"
+    );
+
+    let err = denied(cluster, &guarded, "list-failure").await;
+    assert!(err.contains(&format!("widgets.{group}")), "{err}");
+
+    kubectl(
+        cluster,
+        &[
+            "patch",
+            "crd",
+            &format!("widgets.{group}"),
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"conversion":{"strategy":"None","webhook":null}}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+    kubectl(
+        cluster,
+        &["delete", "crd", &format!("widgets.{group}")],
+        None,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalizer_stuck() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce", "--finalizer-stuck-after=2s"]).await;
+    let group = "stuck.nsguard.test";
+    install_crd(cluster, group, "sprockets", "Sprocket").await;
+    // A controller may remove the finalizer (RBAC says so); it just is not doing it.
+    apply(
+        cluster,
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: sprocket-operator}
+rules:
+- {apiGroups: [stuck.nsguard.test], resources: [sprockets], verbs: [get, list, watch, update, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: sprocket-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sprocket-operator}
+subjects:
+- {kind: ServiceAccount, name: sprocket-operator, namespace: sprocket-system}
+",
+    );
+    let bare = create_namespace(&client, "stuck-bare").await;
+    let guarded = create_namespace_with(&client, "stuck", &guard.labels(), &[]).await;
+    for ns in [&bare, &guarded] {
+        custom_object(
+            cluster,
+            group,
+            "Sprocket",
+            ns,
+            &["stuck.nsguard.test/cleanup"],
+        );
+        kubectl(
+            cluster,
+            &[
+                "delete",
+                "sprockets.stuck.nsguard.test",
+                "o1",
+                "-n",
+                ns,
+                "--wait=false",
+            ],
+            None,
+        )
+        .unwrap();
+    }
+
+    delete_now(cluster, &bare);
+    let c = wait_stuck(&client, &bare, "NamespaceFinalizersRemaining").await;
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("stuck.nsguard.test/cleanup"),
+        "{c:?}"
+    );
+
+    // Stuck means deleting for longer than the threshold: poll until it is.
+    let err = denied(cluster, &guarded, "finalizer-stuck").await;
+    assert!(
+        err.contains("sprockets.stuck.nsguard.test o1 has been deleting for"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kubectl patch sprockets.stuck.nsguard.test o1"),
+        "{err}"
+    );
+
+    for ns in [&bare, &guarded] {
+        clear_finalizers(cluster, "sprockets.stuck.nsguard.test", ns);
+    }
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalizer_owner_in_namespace() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let group = "inside.nsguard.test";
+    install_crd(cluster, group, "things", "Thing").await;
+    let bare = create_namespace(&client, "owner-bare").await;
+    let guarded = create_namespace_with(&client, "owner", &guard.labels(), &[]).await;
+    for ns in [&bare, &guarded] {
+        // The operator that owns the finalizer runs in the namespace, with a Role there.
+        apply(
+            cluster,
+            &format!(
+                "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: thing-operator, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: thing-operator, namespace: {ns}}}
+rules:
+- {{apiGroups: [inside.nsguard.test], resources: [things], verbs: [get, list, watch, update, patch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: thing-operator, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: thing-operator}}
+subjects:
+- {{kind: ServiceAccount, name: thing-operator, namespace: {ns}}}
+"
+            ),
+        );
+        custom_object(
+            cluster,
+            group,
+            "Thing",
+            ns,
+            &["inside.nsguard.test/cleanup"],
+        );
+    }
+
+    // The operator is deleted with everything else; nobody processes the finalizer.
+    delete_now(cluster, &bare);
+    wait_stuck(&client, &bare, "NamespaceFinalizersRemaining").await;
+
+    let err = denied(cluster, &guarded, "finalizer-owner-in-namespace").await;
+    assert!(err.contains("thing-operator"), "{err}");
+
+    // The remedy: delete the objects first, while the operator still runs (the test plays
+    // the operator removing its finalizer); then the namespace.
+    kubectl(
+        cluster,
+        &[
+            "delete",
+            "things.inside.nsguard.test",
+            "--all",
+            "-n",
+            &guarded,
+            "--wait=false",
+        ],
+        None,
+    )
+    .unwrap();
+    for ns in [&bare, &guarded] {
+        clear_finalizers(cluster, "things.inside.nsguard.test", ns);
+    }
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_already_stuck() {
+    let _lock = CLUSTER_WIDE.write().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    break_metrics_apiservice(cluster);
+    let bare = create_namespace(&client, "already-bare").await;
+    let guarded = create_namespace_with(&client, "already", &guard.labels(), &[]).await;
+    delete_now(cluster, &bare);
+    wait_stuck(&client, &bare, "NamespaceDeletionDiscoveryFailure").await;
+
+    let err = denied(cluster, &guarded, "cluster-already-stuck").await;
+    assert!(err.contains(&bare), "{err}");
+    assert!(err.contains("apiservice-unavailable"), "{err}");
+
+    kubectl(
+        cluster,
+        &["delete", "apiservice", "v1beta1.metrics.k8s.io"],
+        None,
+    )
+    .unwrap();
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bypass_group_allows_with_a_warning() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    // The tests' kubectl is an administrator in system:masters.
+    let guard = Nsguard::start(
+        cluster,
+        &["--mode=enforce", "--bypass-group=system:masters"],
+    )
+    .await;
+    let ns = create_namespace_with(&client, "bypass", &guard.labels(), &[]).await;
+    install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
+    custom_object(
+        cluster,
+        "hooks.nsguard.test",
+        "Gadget",
+        &ns,
+        &["hooks.nsguard.test/cleanup"],
+    );
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("bypass group system:masters"), "{err}");
+    assert!(guard.metrics().contains(r#"decision="overridden""#));
+    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", &ns);
+    wait_gone(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preflight_that_cannot_finish_in_time_allows_with_a_warning() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    // No real preflight finishes in a millisecond.
+    let guard = Nsguard::start(cluster, &["--mode=enforce", "--check-timeout=1ms"]).await;
+    let ns = create_namespace_with(&client, "deadline", &guard.labels(), &[]).await;
+    install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
+    custom_object(
+        cluster,
+        "hooks.nsguard.test",
+        "Gadget",
+        &ns,
+        &["hooks.nsguard.test/cleanup"],
+    );
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("nsguard could not check everything"), "{err}");
+    assert!(guard.metrics().contains(r#"decision="fail_open""#));
+    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", &ns);
+    wait_gone(&client, &ns).await;
+}
