@@ -39,29 +39,11 @@ async fn post(body: impl Into<Body>) -> (StatusCode, Value) {
     )
 }
 
-/// A namespace DELETE review shaped like kube-apiserver's (reference/namespace-deletion.md
-/// §3.2). Written by hand: replacing it with one captured from the local control plane is
-/// still to do.
+/// A namespace DELETE review as kube-apiserver sends it, captured from the local control
+/// plane (e2e_capture.rs keeps the fixture true), for namespace `name`.
 fn namespace_delete(name: &str) -> Value {
-    json!({
-        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": "0f1c5e8a-2d33-4c0e-9a57-3b7f7d1e2a10",
-            "kind": {"group": "", "version": "v1", "kind": "Namespace"},
-            "resource": {"group": "", "version": "v1", "resource": "namespaces"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Namespace"},
-            "requestResource": {"group": "", "version": "v1", "resource": "namespaces"},
-            "name": name, "namespace": name, "operation": "DELETE",
-            "userInfo": {"username": "localcluster-admin", "groups": ["system:masters", "system:authenticated"]},
-            "object": null,
-            "oldObject": {"kind": "Namespace", "apiVersion": "v1",
-                "metadata": {"name": name, "uid": "6a3b9a43-77b5-4b8e-8f0e-1c2d3e4f5a6b",
-                    "labels": {"kubernetes.io/metadata.name": name}},
-                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}},
-            "dryRun": false,
-            "options": {"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"}
-        }
-    })
+    let text = include_str!("fixtures/namespace-delete.json").replace("team-a", name);
+    serde_json::from_str(&text).unwrap()
 }
 
 #[tokio::test]

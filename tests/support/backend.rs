@@ -5,11 +5,11 @@
 //! Service for APIServices, webhooks and conversion alike, and stops reaching it the moment
 //! the Service is deleted, which is exactly what happens when its namespace is deleted.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use localcluster::{LocalCluster, free_port};
@@ -17,15 +17,20 @@ use serde_json::{Value, json};
 
 use super::kubectl;
 
+type Reviews = Arc<Mutex<Vec<Value>>>;
+
 /// The HTTPS server; it stops when dropped.
 pub struct Backend {
     /// The loopback port it listens on.
     pub port: u16,
+    /// Every AdmissionReview the API server sent to `/validate`, as received.
+    pub reviews: Reviews,
     handle: axum_server::Handle<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
-async fn validate(Json(review): Json<Value>) -> Json<Value> {
+async fn validate(State(seen): State<Reviews>, Json(review): Json<Value>) -> Json<Value> {
+    seen.lock().unwrap().push(review.clone());
     let uid = review["request"]["uid"].clone();
     Json(json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -85,11 +90,13 @@ impl Backend {
         let config = nsguard::server::tls::server_config(Arc::new(cert), provider).unwrap();
         let port = free_port().unwrap();
         let handle = axum_server::Handle::new();
+        let reviews = Reviews::default();
         let app = Router::new()
             .route("/validate", post(validate))
             .route("/convert", post(convert))
             .route("/apis/{group}/{version}", get(group_version))
-            .fallback(|| async { StatusCode::NOT_FOUND });
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .with_state(reviews.clone());
         let server = axum_server::bind_rustls(
             ([127, 0, 0, 1], port).into(),
             axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
@@ -98,6 +105,7 @@ impl Backend {
         tokio::spawn(server.serve(app.into_make_service()));
         Self {
             port,
+            reviews,
             handle,
             _dir: dir,
         }
