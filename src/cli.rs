@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::time::Instant;
@@ -18,7 +19,7 @@ use crate::facts::gather::Gatherer;
 use crate::policy::{Mode, Policy};
 use crate::preflight::Engine;
 use crate::records::{Events, Metrics};
-use crate::report::CheckId;
+use crate::report::{CheckId, Report, Verdict};
 use crate::server::{self, Readiness, tls};
 
 /// nsguard: stops namespace deletions that would hang in Terminating.
@@ -38,6 +39,14 @@ pub enum Command {
     /// Run the preflight for one namespace and print what would block its deletion.
     /// Exit 0: would delete cleanly; 1: warnings only; 2: would hang.
     Check(CheckArgs),
+    /// Run the preflight for every namespace (or those selected): a summary, then a
+    /// diagnosis of each namespace already Terminating.
+    /// Exit 0: all clean; 1: warnings only; 2: some would hang or are stuck.
+    Audit(AuditArgs),
+    /// Explain why a Terminating namespace is stuck and print the remedies in a safe order,
+    /// each with its risk. Changes nothing.
+    /// Exit 0: nothing blocks it; 2: blockers found.
+    Diagnose(DiagnoseArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
 }
@@ -119,6 +128,48 @@ pub enum Output {
 /// `nsguard check NS`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        env = "NSGUARD_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Output,
+    /// Cluster access.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `nsguard audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only namespaces matching this label selector.
+    #[arg(short = 'l', long, env = "NSGUARD_SELECTOR")]
+    pub selector: Option<String>,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        env = "NSGUARD_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Output,
+    /// Namespaces checked at once.
+    #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Cluster access.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `nsguard diagnose NS`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
     /// The namespace.
     pub namespace: String,
     /// Output format.
@@ -263,34 +314,202 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     .await
 }
 
-/// Runs `nsguard check`; returns the exit code.
-pub async fn check(args: CheckArgs) -> Result<i32> {
-    let engine = args.cluster.engine().await?;
+/// The JSON document `check -o json` prints; `audit -o json` prints one per namespace.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckOutput<'a> {
+    /// Schema version of this document.
+    schema: &'static str,
+    /// The namespace's phase.
+    phase: String,
+    verdict: Verdict,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+/// The schema version of the CLI's JSON documents.
+pub const JSON_SCHEMA: &str = "nsguard.io/v1";
+
+fn phase(ns: &Namespace) -> String {
+    ns.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Active".into())
+}
+
+async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
+    let engine = cluster.engine().await?;
     engine
         .gatherer()
-        .wait_synced(args.cluster.check_timeout)
+        .wait_synced(cluster.check_timeout)
         .await
         .context("reading cluster-scoped objects")?;
-    let deadline = Instant::now() + args.cluster.check_timeout;
-    let Some(ns) = engine
+    Ok(engine)
+}
+
+async fn read_namespace(engine: &Engine, name: &str, deadline: Instant) -> Result<Namespace> {
+    engine
         .gatherer()
-        .read_namespace(&args.namespace, deadline)
+        .read_namespace(name, deadline)
         .await?
-    else {
-        bail!("namespace {} not found", args.namespace);
-    };
+        .with_context(|| format!("namespace {name} not found"))
+}
+
+/// Runs `nsguard check`; returns the exit code.
+pub async fn check(args: CheckArgs) -> Result<i32> {
+    let engine = synced_engine(&args.cluster).await?;
+    let deadline = Instant::now() + args.cluster.check_timeout;
+    let ns = read_namespace(&engine, &args.namespace, deadline).await?;
+    let phase = phase(&ns);
     let report = engine.preflight(ns, deadline).await;
     match args.output {
         Output::Table => print!("{}", crate::render::table(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&CheckOutput {
+                schema: JSON_SCHEMA,
+                phase,
+                verdict: report.verdict(),
+                report: &report,
+            })?
+        ),
     }
-    Ok(if report.blocking().count() > 0 {
-        2
-    } else if report.findings.is_empty() {
-        0
-    } else {
-        1
-    })
+    Ok(report.verdict().exit_code())
+}
+
+/// Runs `nsguard diagnose`; returns the exit code.
+pub async fn diagnose(args: DiagnoseArgs) -> Result<i32> {
+    let engine = synced_engine(&args.cluster).await?;
+    let deadline = Instant::now() + args.cluster.check_timeout;
+    let ns = read_namespace(&engine, &args.namespace, deadline).await?;
+    let facts = engine.facts(ns, deadline).await;
+    let report = engine.check(&facts);
+    let d = crate::diagnose::diagnose(&facts, &report);
+    match args.output {
+        Output::Table => print!("{}", crate::diagnose::render(&d)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+    }
+    Ok(if d.blockers.is_empty() { 0 } else { 2 })
+}
+
+/// One namespace in an audit.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Audited {
+    namespace: String,
+    phase: String,
+    verdict: Verdict,
+    report: Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnosis: Option<crate::diagnose::Diagnosis>,
+}
+
+/// Runs `nsguard audit`; returns the exit code.
+pub async fn audit(args: AuditArgs) -> Result<i32> {
+    use futures::StreamExt;
+    use std::io::IsTerminal;
+
+    let engine = synced_engine(&args.cluster).await?;
+    let deadline = Instant::now() + args.cluster.check_timeout;
+    let namespaces = engine
+        .gatherer()
+        .list_namespaces(args.selector.as_deref(), deadline)
+        .await?;
+    let total = namespaces.len();
+    let progress = std::io::stdout().is_terminal();
+    let mut done = 0usize;
+    let mut audited: Vec<Audited> = futures::stream::iter(namespaces)
+        .map(|ns| {
+            let engine = engine.clone();
+            let timeout = args.cluster.check_timeout;
+            async move {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                let phase = phase(&ns);
+                let facts = engine.facts(ns, Instant::now() + timeout).await;
+                let report = engine.check(&facts);
+                let diagnosis =
+                    (phase == "Terminating").then(|| crate::diagnose::diagnose(&facts, &report));
+                Audited {
+                    namespace: name,
+                    phase,
+                    verdict: report.verdict(),
+                    report,
+                    diagnosis,
+                }
+            }
+        })
+        .buffer_unordered(usize::from(args.concurrency))
+        .inspect(|a| {
+            done += 1;
+            if progress {
+                eprint!("\rchecked {done}/{total}: {:<40}", a.namespace);
+            }
+        })
+        .collect()
+        .await;
+    if progress {
+        eprintln!();
+    }
+    audited.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    match args.output {
+        Output::Table => print!("{}", render_audit(&audited)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema": JSON_SCHEMA,
+                "namespaces": audited,
+            }))?
+        ),
+    }
+    let worst = audited
+        .iter()
+        .map(|a| match (&a.diagnosis, a.verdict) {
+            (Some(d), _) if !d.blockers.is_empty() => Verdict::WouldHang,
+            (Some(_), _) => Verdict::Warnings,
+            (None, v) => v,
+        })
+        .max()
+        .unwrap_or(Verdict::Clean);
+    Ok(worst.exit_code())
+}
+
+fn render_audit(audited: &[Audited]) -> String {
+    let mut out = format!(
+        "{:<32} {:<12} {:<11} BLOCKERS\n",
+        "NAMESPACE", "PHASE", "VERDICT"
+    );
+    for a in audited {
+        let verdict = match &a.diagnosis {
+            Some(d) if d.blockers.is_empty() => "terminating",
+            Some(_) => "stuck",
+            None => a.verdict.as_str(),
+        };
+        let blockers: Vec<&str> = a
+            .report
+            .check_ids()
+            .into_iter()
+            .filter(|id| a.diagnosis.is_some() || a.report.blocking().any(|f| f.check == *id))
+            .map(CheckId::as_str)
+            .collect();
+        out.push_str(&format!(
+            "{:<32} {:<12} {:<11} {}\n",
+            a.namespace,
+            a.phase,
+            verdict,
+            if blockers.is_empty() {
+                "-".to_string()
+            } else {
+                blockers.join(",")
+            }
+        ));
+    }
+    for a in audited {
+        if let Some(d) = &a.diagnosis {
+            out.push('\n');
+            out.push_str(&crate::diagnose::render(d));
+        }
+    }
+    out
 }
 
 /// Runs `nsguard certs`.

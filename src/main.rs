@@ -1,7 +1,22 @@
 //! The `nsguard` binary: parse flags, set up logging, run.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use nsguard::cli::{self, Cli, Command};
+
+/// Parses the command line; installed as `kubectl-nsguard`, help and errors say
+/// `kubectl nsguard`.
+fn parse() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("kubectl-"));
+    let mut command = Cli::command();
+    if plugin {
+        command = command.bin_name("kubectl nsguard");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
 
 #[tokio::main]
 async fn main() {
@@ -18,10 +33,12 @@ async fn main() {
     {
         eprintln!("nsguard: a TLS crypto provider was already installed");
     }
-    let cli = Cli::parse();
+    let cli = parse();
     let result = match cli.command {
         Command::Serve(args) => cli::serve(args).await.map(|()| 0),
         Command::Check(args) => cli::check(args).await,
+        Command::Audit(args) => cli::audit(args).await,
+        Command::Diagnose(args) => cli::diagnose(args).await,
         Command::Certs(args) => cli::certs(args).map(|()| 0),
     };
     match result {

@@ -42,7 +42,12 @@ impl Engine {
     /// Gathers facts for `namespace` and runs every check, within `deadline`.
     pub async fn preflight(&self, namespace: Namespace, deadline: Instant) -> Report {
         let facts = self.facts(namespace, deadline).await;
-        checks::run(&facts, &self.settings)
+        self.check(&facts)
+    }
+
+    /// Runs every check on facts already gathered.
+    pub fn check(&self, facts: &Facts) -> Report {
+        checks::run(facts, &self.settings)
     }
 
     /// The facts for one namespace; a gathering already under way for it is joined.

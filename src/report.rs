@@ -219,6 +219,7 @@ impl Finding {
 
 /// The outcome of a preflight for one namespace.
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// The namespace.
     pub namespace: String,
@@ -254,6 +255,51 @@ impl Report {
         ids.sort();
         ids.dedup();
         ids
+    }
+}
+
+/// What a preflight says of a deletion, for the CLI and its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Nothing found: the deletion would complete.
+    Clean,
+    /// Advisory findings only, or something could not be checked.
+    Warnings,
+    /// At least one blocking finding: the deletion would hang.
+    WouldHang,
+}
+
+impl Verdict {
+    /// `clean`, `warnings` or `would-hang`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Warnings => "warnings",
+            Verdict::WouldHang => "would-hang",
+        }
+    }
+
+    /// 0, 1 or 2.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Clean => 0,
+            Verdict::Warnings => 1,
+            Verdict::WouldHang => 2,
+        }
+    }
+}
+
+impl Report {
+    /// The verdict: would hang, warnings (including anything not checked), or clean.
+    pub fn verdict(&self) -> Verdict {
+        if self.blocking().count() > 0 {
+            Verdict::WouldHang
+        } else if self.findings.is_empty() && self.not_checked.is_empty() {
+            Verdict::Clean
+        } else {
+            Verdict::Warnings
+        }
     }
 }
 
