@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub struct Nsguard {
     pub id: String,
     config_name: String,
     _dir: tempfile::TempDir,
+    _pki: Option<tempfile::TempDir>,
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -40,7 +42,8 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 impl Nsguard {
-    /// Starts nsguard with `args` (e.g. `--mode=warn`) and waits until the API server calls it.
+    /// Starts nsguard with `args` (e.g. `--mode=warn`) and a serving pair from the cluster
+    /// CA, and waits until the API server calls it.
     pub async fn start(cluster: &'static LocalCluster, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pair = cluster
@@ -54,20 +57,30 @@ impl Nsguard {
             .unwrap();
         std::fs::write(dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
         std::fs::write(dir.path().join("tls.key"), &pair.key_pem).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let mut guard =
+            Self::start_with_certs(cluster, &cert, &key, &cluster.ca().ca_bundle(), args).await;
+        guard._pki = Some(dir);
+        guard
+    }
+
+    /// Starts nsguard serving `cert`/`key`, registered with `ca_bundle`.
+    pub async fn start_with_certs(
+        cluster: &'static LocalCluster,
+        cert: &Path,
+        key: &Path,
+        ca_bundle: &str,
+        args: &[&str],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let port = free_port().unwrap();
         let admin_port = free_port().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
             .arg("serve")
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
-            .arg(format!(
-                "--tls-cert={}",
-                dir.path().join("tls.crt").display()
-            ))
-            .arg(format!(
-                "--tls-key={}",
-                dir.path().join("tls.key").display()
-            ))
+            .arg(format!("--tls-cert={}", cert.display()))
+            .arg(format!("--tls-key={}", key.display()))
             .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
             .arg("--shutdown-delay=0s")
             .args(args)
@@ -83,6 +96,7 @@ impl Nsguard {
             config_name: format!("nsguard-e2e-{id}"),
             id,
             _dir: dir,
+            _pki: None,
         };
         eventually("nsguard /readyz", Duration::from_secs(60), || async {
             Ok(http_get(admin_port, "/readyz").filter(|(c, _)| *c == 200))
@@ -109,7 +123,7 @@ webhooks:
 "#,
             name = guard.config_name,
             id = guard.id,
-            ca = cluster.ca().ca_bundle()
+            ca = ca_bundle
         );
         kubectl(cluster, &["apply", "-f", "-"], Some(&config)).unwrap();
         // The API server picks webhook configurations up asynchronously: wait until a server
