@@ -7,7 +7,7 @@ CONTROLPLANE := tests/controlplane/build.sh
 # them: two test threads keep a 2-core machine responsive.
 TEST_THREADS ?= 2
 
-.PHONY: controlplane build test lint run
+.PHONY: controlplane build test lint run cluster
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -26,7 +26,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## run: start a local control plane (Ctrl-C stops it)
+## run: a local control plane with nsguard in enforce mode and a demo; prints the commands to try (Ctrl-C stops everything)
 run:
+	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
+	cargo build -q --workspace --bins; \
+	NSGUARD_CONTROLPLANE_DIR=$$dir target/debug/localcluster demo target/debug/nsguard
+
+## cluster: only the local control plane (Ctrl-C stops it)
+cluster:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	NSGUARD_CONTROLPLANE_DIR=$$dir cargo run -q -p localcluster

@@ -26,6 +26,7 @@ async fn main() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if rustls::crypto::ring::default_provider()
         .install_default()

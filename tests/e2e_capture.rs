@@ -8,8 +8,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use localcluster::backend::Backend;
 use serde_json::Value;
-use support::backend::Backend;
 use support::*;
 
 const FIXTURE: &str = concat!(

@@ -11,8 +11,8 @@ mod support;
 
 use std::time::Duration;
 
+use localcluster::backend::Backend;
 use localcluster::{LocalCluster, random_suffix};
-use support::backend::Backend;
 use support::nsguard::Nsguard;
 use support::*;
 

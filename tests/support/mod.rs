@@ -2,7 +2,6 @@
 //! namespaces, and polling with a deadline (never fixed sleeps).
 #![allow(dead_code)]
 
-pub mod backend;
 pub mod nsguard;
 
 use std::future::Future;

@@ -6,6 +6,8 @@
 //! here: by PID when the [`LocalCluster`] is dropped, and by the kernel (parent-death signal)
 //! when the process that owns it exits without dropping it (a shared cluster in a static).
 
+pub mod backend;
+pub mod demo;
 mod process;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -294,6 +296,24 @@ impl LocalCluster {
         cmd
     }
 
+    /// `kubectl apply -f -` of `yaml`; fails with kubectl's stderr.
+    pub fn apply(&self, yaml: &str) -> Result<()> {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().unwrap().write_all(yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            anyhow::bail!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// The kubeconfig file (admin user).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
@@ -410,4 +430,19 @@ pub async fn shared() -> Result<&'static LocalCluster> {
             Ok(cluster)
         })
         .await
+}
+
+/// Whether `GET http://127.0.0.1:<port><path>` answers 200.
+pub fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1) == Some("200")
 }

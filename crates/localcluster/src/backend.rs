@@ -7,15 +7,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::{LocalCluster, free_port};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use localcluster::{LocalCluster, free_port};
 use serde_json::{Value, json};
-
-use super::kubectl;
 
 type Reviews = Arc<Mutex<Vec<Value>>>;
 
@@ -116,7 +114,9 @@ impl Backend {
         let svc = format!(
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  type: ExternalName\n  externalName: localhost\n"
         );
-        kubectl(cluster, &["apply", "-f", "-"], Some(&svc)).unwrap();
+        cluster
+            .apply(&svc)
+            .expect("applying the ExternalName Service");
     }
 }
 
