@@ -6,8 +6,10 @@ CONTROLPLANE := tests/controlplane/build.sh
 # The end-to-end tests start real etcd, kube-apiserver and kube-controller-manager beside
 # them: two test threads keep a 2-core machine responsive.
 TEST_THREADS ?= 2
+# Decisions per measurement in `make bench`.
+BENCH_DECISIONS ?= 200
 
-.PHONY: controlplane build test lint run cluster
+.PHONY: controlplane build test lint run cluster bench
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -36,3 +38,10 @@ run:
 cluster:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	NSGUARD_CONTROLPLANE_DIR=$$dir cargo run -q -p localcluster
+
+## bench: preflight latency, API cost and a deletion storm on the local control plane (not a test); writes docs/benchmarks.md
+bench:
+	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
+	cargo build -q --release --bin nsguard --bin nsguard-bench; \
+	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
+	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)

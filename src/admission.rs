@@ -169,7 +169,7 @@ impl Admission {
             decision = decision.outcome.as_str(),
             findings = ?report.check_ids().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             not_checked = report.not_checked.len(),
-            duration_ms = took.as_millis() as u64,
+            duration_ms = (took.as_secs_f64() * 1e6).round() / 1e3,
             "Decision"
         );
         self.metrics

@@ -290,3 +290,86 @@ async fn nsguard_certs_writes_a_pair_the_api_server_trusts() {
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
 }
+
+/// The README's install block, run as printed against the local control plane.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_install_commands_work_as_printed() {
+    // The real webhook configuration points at a Service nothing serves: while it exists,
+    // every namespace deletion waits on it, so nothing else runs meanwhile.
+    let _lock = CLUSTER_WIDE.write().await;
+    let (cluster, _) = cluster().await;
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- install -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .expect("the install block in the README");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(manifests(""), dir.path().join("manifests")).unwrap();
+    let nsguard_dir = Path::new(env!("CARGO_BIN_EXE_nsguard")).parent().unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(dir.path())
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}:{}",
+                cluster.bin_path().display(),
+                nsguard_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    let cleanup = || {
+        let _ = kubectl(
+            cluster,
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                "nsguard",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    };
+    if !out.status.success() {
+        cleanup();
+        panic!("{block}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let bundle = kubectl(
+        cluster,
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "nsguard",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ],
+        None,
+    )
+    .unwrap();
+    cleanup();
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(bundle.trim())
+        .unwrap();
+    assert_eq!(ca, std::fs::read(dir.path().join("certs/ca.crt")).unwrap());
+    let secret_type = kubectl(
+        cluster,
+        &[
+            "get",
+            "secret",
+            "nsguard-tls",
+            "-n",
+            "nsguard-system",
+            "-o",
+            "jsonpath={.type}",
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(secret_type, "kubernetes.io/tls");
+}
