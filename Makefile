@@ -42,6 +42,6 @@ cluster:
 ## bench: preflight latency, API cost and a deletion storm on the local control plane (not a test); writes docs/benchmarks.md
 bench:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
-	cargo build -q --release --bin nsguard --bin nsguard-bench; \
+	cargo build -q --release --workspace --bins; \
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)

@@ -72,25 +72,11 @@ async fn the_router_fixture_has_the_shape_the_api_server_sends() {
     kubectl(
         cluster,
         &["apply", "-f", "-"],
-        Some(&format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: {config}
-webhooks:
-- name: capture.nsguard.test
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Ignore
-  rules:
-  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["namespaces"], scope: "Cluster"}}
-  objectSelector: {{matchLabels: {{"nsguard.io/e2e-capture": "{id}"}}}}
-  clientConfig:
-    url: https://127.0.0.1:{port}/validate
-    caBundle: {ca}
-"#,
-            port = backend.port,
-            ca = cluster.ca().ca_bundle()
+        Some(&localcluster::namespace_delete_webhook(
+            &config,
+            &format!("https://127.0.0.1:{}/validate", backend.port),
+            &format!("{{matchLabels: {{\"nsguard.io/e2e-capture\": \"{id}\"}}}}"),
+            &cluster.ca().ca_bundle(),
         )),
     )
     .unwrap();

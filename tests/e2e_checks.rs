@@ -79,25 +79,6 @@ fn custom_object(cluster: &LocalCluster, group: &str, kind: &str, ns: &str, fina
     );
 }
 
-/// Removes every finalizer of the object `o1` (as its controller would, or an operator).
-fn clear_finalizers(cluster: &LocalCluster, resource: &str, ns: &str) {
-    kubectl(
-        cluster,
-        &[
-            "patch",
-            resource,
-            "o1",
-            "-n",
-            ns,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-        None,
-    )
-    .unwrap();
-}
-
 /// A workload that takes more than one pass of the namespace controller to finish, as pods
 /// with a grace period do: a custom object whose finalizer "its operator" (the test) removes
 /// once the deletion is under way. Without it the controller may finish in its first pass,
@@ -276,7 +257,7 @@ webhooks:
 
     delete_now(cluster, &bare);
     wait_stuck(&client, &bare, "NamespaceFinalizersRemaining").await;
-    clear_finalizers(cluster, &format!("workloads.{SLOW_GROUP}"), &bare);
+    clear_finalizers(cluster, &format!("workloads.{SLOW_GROUP}"), "o1", &bare);
     // Everything inside is gone; the controller's finalize call now fails at the webhook,
     // whose Service went with the namespace. The API server counts each such rejection.
     let rejected = r#"name="finalize.hosted.nsguard.test""#;
@@ -377,7 +358,7 @@ spec:
         c.message.as_deref().unwrap_or_default().contains(&bare),
         "{c:?}"
     );
-    clear_finalizers(cluster, &format!("workloads.{SLOW_GROUP}"), &bare);
+    clear_finalizers(cluster, &format!("workloads.{SLOW_GROUP}"), "o1", &bare);
     kubectl(cluster, &["delete", "apiservice", &bare_api], None).unwrap();
     wait_gone(&client, &bare).await;
 
@@ -455,7 +436,7 @@ async fn hosts_conversion_backend() {
     .await;
     assert!(c.message.unwrap().contains(&bare_group));
     // Repair the only way left: remove the finalizer at the stored version (no conversion).
-    clear_finalizers(cluster, &format!("widgets.v1.{bare_group}"), &bare);
+    clear_finalizers(cluster, &format!("widgets.v1.{bare_group}"), "o1", &bare);
     wait_gone(&client, &bare).await;
 
     let err = denied(cluster, &guarded, "hosts-conversion-backend").await;
@@ -598,7 +579,7 @@ subjects:
     );
 
     for ns in [&bare, &guarded] {
-        clear_finalizers(cluster, "sprockets.stuck.nsguard.test", ns);
+        clear_finalizers(cluster, "sprockets.stuck.nsguard.test", "o1", ns);
     }
     wait_gone(&client, &bare).await;
     allowed_and_gone(cluster, &client, &guarded).await;
@@ -669,7 +650,7 @@ subjects:
     )
     .unwrap();
     for ns in [&bare, &guarded] {
-        clear_finalizers(cluster, "things.inside.nsguard.test", ns);
+        clear_finalizers(cluster, "things.inside.nsguard.test", "o1", ns);
     }
     wait_gone(&client, &bare).await;
     allowed_and_gone(cluster, &client, &guarded).await;
@@ -700,17 +681,12 @@ async fn cluster_already_stuck() {
     allowed_and_gone(cluster, &client, &guarded).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bypass_group_allows_with_a_warning() {
-    let _lock = CLUSTER_WIDE.read().await;
+/// Starts nsguard with `args`, deletes a namespace that would hang, and expects it allowed
+/// with a warning containing `warning`, counted as `decision`.
+async fn allowed_with_a_warning(args: &[&str], warning: &str, decision: &str) {
     let (cluster, client) = cluster().await;
-    // The tests' kubectl is an administrator in system:masters.
-    let guard = Nsguard::start(
-        cluster,
-        &["--mode=enforce", "--bypass-group=system:masters"],
-    )
-    .await;
-    let ns = create_namespace_with(&client, "bypass", &guard.labels(), &[]).await;
+    let guard = Nsguard::start(cluster, args).await;
+    let ns = create_namespace_with(&client, "allowed", &guard.labels(), &[]).await;
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
     custom_object(
         cluster,
@@ -722,32 +698,38 @@ async fn a_bypass_group_allows_with_a_warning() {
     let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("bypass group system:masters"), "{err}");
-    assert!(guard.metrics().contains(r#"decision="overridden""#));
-    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", &ns);
+    assert!(err.contains(warning), "{err}");
+    assert!(
+        guard
+            .metrics()
+            .contains(&format!("decision=\"{decision}\"")),
+        "{}",
+        guard.metrics()
+    );
+    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", "o1", &ns);
     wait_gone(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bypass_group_allows_with_a_warning() {
+    let _lock = CLUSTER_WIDE.read().await;
+    // The tests' kubectl is an administrator in system:masters.
+    allowed_with_a_warning(
+        &["--mode=enforce", "--bypass-group=system:masters"],
+        "bypass group system:masters",
+        "overridden",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_preflight_that_cannot_finish_in_time_allows_with_a_warning() {
     let _lock = CLUSTER_WIDE.read().await;
-    let (cluster, client) = cluster().await;
     // No real preflight finishes in a millisecond.
-    let guard = Nsguard::start(cluster, &["--mode=enforce", "--check-timeout=1ms"]).await;
-    let ns = create_namespace_with(&client, "deadline", &guard.labels(), &[]).await;
-    install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
-    custom_object(
-        cluster,
-        "hooks.nsguard.test",
-        "Gadget",
-        &ns,
-        &["hooks.nsguard.test/cleanup"],
-    );
-    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("nsguard could not check everything"), "{err}");
-    assert!(guard.metrics().contains(r#"decision="fail_open""#));
-    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", &ns);
-    wait_gone(&client, &ns).await;
+    allowed_with_a_warning(
+        &["--mode=enforce", "--check-timeout=1ms"],
+        "nsguard could not check everything",
+        "fail_open",
+    )
+    .await;
 }

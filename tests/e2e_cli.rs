@@ -315,37 +315,9 @@ webhooks:
     )
     .unwrap();
     for ns in [&orphan, &stuck] {
-        kubectl(
-            cluster,
-            &[
-                "patch",
-                "gadgets.hooks.nsguard.test",
-                "g1",
-                "-n",
-                ns,
-                "--type=merge",
-                "-p",
-                r#"{"metadata":{"finalizers":null}}"#,
-            ],
-            None,
-        )
-        .unwrap();
+        clear_finalizers(cluster, "gadgets.hooks.nsguard.test", "g1", ns);
     }
-    kubectl(
-        cluster,
-        &[
-            "patch",
-            "widgets.audited.nsguard.test",
-            "w1",
-            "-n",
-            &pending,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-        None,
-    )
-    .unwrap();
+    clear_finalizers(cluster, "widgets.audited.nsguard.test", "w1", &pending);
     for ns in [&clean, &pending, &orphan, &hooked] {
         kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
     }

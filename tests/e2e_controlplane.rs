@@ -59,20 +59,6 @@ async fn a_custom_resource_finalizer_without_a_controller_keeps_its_namespace_te
         "{message}"
     );
 
-    kubectl(
-        cluster,
-        &[
-            "patch",
-            "widgets.seed004.nsguard.test",
-            "w1",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-        None,
-    )
-    .unwrap();
+    clear_finalizers(cluster, "widgets.seed004.nsguard.test", "w1", &ns);
     wait_gone(&client, &ns).await;
 }

@@ -218,21 +218,7 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
     assert!(!text.contains("HTTP 403"), "{text}");
     assert!(!text.contains("may not list"), "{text}");
 
-    kubectl(
-        cluster,
-        &[
-            "patch",
-            "gadgets.hooks.nsguard.test",
-            "g1",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-        None,
-    )
-    .unwrap();
+    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", "g1", &ns);
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
 }

@@ -30,21 +30,7 @@ async fn namespace_with_orphan_finalizer(guard: &Nsguard, annotations: &[(&str, 
 
 async fn remove_finalizer(ns: &str) {
     let (cluster, _) = cluster().await;
-    kubectl(
-        cluster,
-        &[
-            "patch",
-            "gadgets.hooks.nsguard.test",
-            "g1",
-            "-n",
-            ns,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-        None,
-    )
-    .unwrap();
+    clear_finalizers(cluster, "gadgets.hooks.nsguard.test", "g1", ns);
 }
 
 async fn events_for(ns: &str) -> Vec<Event> {

@@ -254,3 +254,23 @@ pub fn break_metrics_apiservice(cluster: &LocalCluster) {
     )
     .unwrap();
 }
+
+/// Removes every finalizer of `resource`/`name` in `ns` (as its controller would, or an
+/// operator by hand).
+pub fn clear_finalizers(cluster: &LocalCluster, resource: &str, name: &str, ns: &str) {
+    kubectl(
+        cluster,
+        &[
+            "patch",
+            resource,
+            name,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+}

@@ -102,28 +102,11 @@ impl Nsguard {
             Ok(http_get(admin_port, "/readyz").filter(|(c, _)| *c == 200))
         })
         .await;
-        let config = format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: {name}
-webhooks:
-- name: namespaces.nsguard.io
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Ignore
-  timeoutSeconds: 10
-  rules:
-  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["namespaces"], scope: "Cluster"}}
-  objectSelector:
-    matchLabels: {{"{GUARD_LABEL}": "{id}"}}
-  clientConfig:
-    url: https://127.0.0.1:{port}/validate
-    caBundle: {ca}
-"#,
-            name = guard.config_name,
-            id = guard.id,
-            ca = ca_bundle
+        let config = localcluster::namespace_delete_webhook(
+            &guard.config_name,
+            &format!("https://127.0.0.1:{port}/validate"),
+            &format!("{{matchLabels: {{\"{GUARD_LABEL}\": \"{}\"}}}}", guard.id),
+            ca_bundle,
         );
         kubectl(cluster, &["apply", "-f", "-"], Some(&config)).unwrap();
         // The API server picks webhook configurations up asynchronously: wait until a server

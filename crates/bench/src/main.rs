@@ -138,24 +138,11 @@ impl Nsguard {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        cluster.apply(&format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata: {{name: nsguard-bench}}
-webhooks:
-- name: namespaces.nsguard.io
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Ignore
-  timeoutSeconds: 10
-  rules:
-  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["namespaces"], scope: Cluster}}
-  objectSelector: {{matchLabels: {{"{GUARD}": guarded}}}}
-  clientConfig:
-    url: https://127.0.0.1:{port}/validate
-    caBundle: {}
-"#,
-            cluster.ca().ca_bundle()
+        cluster.apply(&localcluster::namespace_delete_webhook(
+            "nsguard-bench",
+            &format!("https://127.0.0.1:{port}/validate"),
+            &format!("{{matchLabels: {{\"{GUARD}\": guarded}}}}"),
+            &cluster.ca().ca_bundle(),
         ))?;
         Ok(Self { child, admin, log })
     }

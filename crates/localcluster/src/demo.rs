@@ -74,28 +74,6 @@ fn gadget(ns: &str) -> String {
     )
 }
 
-fn webhook(name: &str, port: u16, selector: &str, ca_bundle: &str) -> String {
-    format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: {name}
-webhooks:
-- name: namespaces.nsguard.io
-  admissionReviewVersions: ["v1"]
-  sideEffects: None
-  failurePolicy: Ignore
-  timeoutSeconds: 10
-  rules:
-  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["namespaces"], scope: Cluster}}
-  objectSelector: {selector}
-  clientConfig:
-    url: https://127.0.0.1:{port}/validate
-    caBundle: {ca_bundle}
-"#
-    )
-}
-
 fn kubectl(cluster: &LocalCluster, args: &[&str]) -> Result<std::process::Output> {
     Ok(cluster.kubectl().args(args).output()?)
 }
@@ -155,7 +133,12 @@ impl Demo {
                 Duration::from_secs(60),
                 || crate::http_ok(admin, "/readyz"),
             )?;
-            cluster.apply(&webhook(&name, port, selector, &ca_bundle))?;
+            cluster.apply(&crate::namespace_delete_webhook(
+                &name,
+                &format!("https://127.0.0.1:{port}/validate"),
+                selector,
+                &ca_bundle,
+            ))?;
         }
 
         // The demo namespaces.

@@ -446,3 +446,33 @@ pub fn http_ok(port: u16, path: &str) -> bool {
     let _ = s.read_to_string(&mut out);
     out.split_whitespace().nth(1) == Some("200")
 }
+
+/// A ValidatingWebhookConfiguration `name` sending `DELETE namespaces` to `url`, for the
+/// namespaces matching `object_selector` (YAML flow style), `failurePolicy: Ignore` as
+/// nsguard is installed.
+pub fn namespace_delete_webhook(
+    name: &str,
+    url: &str,
+    object_selector: &str,
+    ca_bundle: &str,
+) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: {name}
+webhooks:
+- name: namespaces.nsguard.io
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Ignore
+  timeoutSeconds: 10
+  rules:
+  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["namespaces"], scope: Cluster}}
+  objectSelector: {object_selector}
+  clientConfig:
+    url: {url}
+    caBundle: {ca_bundle}
+"#
+    )
+}
