@@ -446,9 +446,13 @@ impl Gatherer {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
+            // The first page from the API server's watch cache (resourceVersion=0): no quorum
+            // read from etcd, at most as stale as the cache (milliseconds), which a preflight
+            // can afford; the cache may answer whole, without a continue token.
             let mut lp = ListParams::default().limit(PAGE);
-            if let Some(t) = token.take() {
-                lp = lp.continue_token(&t);
+            match token.take() {
+                Some(t) => lp = lp.continue_token(&t),
+                None => lp = lp.match_any(),
             }
             let (items, next) = self.call(what, deadline, page(lp)).await?;
             out.extend(items);

@@ -459,6 +459,7 @@ async fn main() -> Result<()> {
         dry_runs(&client, "bench-probe", 1).await?;
     }
 
+    let idle_rss = rss_mib(guard.child.id());
     eprintln!("bench: deletion storm of {n} namespaces, with nsguard and without");
     let storm = storm(&client, &guard, n).await?;
 
@@ -521,7 +522,11 @@ async fn main() -> Result<()> {
         }
     }
 
-    let table = render(&rows, &storm, n);
+    let mut table = render(&rows, &storm, n);
+    let _ = writeln!(
+        table,
+        "\nnsguard's resident memory when idle and synced, before the storm: {idle_rss:.0} MiB; the RSS column is measured after the storm (the allocator keeps its peak)."
+    );
     print!("{table}");
     let doc = format!(
         "# Benchmarks\n\nThe latest `make bench` run: {} on {}; Kubernetes v1.36.3 and etcd v3.6.16 built from upstream, all on loopback; nsguard built with `--release`. The whole run took {:.0} s.\n\nHow it measures, and what the numbers mean, is in `crates/bench/src/main.rs` and below the table.\n\n{table}\n{}",
@@ -530,6 +535,9 @@ async fn main() -> Result<()> {
         started.elapsed().as_secs_f64(),
         notes(&rows, &storm),
     );
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     std::fs::write(&output, doc)?;
     eprintln!("bench: wrote {}", output.display());
     Ok(())
