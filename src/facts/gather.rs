@@ -36,7 +36,7 @@ use super::{
 };
 
 /// Page size for metadata lists, as kubectl and the controllers use.
-const PAGE: u32 = 500;
+const PAGE: u32 = 2000;
 
 /// Errors gathering facts that are not about the namespace itself.
 #[derive(Debug, thiserror::Error)]
