@@ -47,3 +47,46 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     }
     vec![f]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+    use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition, NamespaceStatus};
+    use std::sync::Arc;
+
+    fn terminating(name: &str, condition: &str) -> Namespace {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.into());
+        ns.status = Some(NamespaceStatus {
+            phase: Some("Terminating".into()),
+            conditions: Some(vec![NamespaceCondition {
+                type_: condition.into(),
+                status: "True".into(),
+                message: Some("metrics.k8s.io/v1beta1: stale GroupVersion discovery".into()),
+                ..Default::default()
+            }]),
+        });
+        ns
+    }
+
+    #[test]
+    fn other_namespaces_stuck_on_discovery_count_not_this_one_nor_other_causes() {
+        let mut facts = fixtures::facts("team-a").build();
+        let cluster = Arc::get_mut(&mut facts.cluster).unwrap();
+        cluster.terminating = vec![
+            terminating("team-a", "NamespaceDeletionDiscoveryFailure"),
+            terminating("old-1", "NamespaceDeletionDiscoveryFailure"),
+            terminating("old-2", "NamespaceFinalizersRemaining"),
+        ];
+        let found = check(&facts);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].summary.starts_with("1 namespaces"),
+            "{}",
+            found[0].summary
+        );
+        assert_eq!(found[0].objects[0].name, "old-1");
+        assert!(found[0].evidence[0].contains("metrics.k8s.io/v1beta1"));
+    }
+}

@@ -53,3 +53,34 @@ pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+
+    #[test]
+    fn unknown_finalizers_only_and_not_the_ones_already_stuck() {
+        let facts = fixtures::facts("team-a")
+            .with_content(
+                "example.com",
+                "widgets",
+                &[
+                    ("mine", &["example.com/cleanup"]),
+                    ("builtin", &["kubernetes.io/pvc-protection"]),
+                    ("old", &["example.com/cleanup"]),
+                ],
+            )
+            .deleting_since("old", "2026-11-22T11:00:00Z")
+            .build();
+        let found = check(&facts, Duration::from_secs(300));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .summary
+                .starts_with("1 widgets.example.com with finalizers example.com/cleanup (1)"),
+            "{}",
+            found[0].summary
+        );
+    }
+}

@@ -51,3 +51,57 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceConversion, CustomResourceDefinition, ServiceReference, WebhookClientConfig,
+        WebhookConversion,
+    };
+    use std::sync::Arc;
+
+    fn facts_with(svc_ns: &str, objects: &[(&str, &[&str])]) -> crate::facts::Facts {
+        let mut facts = fixtures::facts("team-a")
+            .with_content("example.com", "widgets", objects)
+            .build();
+        let mut crd = CustomResourceDefinition::default();
+        crd.metadata.name = Some("widgets.example.com".into());
+        crd.spec.group = "example.com".into();
+        crd.spec.names.plural = "widgets".into();
+        crd.spec.conversion = Some(CustomResourceConversion {
+            strategy: "Webhook".into(),
+            webhook: Some(WebhookConversion {
+                client_config: Some(WebhookClientConfig {
+                    service: Some(ServiceReference {
+                        namespace: svc_ns.into(),
+                        name: "conv".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                conversion_review_versions: vec!["v1".into()],
+            }),
+        });
+        Arc::get_mut(&mut facts.cluster).unwrap().crds.push(crd);
+        facts
+    }
+
+    #[test]
+    fn only_while_objects_of_the_crd_remain_here() {
+        assert_eq!(check(&facts_with("team-a", &[("w1", &[])])).len(), 1);
+        assert!(check(&facts_with("team-a", &[])).is_empty());
+        assert!(check(&facts_with("elsewhere", &[("w1", &[])])).is_empty());
+        let found = check(&facts_with("team-a", &[("w1", &[]), ("w2", &[])]));
+        assert!(
+            found[0].summary.contains("2 of its objects"),
+            "{}",
+            found[0].summary
+        );
+        assert_eq!(
+            found[0].remedy.command.as_deref(),
+            Some("kubectl delete widgets.example.com --all -n team-a")
+        );
+    }
+}

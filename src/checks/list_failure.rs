@@ -38,3 +38,41 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+    use crate::facts::{ListFailure, ResourceType};
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::server_error(Some(500), Severity::Blocking)]
+    #[case::no_answer(None, Severity::Blocking)]
+    #[case::nsguards_own_rbac(Some(403), Severity::Advisory)]
+    fn a_failing_list_blocks_unless_it_is_nsguards_own_rbac(
+        #[case] code: Option<u16>,
+        #[case] severity: Severity,
+    ) {
+        let mut facts = fixtures::facts("team-a").build();
+        facts.namespace.list_failures.push(ListFailure {
+            resource: ResourceType {
+                group: "example.com".into(),
+                version: "v2".into(),
+                resource: "widgets".into(),
+                kind: "Widget".into(),
+                listable: true,
+            },
+            code,
+            message: "conversion webhook failed".into(),
+        });
+        let found = check(&facts);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].severity, severity);
+        assert!(
+            found[0].summary.contains("widgets.example.com"),
+            "{}",
+            found[0].summary
+        );
+    }
+}

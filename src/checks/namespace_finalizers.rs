@@ -42,3 +42,28 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         )),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::only_kubernetes(&["kubernetes"], &[], false)]
+    #[case::foreign_spec(&["kubernetes", "example.com/hold"], &[], true)]
+    #[case::gc_metadata(&["kubernetes"], &["orphan", "foregroundDeletion"], false)]
+    #[case::foreign_metadata(&["kubernetes"], &["example.com/hold"], true)]
+    fn only_finalizers_kubernetes_does_not_handle(
+        #[case] spec: &[&str],
+        #[case] meta: &[&str],
+        #[case] found: bool,
+    ) {
+        let mut facts = fixtures::facts("team-a")
+            .with_namespace_spec_finalizers(spec)
+            .build();
+        facts.namespace.namespace.metadata.finalizers =
+            Some(meta.iter().map(|s| s.to_string()).collect());
+        assert_eq!(!check(&facts).is_empty(), found);
+    }
+}

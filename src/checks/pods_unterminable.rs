@@ -58,3 +58,65 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, Taint,
+    };
+    use rstest::rstest;
+    use std::sync::Arc;
+
+    fn node(name: &str, ready: &str, out_of_service: bool) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some(name.into());
+        n.status = Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: ready.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        if out_of_service {
+            n.spec = Some(NodeSpec {
+                taints: Some(vec![Taint {
+                    key: OUT_OF_SERVICE.into(),
+                    effect: "NoExecute".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+        }
+        n
+    }
+
+    #[rstest]
+    #[case::node_gone(None, "Running", true)]
+    #[case::node_not_ready(Some(node("n1", "Unknown", false)), "Running", true)]
+    #[case::node_ready(Some(node("n1", "True", false)), "Running", false)]
+    #[case::out_of_service(Some(node("n1", "False", true)), "Running", false)]
+    #[case::finished_pod(None, "Succeeded", false)]
+    fn pods_no_kubelet_will_confirm(
+        #[case] node: Option<Node>,
+        #[case] phase: &str,
+        #[case] found: bool,
+    ) {
+        let mut facts = fixtures::facts("team-a").build();
+        Arc::get_mut(&mut facts.cluster).unwrap().nodes.extend(node);
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("p1".into());
+        pod.spec = Some(PodSpec {
+            node_name: Some("n1".into()),
+            ..Default::default()
+        });
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            ..Default::default()
+        });
+        facts.namespace.pods.push(pod);
+        assert_eq!(!check(&facts).is_empty(), found);
+    }
+}
