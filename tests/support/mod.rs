@@ -197,8 +197,11 @@ spec:
     )
 }
 
-/// Applies a CRD and waits until it is Established.
+/// Applies a CRD and waits until it is Established. Tests of one binary installing the same
+/// CRD at once would race (`kubectl apply` reads, then creates): they take turns.
 pub async fn install_crd(cluster: &LocalCluster, group: &str, plural: &str, kind: &str) {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = TURN.lock().await;
     kubectl(
         cluster,
         &["apply", "-f", "-"],
