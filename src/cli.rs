@@ -38,7 +38,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the preflight for one namespace and print what would block its deletion.
     /// Exit 0: would delete cleanly; 1: warnings only; 2: would hang.
-    Check(CheckArgs),
+    Check(NamespaceArgs),
     /// Run the preflight for every namespace (or those selected): a summary, then a
     /// diagnosis of each namespace already Terminating.
     /// Exit 0: all clean; 1: warnings only; 2: some would hang or are stuck.
@@ -46,7 +46,7 @@ pub enum Command {
     /// Explain why a Terminating namespace is stuck and print the remedies in a safe order,
     /// each with its risk. Changes nothing.
     /// Exit 0: nothing blocks it; 2: blockers found.
-    Diagnose(DiagnoseArgs),
+    Diagnose(NamespaceArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
 }
@@ -125,11 +125,9 @@ pub enum Output {
     Json,
 }
 
-/// `nsguard check NS`.
+/// `-o table|json`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The namespace.
-    pub namespace: String,
+pub struct Format {
     /// Output format.
     #[arg(
         short = 'o',
@@ -139,6 +137,16 @@ pub struct CheckArgs {
         default_value = "table"
     )]
     pub output: Output,
+}
+
+/// `nsguard check NS` and `nsguard diagnose NS`.
+#[derive(Debug, Args)]
+pub struct NamespaceArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Output format.
+    #[command(flatten)]
+    pub format: Format,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -151,36 +159,11 @@ pub struct AuditArgs {
     #[arg(short = 'l', long, env = "NSGUARD_SELECTOR")]
     pub selector: Option<String>,
     /// Output format.
-    #[arg(
-        short = 'o',
-        long,
-        env = "NSGUARD_OUTPUT",
-        value_enum,
-        default_value = "table"
-    )]
-    pub output: Output,
+    #[command(flatten)]
+    pub format: Format,
     /// Namespaces checked at once.
     #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
-    /// Cluster access.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-}
-
-/// `nsguard diagnose NS`.
-#[derive(Debug, Args)]
-pub struct DiagnoseArgs {
-    /// The namespace.
-    pub namespace: String,
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long,
-        env = "NSGUARD_OUTPUT",
-        value_enum,
-        default_value = "table"
-    )]
-    pub output: Output,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -356,13 +339,13 @@ async fn read_namespace(engine: &Engine, name: &str, deadline: Instant) -> Resul
 }
 
 /// Runs `nsguard check`; returns the exit code.
-pub async fn check(args: CheckArgs) -> Result<i32> {
+pub async fn check(args: NamespaceArgs) -> Result<i32> {
     let engine = synced_engine(&args.cluster).await?;
     let deadline = Instant::now() + args.cluster.check_timeout;
     let ns = read_namespace(&engine, &args.namespace, deadline).await?;
     let phase = phase(&ns);
     let report = engine.preflight(ns, deadline).await;
-    match args.output {
+    match args.format.output {
         Output::Table => print!("{}", crate::render::table(&report)),
         Output::Json => println!(
             "{}",
@@ -378,14 +361,14 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
 }
 
 /// Runs `nsguard diagnose`; returns the exit code.
-pub async fn diagnose(args: DiagnoseArgs) -> Result<i32> {
+pub async fn diagnose(args: NamespaceArgs) -> Result<i32> {
     let engine = synced_engine(&args.cluster).await?;
     let deadline = Instant::now() + args.cluster.check_timeout;
     let ns = read_namespace(&engine, &args.namespace, deadline).await?;
     let facts = engine.facts(ns, deadline).await;
     let report = engine.check(&facts);
     let d = crate::diagnose::diagnose(&facts, &report);
-    match args.output {
+    match args.format.output {
         Output::Table => print!("{}", crate::diagnose::render(&d)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
     }
@@ -451,7 +434,7 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         eprintln!();
     }
     audited.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    match args.output {
+    match args.format.output {
         Output::Table => print!("{}", render_audit(&audited)),
         Output::Json => println!(
             "{}",

@@ -80,7 +80,7 @@ pub struct Diagnosis {
 }
 
 /// Where a check's remedy goes in the order, and what it risks.
-fn rank(check: CheckId) -> (u8, &'static str) {
+fn place(check: CheckId) -> (u8, &'static str) {
     match check {
         CheckId::ApiserviceUnavailable | CheckId::HostsApiserviceBackend => (
             0,
@@ -153,18 +153,16 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
     }
 
     let mut blockers = report.findings.clone();
-    blockers.sort_by_key(|f| (rank(f.check).0, f.check));
+    blockers.sort_by_key(|f| (place(f.check).0, f.check));
     let mut steps: Vec<Step> = Vec::new();
     let mut push = |step: Step| {
         if !steps.iter().any(|s| s.command == step.command) {
             steps.push(step);
         }
     };
-    let mut finalizers_seen = false;
     for f in &blockers {
-        let (rank, risk) = rank(f.check);
-        if rank == 4 {
-            finalizers_seen = true;
+        let (order, risk) = place(f.check);
+        if order == 4 {
             // Bringing the controller back comes before any hand removal.
             push(Step {
                 fixes: f.summary.clone(),
@@ -184,22 +182,20 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         });
     }
     // Then, one object at a time, remove what nobody will.
-    if finalizers_seen || remaining.iter().any(|r| !r.finalizers.is_empty()) {
-        for r in remaining.iter().filter(|r| !r.finalizers.is_empty()) {
-            push(Step {
-                fixes: format!(
-                    "{} {} holds finalizers {}",
-                    r.resource,
-                    r.name,
-                    r.finalizers.join(", ")
-                ),
-                command: format!(
-                    "kubectl patch {} {} -n {name} --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
-                    r.resource, r.name
-                ),
-                risk: PATCH_RISK.into(),
-            });
-        }
+    for r in remaining.iter().filter(|r| !r.finalizers.is_empty()) {
+        push(Step {
+            fixes: format!(
+                "{} {} holds finalizers {}",
+                r.resource,
+                r.name,
+                r.finalizers.join(", ")
+            ),
+            command: format!(
+                "kubectl patch {} {} -n {name} --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
+                r.resource, r.name
+            ),
+            risk: PATCH_RISK.into(),
+        });
     }
     let terminating = status.and_then(|s| s.phase.as_deref()) == Some("Terminating");
     let spec_finalizers = ns

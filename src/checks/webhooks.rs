@@ -5,6 +5,8 @@
 //! - `webhook-backend-unavailable`: a `Fail` webhook matching DELETE of content present here
 //!   whose Service is missing or has no ready endpoints.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -23,36 +25,39 @@ struct Hook<'a> {
     object_selector: Option<&'a LabelSelector>,
 }
 
+/// One [`Hook`] per webhook of a configuration list; validating and mutating webhooks have
+/// the same fields under different types.
+macro_rules! hooks_of {
+    ($out:ident, $configs:expr, $kind:literal) => {
+        for c in $configs {
+            for w in c.webhooks.iter().flatten() {
+                $out.push(Hook {
+                    config_kind: $kind,
+                    config: c.metadata.name.clone().unwrap_or_default(),
+                    name: &w.name,
+                    fails_closed: w.failure_policy.as_deref().unwrap_or("Fail") == "Fail",
+                    service: w.client_config.service.as_ref(),
+                    rules: w.rules.as_deref().unwrap_or_default(),
+                    namespace_selector: w.namespace_selector.as_ref(),
+                    object_selector: w.object_selector.as_ref(),
+                });
+            }
+        }
+    };
+}
+
 fn hooks(facts: &Facts) -> Vec<Hook<'_>> {
     let mut out = Vec::new();
-    for c in &facts.cluster.validating_webhooks {
-        for w in c.webhooks.iter().flatten() {
-            out.push(Hook {
-                config_kind: "ValidatingWebhookConfiguration",
-                config: c.metadata.name.clone().unwrap_or_default(),
-                name: &w.name,
-                fails_closed: w.failure_policy.as_deref().unwrap_or("Fail") == "Fail",
-                service: w.client_config.service.as_ref(),
-                rules: w.rules.as_deref().unwrap_or_default(),
-                namespace_selector: w.namespace_selector.as_ref(),
-                object_selector: w.object_selector.as_ref(),
-            });
-        }
-    }
-    for c in &facts.cluster.mutating_webhooks {
-        for w in c.webhooks.iter().flatten() {
-            out.push(Hook {
-                config_kind: "MutatingWebhookConfiguration",
-                config: c.metadata.name.clone().unwrap_or_default(),
-                name: &w.name,
-                fails_closed: w.failure_policy.as_deref().unwrap_or("Fail") == "Fail",
-                service: w.client_config.service.as_ref(),
-                rules: w.rules.as_deref().unwrap_or_default(),
-                namespace_selector: w.namespace_selector.as_ref(),
-                object_selector: w.object_selector.as_ref(),
-            });
-        }
-    }
+    hooks_of!(
+        out,
+        &facts.cluster.validating_webhooks,
+        "ValidatingWebhookConfiguration"
+    );
+    hooks_of!(
+        out,
+        &facts.cluster.mutating_webhooks,
+        "MutatingWebhookConfiguration"
+    );
     out
 }
 
@@ -91,10 +96,14 @@ fn rule_matches(
         && resource_ok
 }
 
-/// The first resource type with content here that a hook intercepts on DELETE.
-fn intercepted_content(facts: &Facts, hook: &Hook<'_>) -> Option<(String, usize)> {
-    let labels = facts.labels();
-    if !super::selector_matches(hook.namespace_selector, &labels) {
+/// The first resource type with content here that a hook intercepts on DELETE; `labels` are
+/// the namespace's.
+fn intercepted_content(
+    facts: &Facts,
+    labels: &BTreeMap<String, String>,
+    hook: &Hook<'_>,
+) -> Option<(String, usize)> {
+    if !super::selector_matches(hook.namespace_selector, labels) {
         return None;
     }
     facts.namespace.content.iter().find_map(|c| {
@@ -112,10 +121,9 @@ fn intercepted_content(facts: &Facts, hook: &Hook<'_>) -> Option<(String, usize)
 }
 
 /// For requests on the Namespace object itself, both selectors are matched against its labels.
-fn selects_namespace(facts: &Facts, hook: &Hook<'_>) -> bool {
-    let labels = facts.labels();
-    super::selector_matches(hook.namespace_selector, &labels)
-        && super::selector_matches(hook.object_selector, &labels)
+fn selects_namespace(labels: &BTreeMap<String, String>, hook: &Hook<'_>) -> bool {
+    super::selector_matches(hook.namespace_selector, labels)
+        && super::selector_matches(hook.object_selector, labels)
 }
 
 fn intercepts_finalize(hook: &Hook<'_>) -> bool {
@@ -133,6 +141,7 @@ fn key(s: &ServiceReference) -> ServiceKey {
 }
 
 pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
+    let labels = facts.labels();
     let mut out = Vec::new();
     for hook in hooks(facts) {
         let Some(svc) = hook.service.filter(|s| s.namespace == facts.name) else {
@@ -141,9 +150,9 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         if !hook.fails_closed {
             continue;
         }
-        let what = if let Some((gr, n)) = intercepted_content(facts, &hook) {
+        let what = if let Some((gr, n)) = intercepted_content(facts, &labels, &hook) {
             format!("DELETE of {gr} ({n} here)")
-        } else if intercepts_finalize(&hook) && selects_namespace(facts, &hook) {
+        } else if intercepts_finalize(&hook) && selects_namespace(&labels, &hook) {
             "the namespace's finalize/status updates".to_string()
         } else {
             continue;
@@ -166,6 +175,7 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
 }
 
 pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
+    let labels = facts.labels();
     let mut out = Vec::new();
     for hook in hooks(facts) {
         let Some(svc) = hook.service else { continue };
@@ -182,7 +192,7 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
         if state.reachable() {
             continue;
         }
-        let Some((gr, n)) = intercepted_content(facts, &hook) else {
+        let Some((gr, n)) = intercepted_content(facts, &labels, &hook) else {
             continue;
         };
         let why = if state.exists {

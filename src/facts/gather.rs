@@ -224,9 +224,9 @@ impl Gatherer {
             },
         };
         let keys = referenced_services(&facts);
+        let services = s.services.state();
         let slices = s.slices.state();
         for key in keys {
-            let services = s.services.state();
             let service = services.iter().find(|svc| {
                 svc.metadata.namespace.as_deref() == Some(&key.namespace)
                     && svc.metadata.name.as_deref() == Some(&key.name)
