@@ -534,22 +534,7 @@ async fn finalizer_stuck() {
     let group = "stuck.nsguard.test";
     install_crd(cluster, group, "sprockets", "Sprocket").await;
     // A controller may remove the finalizer (RBAC says so); it just is not doing it.
-    apply(
-        cluster,
-        "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: sprocket-operator}
-rules:
-- {apiGroups: [stuck.nsguard.test], resources: [sprockets], verbs: [get, list, watch, update, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: sprocket-operator}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sprocket-operator}
-subjects:
-- {kind: ServiceAccount, name: sprocket-operator, namespace: sprocket-system}
-",
-    );
+    grant_update(cluster, "sprocket-operator", group, "sprockets");
     let bare = create_namespace(&client, "stuck-bare").await;
     let guarded = create_namespace_with(&client, "stuck", &guard.labels(), &[]).await;
     for ns in [&bare, &guarded] {

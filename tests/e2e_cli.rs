@@ -13,12 +13,7 @@ use support::*;
 
 /// Runs the nsguard binary with `args` against the local cluster.
 fn nsguard(cluster: &LocalCluster, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .args(args)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("NSGUARD_LOG", "warn")
-        .output()
-        .expect("running nsguard")
+    nsguard_cli(cluster.kubeconfig(), args)
 }
 
 fn json(out: &Output) -> Value {
@@ -163,26 +158,12 @@ async fn audit_and_check_report_every_state_with_exit_codes_and_json() {
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
     install_crd(cluster, "audited.nsguard.test", "widgets", "Widget").await;
     // Widgets have a controller somewhere else: their finalizers are only pending.
-    kubectl(
+    grant_update(
         cluster,
-        &["apply", "-f", "-"],
-        Some(
-            "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: widget-operator}
-rules:
-- {apiGroups: [audited.nsguard.test], resources: [widgets], verbs: [get, list, watch, update, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: widget-operator}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: widget-operator}
-subjects:
-- {kind: ServiceAccount, name: widget-operator, namespace: widget-system}
-",
-        ),
-    )
-    .unwrap();
+        "widget-operator",
+        "audited.nsguard.test",
+        "widgets",
+    );
     let id = random_suffix();
     let label = [("nsguard.io/e2e-audit", id.clone())];
     let clean = create_namespace_with(&client, "audit-clean", &label, &[]).await;

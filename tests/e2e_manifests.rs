@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use localcluster::LocalCluster;
@@ -22,15 +22,6 @@ fn manifests(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("manifests")
         .join(path)
-}
-
-fn nsguard(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("NSGUARD_LOG", "warn")
-        .output()
-        .unwrap()
 }
 
 /// A copy of the cluster's kubeconfig that impersonates nsguard's ServiceAccount.
@@ -197,7 +188,7 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
         "the preflight to run as the ServiceAccount",
         Duration::from_secs(30),
         || async {
-            let out = nsguard(&as_sa, &["check", &ns, "-o", "json"]);
+            let out = nsguard_cli(&as_sa, &["check", &ns, "-o", "json"]);
             let doc: Value = serde_json::from_slice(&out.stdout)?;
             let text = doc.to_string();
             Ok((out.status.code() == Some(2) && !text.contains("403")).then_some(doc))
@@ -209,11 +200,11 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
         doc["findings"][0]["check"], "finalizer-owner-missing",
         "{doc}"
     );
-    let admin = nsguard(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
+    let admin = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
     let admin: Value = serde_json::from_slice(&admin.stdout).unwrap();
     assert_eq!(admin["findings"], doc["findings"]);
     // And the whole audit, across every namespace.
-    let audit = nsguard(&as_sa, &["audit", "-o", "json"]);
+    let audit = nsguard_cli(&as_sa, &["audit", "-o", "json"]);
     let text = String::from_utf8_lossy(&audit.stdout);
     assert!(!text.contains("HTTP 403"), "{text}");
     assert!(!text.contains("may not list"), "{text}");

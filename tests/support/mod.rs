@@ -277,3 +277,34 @@ pub fn clear_finalizers(cluster: &LocalCluster, resource: &str, name: &str, ns: 
     )
     .unwrap();
 }
+
+/// Runs the nsguard binary with `args` against the cluster of `kubeconfig`.
+pub fn nsguard_cli(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("NSGUARD_LOG", "warn")
+        .output()
+        .expect("running nsguard")
+}
+
+/// A controller elsewhere that RBAC lets update `resource` of `group`: a ClusterRole and its
+/// binding to ServiceAccount `<name>` in namespace `<name>-system`.
+pub fn grant_update(cluster: &LocalCluster, name: &str, group: &str, resource: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {name}}}
+rules:
+- {{apiGroups: [{group}], resources: [{resource}], verbs: [get, list, watch, update, patch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {name}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}
+subjects:
+- {{kind: ServiceAccount, name: {name}, namespace: {name}-system}}
+"
+    );
+    kubectl(cluster, &["apply", "-f", "-"], Some(&yaml)).unwrap();
+}

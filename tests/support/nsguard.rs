@@ -2,13 +2,11 @@
 //! `url:` ValidatingWebhookConfiguration with the cluster CA as caBundle. Each instance only
 //! sees namespaces carrying its own label (objectSelector), so tests run side by side.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use localcluster::{LocalCluster, free_port, random_suffix};
+use localcluster::{LocalCluster, free_port, http_get, random_suffix};
 
 use super::{eventually, kubectl};
 
@@ -25,20 +23,6 @@ pub struct Nsguard {
     config_name: String,
     _dir: tempfile::TempDir,
     _pki: Option<tempfile::TempDir>,
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 impl Nsguard {

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use localcluster::{LocalCluster, free_port, http_ok, workspace_root};
+use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
 
 const GUARD: &str = "nsguard.io/bench";
 const BENCH_NS: &str = "bench";
@@ -91,17 +91,6 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 struct Nsguard {
     child: std::process::Child,
     admin: u16,
@@ -148,7 +137,8 @@ impl Nsguard {
     }
 
     fn metric(&self, name: &str, filter: &str) -> f64 {
-        sum(&http_get(self.admin, "/metrics"), name, filter)
+        let text = http_get(self.admin, "/metrics").map(|(_, body)| body);
+        sum(&text.unwrap_or_default(), name, filter)
     }
 
     fn log_lines(&self) -> Vec<String> {
