@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::admission::Admission;
 use crate::certs::{self, Ca};
 use crate::checks::{Setting, Settings};
+use crate::facts::controllers::{Declarations, Identity};
 use crate::facts::gather::Gatherer;
 use crate::policy::{Mode, Policy};
 use crate::preflight::Engine;
@@ -72,6 +73,11 @@ pub struct ClusterArgs {
     /// How long an object may be deleting with finalizers before finalizer-stuck reports it.
     #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub finalizer_stuck_after: Duration,
+    /// The controller that removes a type's (or a finalizer's) finalizers, for controllers
+    /// RBAC does not show: RESOURCE.GROUP=NAMESPACE/SERVICEACCOUNT or
+    /// FINALIZER=NAMESPACE/SERVICEACCOUNT (repeatable; `;`-separated in the variable).
+    #[arg(long = "finalizer-controller", env = "NSGUARD_FINALIZER_CONTROLLERS", value_delimiter = ';', value_parser = Declarations::parse_flag)]
+    pub finalizer_controllers: Vec<(String, Vec<Identity>)>,
 }
 
 /// `nsguard serve`.
@@ -218,6 +224,9 @@ impl ClusterArgs {
         Settings {
             overrides: self.checks.iter().cloned().collect(),
             finalizer_stuck_after: self.finalizer_stuck_after,
+            finalizer_controllers: Declarations(
+                self.finalizer_controllers.iter().cloned().collect(),
+            ),
         }
     }
 
@@ -444,16 +453,17 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
             }))?
         ),
     }
-    let worst = audited
-        .iter()
-        .map(|a| match (&a.diagnosis, a.verdict) {
-            (Some(d), _) if !d.blockers.is_empty() => Verdict::WouldHang,
-            (Some(_), _) => Verdict::Warnings,
-            (None, v) => v,
-        })
-        .max()
-        .unwrap_or(Verdict::Clean);
-    Ok(worst.exit_code())
+    // Non-zero only for namespaces that would hang (or hang now): warnings, and a namespace
+    // Terminating while making progress, are not errors.
+    let would_hang = audited.iter().any(|a| match &a.diagnosis {
+        Some(d) => !d.blockers.is_empty(),
+        None => a.verdict == Verdict::WouldHang,
+    });
+    Ok(if would_hang {
+        Verdict::WouldHang.exit_code()
+    } else {
+        Verdict::Clean.exit_code()
+    })
 }
 
 fn render_audit(audited: &[Audited]) -> String {

@@ -8,12 +8,15 @@
 //! finalizing the namespace through `/finalize`. It never suggests editing etcd or granting
 //! anonymous users anything.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Serialize;
 
 use crate::facts::Facts;
+use crate::facts::finalizers::is_built_in;
 use crate::report::{CheckId, Finding, Report};
 
-/// At most this many objects are listed, and given a finalizer-removal step each.
+/// At most this many objects are listed (the remedies cover every object).
 pub const MAX_OBJECTS: usize = 20;
 
 /// One condition the namespace controller set.
@@ -73,6 +76,8 @@ pub struct Diagnosis {
     pub remaining_total: usize,
     /// The blockers, as the checks found them.
     pub blockers: Vec<Finding>,
+    /// Advisory findings: worth knowing, not what holds the namespace.
+    pub advisories: Vec<Finding>,
     /// The remedies, first to last.
     pub steps: Vec<Step>,
     /// What could not be checked.
@@ -98,10 +103,7 @@ fn place(check: CheckId) -> (u8, &'static str) {
             3,
             "none when the failing server is repaired; deleting objects discards them",
         ),
-        CheckId::FinalizerOwnerInNamespace
-        | CheckId::FinalizerOwnerMissing
-        | CheckId::FinalizerStuck
-        | CheckId::FinalizersPending => (
+        CheckId::FinalizerController | CheckId::FinalizerStuck | CheckId::FinalizersPending => (
             4,
             "none: the controller does the cleanup its finalizer stands for",
         ),
@@ -152,8 +154,9 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         }
     }
 
-    let mut blockers = report.findings.clone();
+    let mut blockers: Vec<Finding> = report.blocking().cloned().collect();
     blockers.sort_by_key(|f| (place(f.check).0, f.check));
+    let advisories: Vec<Finding> = report.advisory().cloned().collect();
     let mut steps: Vec<Step> = Vec::new();
     let mut push = |step: Step| {
         if !steps.iter().any(|s| s.command == step.command) {
@@ -164,9 +167,13 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         let (order, risk) = place(f.check);
         if order == 4 {
             // Bringing the controller back comes before any hand removal.
+            let command = match &f.remedy.command {
+                Some(c) if !c.starts_with("kubectl delete") => c.clone(),
+                _ => format!("# {}", f.remedy.text),
+            };
             push(Step {
                 fixes: f.summary.clone(),
-                command: format!("# {}", f.remedy.text),
+                command,
                 risk: risk.into(),
             });
             continue;
@@ -181,21 +188,51 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
             risk: risk.into(),
         });
     }
-    // Then, one object at a time, remove what nobody will.
-    for r in remaining.iter().filter(|r| !r.finalizers.is_empty()) {
-        push(Step {
-            fixes: format!(
-                "{} {} holds finalizers {}",
-                r.resource,
-                r.name,
-                r.finalizers.join(", ")
-            ),
-            command: format!(
-                "kubectl patch {} {} -n {name} --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
-                r.resource, r.name
-            ),
-            risk: PATCH_RISK.into(),
-        });
+    // Then, for the types whose finalizers nobody will remove, remove those (and only those:
+    // Kubernetes' own stay) from every object, objects with the same finalizers in one command.
+    let held: BTreeSet<&str> = blockers
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.check,
+                CheckId::FinalizerController | CheckId::FinalizerStuck
+            )
+        })
+        .flat_map(|f| f.objects.iter().map(|o| o.kind.as_str()))
+        .collect();
+    for c in &facts.namespace.content {
+        let gr = c.resource.group_resource();
+        if !held.contains(gr.as_str()) {
+            continue;
+        }
+        let mut groups: BTreeMap<&[String], Vec<&str>> = BTreeMap::new();
+        for o in &c.objects {
+            if o.finalizers.iter().any(|f| !is_built_in(f)) {
+                groups.entry(&o.finalizers).or_default().push(&o.name);
+            }
+        }
+        for (fins, names) in groups {
+            let (kept, removed): (Vec<&String>, Vec<&String>) =
+                fins.iter().partition(|f| is_built_in(f));
+            let kept = if kept.is_empty() {
+                "null".to_string()
+            } else {
+                serde_json::to_string(&kept).unwrap_or_else(|_| "null".into())
+            };
+            let removed: Vec<&str> = removed.iter().map(|s| s.as_str()).collect();
+            push(Step {
+                fixes: format!(
+                    "{} {gr} hold finalizers {} that nothing will remove",
+                    names.len(),
+                    removed.join(", ")
+                ),
+                command: format!(
+                    "kubectl patch {gr} {} -n {name} --type=merge -p '{{\"metadata\":{{\"finalizers\":{kept}}}}}'",
+                    names.join(" ")
+                ),
+                risk: PATCH_RISK.into(),
+            });
+        }
     }
     let terminating = status.and_then(|s| s.phase.as_deref()) == Some("Terminating");
     let spec_finalizers = ns
@@ -226,6 +263,7 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         remaining,
         remaining_total,
         blockers,
+        advisories,
         steps,
         not_checked: report.not_checked.clone(),
     }
@@ -286,6 +324,12 @@ pub fn render(d: &Diagnosis) -> String {
             ));
         }
     }
+    if !d.advisories.is_empty() {
+        out.push_str("advisories (not blockers):\n");
+        for f in &d.advisories {
+            out.push_str(&format!("  [{}] {}\n", f.check, f.summary));
+        }
+    }
     for n in &d.not_checked {
         out.push_str(&format!("not checked: {n}\n"));
     }
@@ -322,6 +366,7 @@ mod tests {
                     "widgets",
                     &[("w1", &["example.com/cleanup"])],
                 )
+                .without_controller("widgets.example.com")
                 .build(),
         );
         let report = checks::run(&facts, &Settings::default());
@@ -372,6 +417,7 @@ mod tests {
                     "widgets",
                     &[("w1", &["example.com/cleanup"])],
                 )
+                .without_controller("widgets.example.com")
                 .with_namespace_spec_finalizers(&["kubernetes", "example.com/ns"])
                 .build(),
         );

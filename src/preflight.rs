@@ -59,10 +59,12 @@ impl Engine {
                 g.clone()
             } else {
                 let gatherer = self.gatherer.clone();
+                let settings = self.settings.clone();
                 let inflight_map = self.inflight.clone();
                 let key = name.clone();
                 let fut = async move {
-                    let facts = Arc::new(gather_facts(&gatherer, namespace, deadline).await);
+                    let facts =
+                        Arc::new(gather_facts(&gatherer, &settings, namespace, deadline).await);
                     inflight_map
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -79,7 +81,12 @@ impl Engine {
     }
 }
 
-async fn gather_facts(gatherer: &Gatherer, namespace: Namespace, deadline: Instant) -> Facts {
+async fn gather_facts(
+    gatherer: &Gatherer,
+    settings: &Settings,
+    namespace: Namespace,
+    deadline: Instant,
+) -> Facts {
     let name = namespace.metadata.name.clone().unwrap_or_default();
     let mut not_checked = Vec::new();
     let cluster = match gatherer.cluster(deadline).await {
@@ -104,6 +111,20 @@ async fn gather_facts(gatherer: &Gatherer, namespace: Namespace, deadline: Insta
         )
     };
     not_checked.append(&mut missed);
+    let mut ns_facts = ns_facts;
+    if !ns_facts.content.is_empty() {
+        let (controllers, mut missed) = gatherer
+            .controllers(
+                &cluster,
+                &ns_facts.content,
+                &name,
+                &settings.finalizer_controllers,
+                deadline,
+            )
+            .await;
+        ns_facts.controllers = controllers;
+        not_checked.append(&mut missed);
+    }
     Facts {
         now: gather::now(),
         name,

@@ -109,6 +109,12 @@ pub fn table(report: &Report) -> String {
             out.push_str(&format!("{:<41}   {cmd}\n", ""));
         }
     }
+    for h in &report.handled {
+        out.push_str(&format!(
+            "handled: {} finalizer {} by {}\n",
+            h.resource, h.finalizer, h.controller
+        ));
+    }
     for n in &report.not_checked {
         out.push_str(&format!("not checked: {n}\n"));
     }

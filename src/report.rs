@@ -20,11 +20,9 @@ pub enum CheckId {
     ListFailure,
     /// Objects already being deleted for longer than the threshold still carry finalizers.
     FinalizerStuck,
-    /// Objects with finalizers whose only possible remover lives in the namespace.
-    FinalizerOwnerInNamespace,
-    /// Objects with finalizers that no controller may remove: by RBAC, nobody outside the
-    /// built-in system roles may update that resource.
-    FinalizerOwnerMissing,
+    /// Objects with finalizers whose expected controller is not live, or live only inside
+    /// the namespace being deleted.
+    FinalizerController,
     /// Other objects with finalizers not known to be handled.
     FinalizersPending,
     /// Finalizers on the namespace itself other than the ones Kubernetes handles.
@@ -37,7 +35,7 @@ pub enum CheckId {
 
 impl CheckId {
     /// All checks, in report order.
-    pub const ALL: [CheckId; 13] = [
+    pub const ALL: [CheckId; 12] = [
         CheckId::ApiserviceUnavailable,
         CheckId::HostsApiserviceBackend,
         CheckId::HostsWebhookBackend,
@@ -45,8 +43,7 @@ impl CheckId {
         CheckId::WebhookBackendUnavailable,
         CheckId::ListFailure,
         CheckId::FinalizerStuck,
-        CheckId::FinalizerOwnerInNamespace,
-        CheckId::FinalizerOwnerMissing,
+        CheckId::FinalizerController,
         CheckId::FinalizersPending,
         CheckId::NamespaceFinalizers,
         CheckId::PodsUnterminable,
@@ -63,8 +60,7 @@ impl CheckId {
             CheckId::WebhookBackendUnavailable => "webhook-backend-unavailable",
             CheckId::ListFailure => "list-failure",
             CheckId::FinalizerStuck => "finalizer-stuck",
-            CheckId::FinalizerOwnerInNamespace => "finalizer-owner-in-namespace",
-            CheckId::FinalizerOwnerMissing => "finalizer-owner-missing",
+            CheckId::FinalizerController => "finalizer-controller",
             CheckId::FinalizersPending => "finalizers-pending",
             CheckId::NamespaceFinalizers => "namespace-finalizers",
             CheckId::PodsUnterminable => "pods-unterminable",
@@ -92,6 +88,10 @@ impl std::fmt::Display for CheckId {
 impl std::str::FromStr for CheckId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The two ids the owner heuristic had before the liveness model still configure it.
+        if s == "finalizer-owner-missing" || s == "finalizer-owner-in-namespace" {
+            return Ok(CheckId::FinalizerController);
+        }
         CheckId::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
@@ -217,6 +217,20 @@ impl Finding {
     }
 }
 
+/// Finalizers of one resource type that a live controller outside the namespace removes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handled {
+    /// `resource.group`.
+    pub resource: String,
+    /// The finalizer.
+    pub finalizer: String,
+    /// The live controller (`namespace/serviceaccount`, or a control-plane user).
+    pub controller: String,
+    /// Why nsguard expects it to remove the finalizer, and why it is live.
+    pub evidence: Vec<String>,
+}
+
 /// The outcome of a preflight for one namespace.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -225,6 +239,9 @@ pub struct Report {
     pub namespace: String,
     /// Every finding, blocking first.
     pub findings: Vec<Finding>,
+    /// Finalizers found handled: by whom, on what evidence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handled: Vec<Handled>,
     /// What could not be checked (deadline, API errors not about this namespace).
     pub not_checked: Vec<String>,
 }

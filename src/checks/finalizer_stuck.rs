@@ -13,7 +13,13 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
             let Some(since) = o.deletion_timestamp else {
                 continue;
             };
-            if o.finalizers.is_empty() {
+            // Kubernetes removes its own finalizers as the namespace empties.
+            let foreign: Vec<&String> = o
+                .finalizers
+                .iter()
+                .filter(|f| !super::is_known_finalizer(f))
+                .collect();
+            if foreign.is_empty() {
                 continue;
             }
             let waited = facts.now.as_second().saturating_sub(since.as_second());
@@ -24,10 +30,10 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
             out.push(
                 Finding::new(
                     CheckId::FinalizerStuck,
-                    format!("{gr} {} has been deleting for {} and still has finalizers {}", o.name, super::age(facts.now, since), o.finalizers.join(",")),
+                    format!("{gr} {} has been deleting for {} and still has finalizers {}", o.name, super::age(facts.now, since), foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
                     remedy(
-                        "bring back the controller that owns the finalizer; only if it is gone for good, remove the finalizer",
-                        format!("kubectl patch {gr} {} -n {} --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'", o.name, facts.name),
+                        "bring back the controller that owns the finalizer (see its logs for why it does not finish); only if it is gone for good, remove that finalizer by hand, which skips its cleanup",
+                        None,
                     ),
                 )
                 .object(ObjectRef::namespaced(gr, &facts.name, &o.name))

@@ -1,5 +1,7 @@
-//! `finalizers-pending`: remaining objects with finalizers that are not known to be handled,
-//! counted per kind with the finalizer names. Finalizers are normal; this is advisory.
+//! `finalizers-pending`: remaining objects with finalizers whose controller nsguard could not
+//! judge (its own calls failed, or the type was not looked at), counted per kind with the
+//! finalizer names. Advisory: not knowing is not evidence of a hang. Types whose controllers
+//! were judged are `finalizer-controller`'s.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +12,20 @@ use crate::report::{CheckId, Finding, ObjectRef, remedy};
 pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
     for c in &facts.namespace.content {
+        let judged = facts
+            .namespace
+            .controllers
+            .get(&c.resource.group_resource())
+            .is_some_and(|rc| {
+                rc.controllers.is_empty()
+                    || rc
+                        .controllers
+                        .iter()
+                        .all(|(_, l)| !matches!(l, crate::facts::controllers::Liveness::Unknown(_)))
+            });
+        if judged {
+            continue;
+        }
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut objects = Vec::new();
         for o in &c.objects {

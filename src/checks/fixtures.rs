@@ -7,7 +7,6 @@ use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
@@ -143,51 +142,6 @@ impl Builder {
         self
     }
 
-    pub(crate) fn with_cluster_binding(
-        mut self,
-        name: &str,
-        group: &str,
-        resource: &str,
-        kind: &str,
-        ns: &str,
-        subject: &str,
-    ) -> Self {
-        self.cluster.rbac.cluster_roles.push(ClusterRole {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![group.into()]),
-                resources: Some(vec![resource.into()]),
-                verbs: vec!["get".into(), "update".into()],
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
-        self.cluster
-            .rbac
-            .cluster_role_bindings
-            .push(ClusterRoleBinding {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "ClusterRole".into(),
-                    name: name.into(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: kind.into(),
-                    name: subject.into(),
-                    namespace: Some(ns.into()),
-                    api_group: None,
-                }]),
-            });
-        self
-    }
-
     /// A `Fail` validating webhook `name` on `operations` of `resources` in the core group,
     /// served by Service `svc_ns/svc`, whose state is `backend`.
     pub(crate) fn with_webhook(
@@ -233,6 +187,20 @@ impl Builder {
                 name: svc.into(),
             },
             backend,
+        );
+        self
+    }
+
+    /// Records that no controller is expected for `gr`'s finalizers (as RBAC shows nothing).
+    pub(crate) fn without_controller(mut self, gr: &str) -> Self {
+        self.ns.controllers.insert(
+            gr.to_string(),
+            crate::facts::controllers::ResourceControllers {
+                controllers: Vec::new(),
+                notes: vec![format!(
+                    "no role names {gr} with update or patch for a controller"
+                )],
+            },
         );
         self
     }

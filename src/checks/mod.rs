@@ -2,7 +2,7 @@
 
 mod apiservice_unavailable;
 mod cluster_already_stuck;
-mod finalizer_owner;
+mod finalizer_controller;
 mod finalizer_stuck;
 mod finalizers_pending;
 mod hosts_apiservice_backend;
@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::facts::Facts;
+use crate::facts::controllers::Declarations;
 use crate::report::{CheckId, Finding, Report, Severity};
 
 /// What a check's findings count as, per configuration.
@@ -39,6 +40,8 @@ pub struct Settings {
     pub overrides: BTreeMap<CheckId, Setting>,
     /// How long an object may be deleting with finalizers before it counts as stuck.
     pub finalizer_stuck_after: Duration,
+    /// Finalizer controllers declared by the admin (`--finalizer-controller`).
+    pub finalizer_controllers: Declarations,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
         Self {
             overrides: BTreeMap::new(),
             finalizer_stuck_after: Duration::from_secs(300),
+            finalizer_controllers: Declarations::default(),
         }
     }
 }
@@ -101,12 +105,8 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
         finalizer_stuck::check(facts, settings.finalizer_stuck_after),
     );
     add(
-        CheckId::FinalizerOwnerInNamespace,
-        finalizer_owner::in_namespace(facts),
-    );
-    add(
-        CheckId::FinalizerOwnerMissing,
-        finalizer_owner::missing(facts),
+        CheckId::FinalizerController,
+        finalizer_controller::check(facts),
     );
     add(
         CheckId::FinalizersPending,
@@ -125,24 +125,14 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     Report {
         namespace: facts.name.clone(),
         findings,
+        handled: finalizer_controller::handled(facts),
         not_checked: facts.not_checked.clone(),
     }
 }
 
-/// Finalizers that a built-in controller removes, so they do not make a deletion hang while
-/// the control plane is healthy.
-pub const KNOWN_FINALIZERS: &[&str] = &[
-    "kubernetes.io/pvc-protection",
-    "kubernetes.io/pv-protection",
-    "batch.kubernetes.io/job-tracking",
-    "resource.kubernetes.io/delete-protection",
-    "foregroundDeletion",
-    "orphan",
-];
-
-/// True when a finalizer is one Kubernetes itself removes.
+/// True when a finalizer is one Kubernetes itself removes (see [`crate::facts::finalizers`]).
 pub fn is_known_finalizer(f: &str) -> bool {
-    KNOWN_FINALIZERS.contains(&f)
+    crate::facts::finalizers::is_built_in(f)
 }
 
 /// "3m", "2h", "5d": how long ago `t` was.

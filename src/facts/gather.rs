@@ -216,6 +216,19 @@ impl Gatherer {
                 })
                 .map(|n| (**n).clone())
                 .collect(),
+            namespace_phases: s
+                .namespaces
+                .state()
+                .iter()
+                .filter_map(|n| {
+                    let phase = n
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.phase.clone())
+                        .unwrap_or_else(|| "Active".to_string());
+                    Some((n.metadata.name.clone()?, phase))
+                })
+                .collect(),
             rbac: Rbac {
                 cluster_roles: all(&s.cluster_roles),
                 cluster_role_bindings: all(&s.cluster_role_bindings),
@@ -278,7 +291,8 @@ impl Gatherer {
         Ok(Discovery::from_aggregated(&core, &apis))
     }
 
-    async fn call<T>(
+    /// Runs one API call within the deadline and the per-call timeout.
+    pub(crate) async fn call<T>(
         &self,
         what: &str,
         deadline: Instant,

@@ -1,7 +1,9 @@
 //! Facts: everything the checks look at, as plain data. [`gather`] is the only module that
 //! talks to the API server; checks read these structs and nothing else.
 
+pub mod controllers;
 pub mod discovery;
+pub mod finalizers;
 pub mod gather;
 
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ pub struct ClusterFacts {
     pub nodes: Vec<Node>,
     /// Namespaces already Terminating.
     pub terminating: Vec<Namespace>,
+    /// Every namespace's phase (`Active`, `Terminating`), by name.
+    pub namespace_phases: BTreeMap<String, String>,
     /// RBAC, to find who can remove a finalizer.
     pub rbac: Rbac,
 }
@@ -132,6 +136,9 @@ pub struct NamespaceFacts {
     pub list_failures: Vec<ListFailure>,
     /// Pods, typed (node, phase).
     pub pods: Vec<Pod>,
+    /// The controllers expected to remove the finalizers of the content, with their
+    /// liveness, per resource type (`resource.group`).
+    pub controllers: controllers::ControllerFacts,
 }
 
 /// Everything one preflight looks at.
