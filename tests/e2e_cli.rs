@@ -124,7 +124,7 @@ async fn diagnose_seed_004_names_the_object_and_its_finalizer_and_the_patch_free
     wait_stuck(&client, &ns, "NamespaceFinalizersRemaining").await;
 
     let d = json(&nsguard(cluster, &["diagnose", &ns, "-o", "json"]));
-    assert_eq!(d["blockers"][0]["check"], "finalizer-owner-missing", "{d}");
+    assert_eq!(d["blockers"][0]["check"], "finalizer-controller", "{d}");
     assert_eq!(d["remaining"][0]["resource"], "gadgets.hooks.nsguard.test");
     assert_eq!(
         d["remaining"][0]["finalizers"][0],
@@ -157,13 +157,18 @@ async fn audit_and_check_report_every_state_with_exit_codes_and_json() {
     let (cluster, client) = cluster().await;
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
     install_crd(cluster, "audited.nsguard.test", "widgets", "Widget").await;
-    // Widgets have a controller somewhere else: their finalizers are only pending.
-    grant_update(
+    // Widgets have a live controller somewhere else: their finalizers are handled.
+    let operator = format!("widget-operator-{}", random_suffix());
+    let op_ns = support::operator::run_operator(
         cluster,
-        "widget-operator",
+        &client,
+        &operator,
         "audited.nsguard.test",
         "widgets",
-    );
+        1,
+    )
+    .await;
+    support::operator::wait_ready(cluster, &op_ns, &operator).await;
     let id = random_suffix();
     let label = [("nsguard.io/e2e-audit", id.clone())];
     let clean = create_namespace_with(&client, "audit-clean", &label, &[]).await;
@@ -218,7 +223,7 @@ webhooks:
     // check: exit codes and the JSON document.
     for (ns, code, verdict) in [
         (&clean, 0, "clean"),
-        (&pending, 1, "warnings"),
+        (&pending, 0, "clean"),
         (&orphan, 2, "would-hang"),
         (&hooked, 2, "would-hang"),
     ] {
@@ -233,7 +238,7 @@ webhooks:
     }
     let table = nsguard(cluster, &["check", &orphan]);
     assert!(
-        String::from_utf8_lossy(&table.stdout).contains("finalizer-owner-missing"),
+        String::from_utf8_lossy(&table.stdout).contains("finalizer-controller"),
         "{table:?}"
     );
     let missing = nsguard(cluster, &["check", "no-such-namespace"]);
@@ -249,11 +254,15 @@ webhooks:
     assert_eq!(rows.len(), 5, "{doc}");
     let row = |ns: &str| rows.iter().find(|r| r["namespace"] == ns).unwrap().clone();
     assert_eq!(row(&clean)["verdict"], "clean");
-    assert_eq!(row(&pending)["verdict"], "warnings");
+    assert_eq!(row(&pending)["verdict"], "clean");
+    assert_eq!(
+        row(&pending)["report"]["handled"][0]["controller"],
+        format!("{op_ns}/{operator}")
+    );
     assert_eq!(row(&orphan)["verdict"], "would-hang");
     assert_eq!(
         row(&orphan)["report"]["findings"][0]["check"],
-        "finalizer-owner-missing"
+        "finalizer-controller"
     );
     assert_eq!(
         row(&hooked)["report"]["findings"][0]["check"],
@@ -262,7 +271,7 @@ webhooks:
     assert_eq!(row(&stuck)["phase"], "Terminating");
     assert_eq!(
         row(&stuck)["diagnosis"]["blockers"][0]["check"],
-        "finalizer-owner-missing"
+        "finalizer-controller"
     );
     assert!(row(&clean)["diagnosis"].is_null());
 

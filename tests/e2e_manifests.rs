@@ -196,10 +196,7 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
     )
     .await;
     assert!(doc["notChecked"].as_array().unwrap().is_empty(), "{doc}");
-    assert_eq!(
-        doc["findings"][0]["check"], "finalizer-owner-missing",
-        "{doc}"
-    );
+    assert_eq!(doc["findings"][0]["check"], "finalizer-controller", "{doc}");
     let admin = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
     let admin: Value = serde_json::from_slice(&admin.stdout).unwrap();
     assert_eq!(admin["findings"], doc["findings"]);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nsguard;
+pub mod operator;
 
 use std::future::Future;
 use std::io::Write;

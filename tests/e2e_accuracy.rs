@@ -1,0 +1,256 @@
+//! Deny only on evidence, on a world shaped like production (every controller, a node whose
+//! kubelet runs pods, kubeadm's admin group and a GitOps controller bound to cluster-admin,
+//! nsguard as its own ServiceAccount). Each missed-hang class shows the namespace really
+//! hanging without nsguard, the deny with it, then the fix and the completion; each
+//! false-deny class shows the completion and the allow.
+
+mod support;
+
+use std::time::Duration;
+
+use localcluster::{LocalCluster, random_suffix};
+use support::nsguard::Nsguard;
+use support::operator::{Operator, run_operator, wait_ready};
+use support::*;
+
+fn apply(cluster: &LocalCluster, yaml: &str) {
+    kubectl(cluster, &["apply", "-f", "-"], Some(yaml)).unwrap();
+}
+
+/// A custom object `name` of `gadgets.<group>` in `ns` holding `<group>/cleanup`.
+fn gadget(cluster: &LocalCluster, group: &str, ns: &str, name: &str) {
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: {name}\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
+        ),
+    );
+}
+
+/// The same namespace twice: one nsguard does not see (to show the hang), one it guards.
+async fn twins(guard: &Nsguard, group: &str, prefix: &str) -> (String, String) {
+    let (cluster, client) = cluster().await;
+    install_crd(cluster, group, "gadgets", "Gadget").await;
+    let bare = create_namespace(&client, &format!("{prefix}-bare")).await;
+    let guarded = create_namespace_with(&client, prefix, &guard.labels(), &[]).await;
+    for ns in [&bare, &guarded] {
+        gadget(cluster, group, ns, "g1");
+        gadget(cluster, group, ns, "g2");
+    }
+    (bare, guarded)
+}
+
+/// Deletes `ns` without nsguard and waits until the namespace controller says it is stuck on
+/// `finalizer`.
+async fn hangs(cluster: &LocalCluster, client: &kube::Client, ns: &str, finalizer: &str) {
+    kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
+    let c = wait_stuck(client, ns, "NamespaceFinalizersRemaining").await;
+    assert!(
+        c.message.as_deref().unwrap_or_default().contains(finalizer),
+        "{c:?}"
+    );
+}
+
+/// Polls a server dry run until nsguard denies with `check`, then deletes for real and returns
+/// what kubectl printed.
+async fn denied(cluster: &LocalCluster, ns: &str, check: &str) -> String {
+    let dry = ["delete", "namespace", ns, "--dry-run=server"];
+    eventually(
+        &format!("a server dry run of deleting {ns} to be denied by {check}"),
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(cluster, &dry, None)?;
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            Ok((!out.status.success() && err.contains(check)).then_some(()))
+        },
+    )
+    .await;
+    let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "deletion of {ns} was not denied");
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    err
+}
+
+/// Deletes `ns` once nsguard allows it, then waits until it is gone.
+async fn allowed_and_gone(cluster: &LocalCluster, client: &kube::Client, ns: &str) -> String {
+    let out = eventually(
+        &format!("the deletion of {ns} to be allowed"),
+        Duration::from_secs(60),
+        || async {
+            let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None)?;
+            Ok(out.status.success().then_some(out))
+        },
+    )
+    .await;
+    wait_gone(client, ns).await;
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uninstalled_operator_whose_rbac_was_left_behind_is_no_controller() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let group = "left.accuracy.nsguard.test";
+    // The operator's ClusterRole and binding outlived it: its namespace is gone.
+    let operator = format!("left-operator-{}", random_suffix());
+    grant_update(cluster, &operator, group, "gadgets");
+    let (bare, guarded) = twins(&guard, group, "left").await;
+
+    hangs(cluster, &client, &bare, &format!("{group}/cleanup")).await;
+    let err = denied(cluster, &guarded, "finalizer-controller").await;
+    assert!(
+        err.contains(&format!(
+            "{operator}-system/{operator}: its namespace does not exist"
+        )),
+        "{err}"
+    );
+
+    // Nothing will ever remove it: the last resort, then both finish.
+    for ns in [&bare, &guarded] {
+        for g in ["g1", "g2"] {
+            clear_finalizers(cluster, &format!("gadgets.{group}"), g, ns);
+        }
+    }
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_admin_bystanders_are_not_controllers() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    // What nearly every cluster has, and this world too.
+    kubectl(
+        cluster,
+        &["get", "clusterrolebinding", "kubeadm:cluster-admins"],
+        None,
+    )
+    .expect("kubeadm's admin group binding");
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let group = "bystander.accuracy.nsguard.test";
+    let (bare, guarded) = twins(&guard, group, "bystander").await;
+
+    hangs(cluster, &client, &bare, &format!("{group}/cleanup")).await;
+    let err = denied(cluster, &guarded, "finalizer-controller").await;
+    assert!(err.contains("only wildcard grants"), "{err}");
+
+    for ns in [&bare, &guarded] {
+        for g in ["g1", "g2"] {
+            clear_finalizers(cluster, &format!("gadgets.{group}"), g, ns);
+        }
+    }
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_scaled_to_zero_is_denied_until_it_runs_again() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let group = "scaled.accuracy.nsguard.test";
+    let operator = format!("scaled-operator-{}", random_suffix());
+    let op_ns = run_operator(cluster, &client, &operator, group, "gadgets", 0).await;
+    let (bare, guarded) = twins(&guard, group, "scaled").await;
+
+    hangs(cluster, &client, &bare, &format!("{group}/cleanup")).await;
+    let err = denied(cluster, &guarded, "finalizer-controller").await;
+    assert!(
+        err.contains(&format!("Deployment {operator} scaled to 0")),
+        "{err}"
+    );
+    let remedy = format!("kubectl scale deployment {operator} -n {op_ns} --replicas=1");
+    assert!(err.contains(&remedy), "{err}");
+
+    // The remedy as printed; then the operator (played by the test) does its work.
+    let args: Vec<&str> = remedy.split_whitespace().skip(1).collect();
+    kubectl(cluster, &args, None).unwrap();
+    wait_ready(cluster, &op_ns, &operator).await;
+    let _operator = Operator::start(cluster, group, "gadgets");
+    wait_gone(&client, &bare).await;
+    allowed_and_gone(cluster, &client, &guarded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_operator_elsewhere_handles_its_finalizers() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let group = "live.accuracy.nsguard.test";
+    let operator = format!("live-operator-{}", random_suffix());
+    let op_ns = run_operator(cluster, &client, &operator, group, "gadgets", 1).await;
+    wait_ready(cluster, &op_ns, &operator).await;
+    install_crd(cluster, group, "gadgets", "Gadget").await;
+    let ns = create_namespace_with(&client, "live", &guard.labels(), &[]).await;
+    gadget(cluster, group, &ns, "g1");
+
+    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    assert_eq!(doc["verdict"], "clean", "{doc}");
+    assert_eq!(
+        doc["handled"][0]["controller"],
+        format!("{op_ns}/{operator}"),
+        "{doc}"
+    );
+
+    let _operator = Operator::start(cluster, group, "gadgets");
+    allowed_and_gone(cluster, &client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalizers_kubernetes_removes_itself_are_not_blockers() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let ns = create_namespace_with(&client, "builtin", &guard.labels(), &[]).await;
+    // A claim gets kubernetes.io/pvc-protection from the admission plugin; the garbage
+    // collector removes orphan and foregroundDeletion.
+    apply(
+        cluster,
+        &format!(
+            r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, namespace: {ns}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: orphaning, namespace: {ns}, finalizers: [orphan]}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: foreground, namespace: {ns}, finalizers: [foregroundDeletion]}}
+"#
+        ),
+    );
+    let finalizers = kubectl(
+        cluster,
+        &[
+            "get",
+            "pvc",
+            "data",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ],
+        None,
+    )
+    .unwrap();
+    assert!(
+        finalizers.contains("kubernetes.io/pvc-protection"),
+        "{finalizers}"
+    );
+
+    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["verdict"], "clean", "{doc}");
+
+    let warnings = allowed_and_gone(cluster, &client, &ns).await;
+    assert!(!warnings.contains("Warning"), "{warnings}");
+}
