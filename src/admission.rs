@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::http::StatusCode;
 use k8s_openapi::api::core::v1::Namespace;
@@ -133,8 +134,23 @@ impl Admission {
             .name
             .clone()
             .unwrap_or_else(|| req.name.clone());
+        // The span goes with the future (never a guard held across an await), so every line
+        // logged while deciding carries this review's uid and namespace, whatever else the
+        // executor interleaves.
         let span = tracing::info_span!("review", uid = %req.uid, namespace = %name, user = %req.user_info.username.clone().unwrap_or_default(), dry_run = req.dry_run);
-        let _enter = span.enter();
+        self.decide_in_span(req, namespace, name, timeout, started)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_in_span(
+        &self,
+        req: &AdmissionRequest<Namespace>,
+        namespace: Namespace,
+        name: String,
+        timeout: Option<Duration>,
+        started: Instant,
+    ) -> Reply {
         let mut resp = AdmissionResponse::from(req);
         if self.own_namespace.as_deref() == Some(name.as_str()) {
             return reply(resp);

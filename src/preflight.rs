@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -14,14 +15,14 @@ use crate::facts::Facts;
 use crate::facts::gather::{self, Gatherer};
 use crate::report::Report;
 
-type Gathering = Shared<BoxFuture<'static, Arc<Facts>>>;
+type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 
 /// Runs preflights.
 #[derive(Clone)]
 pub struct Engine {
     gatherer: Gatherer,
     settings: Arc<Settings>,
-    inflight: Arc<Mutex<HashMap<String, Gathering>>>,
+    inflight: Arc<Mutex<HashMap<String, (Gathering, Instant)>>>,
 }
 
 impl Engine {
@@ -51,33 +52,62 @@ impl Engine {
     }
 
     /// The facts for one namespace; a gathering already under way for it is joined.
+    ///
+    /// The gathering runs in its own task, so a caller that goes away (the API server cancels
+    /// a review) does not cancel it: the API server's retry joins it and gets a real answer.
+    /// Every caller waits only until its own deadline; one that joined a gathering bounded by
+    /// an earlier deadline, which left something unchecked, gathers again with its own.
     pub async fn facts(&self, namespace: Namespace, deadline: Instant) -> Arc<Facts> {
-        let name = namespace.metadata.name.clone().unwrap_or_default();
-        let shared = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(g) = inflight.get(&name) {
-                g.clone()
-            } else {
-                let gatherer = self.gatherer.clone();
-                let settings = self.settings.clone();
-                let inflight_map = self.inflight.clone();
-                let key = name.clone();
-                let fut = async move {
-                    let facts =
-                        Arc::new(gather_facts(&gatherer, &settings, namespace, deadline).await);
-                    inflight_map
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                    facts
-                }
-                .boxed()
-                .shared();
-                inflight.insert(name, fut.clone());
-                fut
+        let (shared, its_deadline) = self.join_or_start(&namespace, deadline);
+        let facts = match tokio::time::timeout_at(deadline, shared).await {
+            Ok(Some(facts)) => facts,
+            Ok(None) | Err(_) => {
+                Arc::new(unchecked(&namespace, "namespace facts: deadline reached"))
             }
         };
-        shared.await
+        if facts.not_checked.is_empty() || its_deadline + Duration::from_millis(500) >= deadline {
+            return facts;
+        }
+        let settings = self.settings.clone();
+        Arc::new(gather_facts(&self.gatherer, &settings, namespace, deadline).await)
+    }
+
+    fn join_or_start(&self, namespace: &Namespace, deadline: Instant) -> (Gathering, Instant) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, d)) = inflight.get(&name) {
+            return (g.clone(), *d);
+        }
+        let gatherer = self.gatherer.clone();
+        let settings = self.settings.clone();
+        let inflight_map = self.inflight.clone();
+        let key = name.clone();
+        let namespace = namespace.clone();
+        let task = tokio::spawn(async move {
+            let facts = Arc::new(gather_facts(&gatherer, &settings, namespace, deadline).await);
+            inflight_map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            facts
+        });
+        let fut = async move { task.await.ok() }.boxed().shared();
+        inflight.insert(name, (fut.clone(), deadline));
+        (fut, deadline)
+    }
+}
+
+/// Facts with nothing gathered but the namespace, saying why.
+fn unchecked(namespace: &Namespace, why: &str) -> Facts {
+    Facts {
+        now: gather::now(),
+        name: namespace.metadata.name.clone().unwrap_or_default(),
+        cluster: Arc::default(),
+        namespace: crate::facts::NamespaceFacts {
+            namespace: namespace.clone(),
+            ..Default::default()
+        },
+        not_checked: vec![why.to_string()],
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod tls;
 
+use hyper_util::rt::TokioTimer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,10 +103,19 @@ pub async fn serve(
     let handle = axum_server::Handle::new();
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
     let mut server = axum_server::bind_rustls(listen, tls).handle(handle.clone());
-    server
-        .http_builder()
+    // hyper's timeouts need a timer; without one every HTTP/1.1 connection panics
+    // ("header_read_timeout set, but no timer set") and gets an empty reply.
+    let builder = server.http_builder();
+    builder
         .http1()
-        .header_read_timeout(Duration::from_secs(5));
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
     let admin_listener = tokio::net::TcpListener::bind(admin_listen).await?;
     tracing::info!(%listen, %admin_listen, "Serving");
     let admin_task = tokio::spawn(async move { axum::serve(admin_listener, admin).await });
