@@ -77,6 +77,16 @@ fn base_params(common_name: &str, days: i64) -> CertificateParams {
     params
 }
 
+/// 16 hex digits from the clock and a process-wide counter: distinct for every call.
+fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let h = RandomState::new().hash_one((n, std::process::id(), std::time::SystemTime::now()));
+    format!("{h:016x}")
+}
+
 fn is_dns_name(name: &str) -> bool {
     let name = name.strip_prefix("*.").unwrap_or(name);
     !name.is_empty()
@@ -97,7 +107,11 @@ fn new_key(what: &'static str) -> Result<KeyPair, CertError> {
 impl Ca {
     /// A new self-signed CA valid for `days`.
     pub fn new(common_name: &str, days: i64) -> Result<Self, CertError> {
-        let mut params = base_params(common_name, days);
+        // Every CA gets its own subject and serial: after a rotation, clients that pick a CA
+        // by subject (OpenSSL) must not confuse the new one with the old.
+        let unique = unique_suffix();
+        let mut params = base_params(&format!("{common_name} {unique}"), days);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(unique.as_bytes()));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -171,7 +185,11 @@ impl Ca {
         self.issue(params, "client certificate")
     }
 
-    fn issue(&self, params: CertificateParams, what: &'static str) -> Result<Pair, CertError> {
+    fn issue(&self, mut params: CertificateParams, what: &'static str) -> Result<Pair, CertError> {
+        // Subject and Authority Key Identifiers: chain building by key, not by name.
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(unique_suffix().as_bytes()));
         let key = new_key(what)?;
         let cert = rc(what, params.signed_by(&key, &self.issuer))?;
         Ok(Pair {
@@ -231,6 +249,41 @@ mod tests {
             .issue_server("x", &["not a name!".into()], &[], 1)
             .unwrap_err();
         assert!(err.to_string().contains("not a name!"), "{err}");
+    }
+
+    #[test]
+    fn every_ca_is_distinct_and_certificates_carry_key_identifiers() {
+        use base64::Engine;
+        let der = |pem: &str| {
+            let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap()
+        };
+        let has = |der: &[u8], oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
+        const SKI: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x0e];
+        const AKI: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
+        let a = Ca::new("nsguard-ca", 1).unwrap();
+        let b = Ca::new("nsguard-ca", 1).unwrap();
+        let subject = |der: &[u8]| {
+            let at = der
+                .windows(11)
+                .position(|w| w == b"nsguard-ca ")
+                .expect("CN nsguard-ca <suffix>");
+            der[at..at + 27].to_vec()
+        };
+        assert_ne!(
+            subject(&der(&a.cert_pem())),
+            subject(&der(&b.cert_pem())),
+            "two CAs share a subject"
+        );
+        assert!(has(&der(&a.cert_pem()), SKI));
+        let leaf = a
+            .issue_server("nsguard", &["nsguard.nsguard-system.svc".into()], &[], 1)
+            .unwrap();
+        let leaf = der(&leaf.cert_pem);
+        assert!(has(&leaf, SKI), "leaf lacks a Subject Key Identifier");
+        assert!(has(&leaf, AKI), "leaf lacks an Authority Key Identifier");
     }
 
     #[test]

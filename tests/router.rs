@@ -71,8 +71,14 @@ async fn bad_input_gets_400_with_a_reason() {
 
 #[tokio::test]
 async fn an_oversized_body_gets_413() {
-    let (status, _) = post(vec![b' '; BODY_LIMIT + 1]).await;
+    let (status, doc) = post(vec![b' '; BODY_LIMIT + 1]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too large")),
+        "413 as JSON: {doc}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,8 +35,21 @@ pub fn webhook_router(admission: Arc<Admission>) -> Router {
 async fn validate(
     State(admission): State<Arc<Admission>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Every error is JSON, the body limit's 413 included.
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body too large: the limit is {BODY_LIMIT} bytes")
+            } else {
+                format!("request body rejected: {}", rejection.body_text())
+            };
+            return (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+        }
+    };
     let (status, json) = admission.review(&body, parse_timeout(q.as_deref())).await;
     (status, axum::Json(json)).into_response()
 }
