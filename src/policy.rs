@@ -4,7 +4,7 @@ use crate::render;
 use crate::report::Report;
 
 /// The annotation on a namespace that allows its deletion despite blockers.
-pub const OVERRIDE_ANNOTATION: &str = "nsguard.io/allow-stuck-delete";
+pub use crate::report::OVERRIDE_ANNOTATION;
 
 /// What nsguard does with blocking findings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

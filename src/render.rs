@@ -72,7 +72,7 @@ pub fn denial_message(report: &Report) -> String {
         blockers.len(),
         if blockers.len() == 1 { "" } else { "s" },
         blockers.join("\n"),
-        crate::policy::OVERRIDE_ANNOTATION,
+        crate::report::OVERRIDE_ANNOTATION,
     )
 }
 

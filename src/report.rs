@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+/// The namespace annotation that allows a deletion despite blockers: `"<reason>"`.
+pub const OVERRIDE_ANNOTATION: &str = "nsguard.io/allow-stuck-delete";
+
 /// Every check nsguard runs, by its stable id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
