@@ -42,7 +42,7 @@ pub enum Command {
     Check(NamespaceArgs),
     /// Run the preflight for every namespace (or those selected): a summary, then a
     /// diagnosis of each namespace already Terminating.
-    /// Exit 0: all clean; 1: warnings only; 2: some would hang or are stuck.
+    /// Exit 0: none would hang; 2: some would hang or are stuck.
     Audit(AuditArgs),
     /// Explain why a Terminating namespace is stuck and print the remedies in a safe order,
     /// each with its risk. Changes nothing.
@@ -50,6 +50,8 @@ pub enum Command {
     Diagnose(NamespaceArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
+    /// Print a shell completion script: `source <(nsguard completion bash)`.
+    Completion(CompletionArgs),
 }
 
 /// Flags shared by everything that reads the cluster.
@@ -78,6 +80,21 @@ pub struct ClusterArgs {
     /// FINALIZER=NAMESPACE/SERVICEACCOUNT (repeatable; `;`-separated in the variable).
     #[arg(long = "finalizer-controller", env = "NSGUARD_FINALIZER_CONTROLLERS", value_delimiter = ';', value_parser = Declarations::parse_flag)]
     pub finalizer_controllers: Vec<(String, Vec<Identity>)>,
+}
+
+/// `nsguard completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` to `out`, for the binary named `name` (`nsguard`,
+/// or `kubectl-nsguard` as a plugin).
+pub fn completion(shell: clap_complete::Shell, name: &str, out: &mut dyn std::io::Write) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, name, out);
 }
 
 /// `nsguard serve`.
@@ -550,6 +567,22 @@ mod tests {
                 .unwrap_err()
                 .contains("block, warn or off")
         );
+    }
+
+    #[test]
+    fn completions_cover_every_subcommand_in_every_shell() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            completion(shell, "nsguard", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            for sub in ["serve", "check", "audit", "diagnose", "certs", "completion"] {
+                assert!(text.contains(sub), "{shell}: no {sub}");
+            }
+        }
     }
 
     #[test]

@@ -41,6 +41,10 @@ async fn main() {
         Command::Audit(args) => cli::audit(args).await,
         Command::Diagnose(args) => cli::diagnose(args).await,
         Command::Certs(args) => cli::certs(args).map(|()| 0),
+        Command::Completion(args) => {
+            cli::completion(args.shell, "nsguard", &mut std::io::stdout());
+            Ok(0)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
