@@ -304,12 +304,9 @@ fn rule_grant(rule: &PolicyRule, group: &str, resource: &str) -> Option<Grant> {
         .verbs
         .iter()
         .any(|v| v == "*" || v == "update" || v == "patch");
-    let groups = rule
-        .api_groups
-        .iter()
-        .flatten()
-        .any(|g| g == "*" || g == group);
-    if !verbs || !groups {
+    let names_group = rule.api_groups.iter().flatten().any(|g| g == group);
+    let any_group = rule.api_groups.iter().flatten().any(|g| g == "*");
+    if !verbs || !(names_group || any_group) {
         return None;
     }
     let resources = rule.resources.iter().flatten();
@@ -319,7 +316,14 @@ fn rule_grant(rule: &PolicyRule, group: &str, resource: &str) -> Option<Grant> {
         if r == resource || *r == format!("{resource}/finalizers") {
             named = true;
         } else if r == "*" || r == "*/*" {
-            wildcard = true;
+            // Every resource of one named group is an operator's grant over its own API
+            // (`apiGroups: [acc.example.com], resources: ["*"]`); every resource of every
+            // group is cluster-admin's, which says nothing about who handles this finalizer.
+            if names_group && !group.is_empty() {
+                named = true;
+            } else {
+                wildcard = true;
+            }
         }
     }
     if named {
@@ -1082,6 +1086,15 @@ mod tests {
         }
     }
 
+    fn cluster_admin() -> PolicyRule {
+        PolicyRule {
+            api_groups: Some(vec!["*".into()]),
+            resources: Some(vec!["*".into()]),
+            verbs: vec!["*".into()],
+            ..Default::default()
+        }
+    }
+
     fn subject(kind: &str, ns: Option<&str>, name: &str) -> Subject {
         Subject {
             kind: kind.into(),
@@ -1133,7 +1146,8 @@ mod tests {
     #[case::verb_wildcard_on_named_resource(vec![rule(&["gadgets"], &["*"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), None)), "")]
     #[case::resource_names(vec![rule(&["gadgets"], &["update"], &["g1"])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), Some(vec!["g1"]))), "")]
     #[case::read_only(vec![rule(&["gadgets"], &["get", "list"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), None, "no role names gadgets.acc.example.com")]
-    #[case::wildcard_resources(vec![rule(&["*"], &["*"], &[])], false, subject("ServiceAccount", Some("argocd"), "argocd-application-controller"), None, "only wildcard grants")]
+    #[case::wildcard_resources(vec![cluster_admin()], false, subject("ServiceAccount", Some("argocd"), "argocd-application-controller"), None, "only wildcard grants")]
+    #[case::every_resource_of_its_own_group(vec![rule(&["*"], &["*"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), None)), "")]
     #[case::aggregated_role(vec![rule(&["gadgets"], &["update"], &[])], true, subject("ServiceAccount", Some("team"), "ci"), None, "aggregates grants for people")]
     #[case::group_is_people(vec![rule(&["gadgets"], &["update"], &[])], false, subject("Group", None, "kubeadm:cluster-admins"), None, "grants to people are not controllers: Group kubeadm:cluster-admins")]
     #[case::user_is_people(vec![rule(&["gadgets"], &["update"], &[])], false, subject("User", None, "alice"), None, "User alice")]
