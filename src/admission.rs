@@ -170,9 +170,20 @@ impl Admission {
             groups: req.user_info.groups.clone().unwrap_or_default(),
         };
         let ns_uid = namespace.metadata.uid.clone();
-        let report = match &self.engine {
-            Some(engine) => engine.preflight(namespace, deadline).await,
-            None => crate::report::Report {
+        // A namespace nsguard's watch has never seen (or with another uid) is not one the API
+        // server is deleting: a forged review. It costs no API call and records no Event.
+        let known = self
+            .engine
+            .as_ref()
+            .and_then(|e| e.gatherer().namespace_known(&name, ns_uid.as_deref()));
+        let report = match (&self.engine, known) {
+            (Some(_), Some(false)) => crate::report::Report {
+                namespace: name.clone(),
+                not_checked: vec![format!("namespace {name} is not known to nsguard's watch")],
+                ..Default::default()
+            },
+            (Some(engine), _) => engine.preflight(namespace, deadline).await,
+            (None, _) => crate::report::Report {
                 namespace: name.clone(),
                 not_checked: vec!["no cluster connection".into()],
                 ..Default::default()
@@ -191,6 +202,7 @@ impl Admission {
         self.metrics
             .decision(self.policy.mode, &decision, req.dry_run, &report, took);
         if !req.dry_run
+            && known != Some(false)
             && let Some(events) = &self.events
         {
             events.publish(&name, ns_uid, self.policy.mode, &decision);

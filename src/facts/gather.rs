@@ -160,6 +160,21 @@ impl Gatherer {
             .map_err(|_| GatherError::NotReady)
     }
 
+    /// Whether the namespace watch knows `name` (with `uid`, when given): `None` until the
+    /// watch has listed once.
+    pub fn namespace_known(&self, name: &str, uid: Option<&str>) -> Option<bool> {
+        let store = &self.stores.namespaces;
+        if store.state().is_empty() {
+            return None;
+        }
+        let key = reflector::ObjectRef::new(name);
+        Some(
+            store
+                .get(&key)
+                .is_some_and(|ns| uid.is_none_or(|u| ns.metadata.uid.as_deref() == Some(u))),
+        )
+    }
+
     /// The client this gatherer uses.
     pub fn client(&self) -> &Client {
         &self.client
