@@ -72,6 +72,14 @@ pub struct ClusterArgs {
     /// How long an object may be deleting with finalizers before finalizer-stuck reports it.
     #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub finalizer_stuck_after: Duration,
+    /// How long an APIService that was Available may be unavailable before
+    /// apiservice-unavailable blocks (a warning until then).
+    #[arg(long, env = "NSGUARD_APISERVICE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub apiservice_grace: Duration,
+    /// How long a webhook's Service may have no ready endpoints before
+    /// webhook-backend-unavailable blocks (a warning until then).
+    #[arg(long, env = "NSGUARD_BACKEND_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub backend_grace: Duration,
 }
 
 /// `nsguard serve`.
@@ -218,6 +226,8 @@ impl ClusterArgs {
         Settings {
             overrides: self.checks.iter().cloned().collect(),
             finalizer_stuck_after: self.finalizer_stuck_after,
+            apiservice_grace: self.apiservice_grace,
+            backend_grace: self.backend_grace,
         }
     }
 

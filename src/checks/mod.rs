@@ -39,6 +39,11 @@ pub struct Settings {
     pub overrides: BTreeMap<CheckId, Setting>,
     /// How long an object may be deleting with finalizers before it counts as stuck.
     pub finalizer_stuck_after: Duration,
+    /// How long an APIService that was Available may be unavailable before it blocks (a
+    /// rollout flaps it for seconds; the namespace controller retries).
+    pub apiservice_grace: Duration,
+    /// How long a webhook backend Service may have no ready endpoints before it blocks.
+    pub backend_grace: Duration,
 }
 
 impl Default for Settings {
@@ -46,6 +51,8 @@ impl Default for Settings {
         Self {
             overrides: BTreeMap::new(),
             finalizer_stuck_after: Duration::from_secs(300),
+            apiservice_grace: Duration::from_secs(30),
+            backend_grace: Duration::from_secs(30),
         }
     }
 }
@@ -80,7 +87,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     };
     add(
         CheckId::ApiserviceUnavailable,
-        apiservice_unavailable::check(facts),
+        apiservice_unavailable::check(facts, settings.apiservice_grace),
     );
     add(
         CheckId::HostsApiserviceBackend,
@@ -93,7 +100,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     );
     add(
         CheckId::WebhookBackendUnavailable,
-        webhooks::backend_unavailable(facts),
+        webhooks::backend_unavailable(facts, settings.backend_grace),
     );
     add(CheckId::ListFailure, list_failure::check(facts));
     add(

@@ -86,6 +86,9 @@ pub struct Gatherer {
     stores: Stores,
     generation: Arc<AtomicU64>,
     snapshot: Arc<Mutex<Option<Snapshot>>>,
+    /// When this process first saw each backend Service without ready endpoints; an entry
+    /// goes when the backend is reachable again.
+    unreachable_seen: Arc<Mutex<BTreeMap<ServiceKey, Timestamp>>>,
 }
 
 fn watch<K>(client: &Client, generation: &Arc<AtomicU64>) -> Store<K>
@@ -135,6 +138,7 @@ impl Gatherer {
             stores,
             generation,
             snapshot: Arc::new(Mutex::new(None)),
+            unreachable_seen: Arc::default(),
         }
     }
 
@@ -226,6 +230,11 @@ impl Gatherer {
         let keys = referenced_services(&facts);
         let services = s.services.state();
         let slices = s.slices.state();
+        let now = now();
+        let mut seen = self
+            .unreachable_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for key in keys {
             let service = services.iter().find(|svc| {
                 svc.metadata.namespace.as_deref() == Some(&key.namespace)
@@ -236,7 +245,7 @@ impl Gatherer {
                 .and_then(|svc| svc.spec.as_ref())
                 .and_then(|spec| spec.type_.as_deref())
                 == Some("ExternalName");
-            let ready_endpoints = slices
+            let own_slices: Vec<&EndpointSlice> = slices
                 .iter()
                 .filter(|sl| {
                     sl.metadata.namespace.as_deref() == Some(&key.namespace)
@@ -247,17 +256,31 @@ impl Gatherer {
                             .and_then(|l| l.get("kubernetes.io/service-name"))
                             == Some(&key.name)
                 })
+                .map(|sl| &**sl)
+                .collect();
+            let ready_endpoints = own_slices
+                .iter()
                 .flat_map(|sl| sl.endpoints.iter().flatten())
                 .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
                 .count();
-            facts.backends.insert(
-                key,
-                BackendState {
-                    exists,
-                    ready_endpoints,
-                    external,
-                },
-            );
+            let mut state = BackendState {
+                exists,
+                ready_endpoints,
+                external,
+                unreachable_since: None,
+            };
+            if state.reachable() || !exists {
+                seen.remove(&key);
+            } else {
+                let first_seen = *seen.entry(key.clone()).or_insert(now);
+                let created = service.and_then(|svc| svc.metadata.creation_timestamp.as_ref());
+                state.unreachable_since = Some(unreachable_since(
+                    first_seen,
+                    &own_slices,
+                    created.map(|t| t.0),
+                ));
+            }
+            facts.backends.insert(key, state);
         }
         facts
     }
@@ -524,6 +547,27 @@ pub fn referenced_services(facts: &ClusterFacts) -> BTreeSet<ServiceKey> {
         }
     }
     keys
+}
+
+/// Since when a Service that exists has had no ready endpoints: the earlier of when this
+/// process first saw it so and the last write to its EndpointSlices (the endpointslice
+/// controller empties them when the last pod goes), or, without slices, the Service's creation.
+/// A later write to an empty slice only moves the time later, never past `first_seen`.
+fn unreachable_since(
+    first_seen: Timestamp,
+    slices: &[&EndpointSlice],
+    service_created: Option<Timestamp>,
+) -> Timestamp {
+    let last_write = if slices.is_empty() {
+        service_created
+    } else {
+        slices
+            .iter()
+            .flat_map(|sl| sl.metadata.managed_fields.iter().flatten())
+            .filter_map(|m| m.time.as_ref().map(|t| t.0))
+            .max()
+    };
+    last_write.map_or(first_seen, |t| t.min(first_seen))
 }
 
 /// The current time, as the checks compare ages against it.

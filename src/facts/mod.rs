@@ -78,6 +78,10 @@ pub struct BackendState {
     /// An `ExternalName` Service: the API server dials the name it points to and never looks
     /// at endpoints.
     pub external: bool,
+    /// For a Service that exists but has no ready endpoints: since when, as far as nsguard can
+    /// tell (the earlier of when this process first saw it so, and the endpointslice
+    /// controller's last write to its slices). `None`: reachable, missing, or unknown.
+    pub unreachable_since: Option<Timestamp>,
 }
 
 impl BackendState {
