@@ -126,7 +126,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     add(CheckId::PodsUnterminable, pods_unterminable::check(facts));
     add(
         CheckId::ClusterAlreadyStuck,
-        cluster_already_stuck::check(facts),
+        cluster_already_stuck::check(facts, settings.apiservice_grace),
     );
     findings.sort_by_key(|f| (f.severity, f.check));
     Report {
