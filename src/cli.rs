@@ -242,6 +242,11 @@ impl ClusterArgs {
                 .await
                 .context("no kubeconfig and not in a cluster")?,
         };
+        // kube retries 429/503/504 up to 15 times with backoff by default. A preflight has a
+        // deadline: a retried 503 (an aggregated API that is down, which is evidence) would
+        // eat it and come back as a timeout, "not checked". Watches have their own backoff.
+        let mut config = config;
+        config.default_retry = false;
         Ok(Client::try_from(config)?)
     }
 
