@@ -399,7 +399,10 @@ impl Gatherer {
                 Err(GatherError::Timeout(what)) => not_checked.push(what),
                 Err(GatherError::Api { what, source }) => match list_error(&source) {
                     (ListErrorClass::Gone, ..) => {}
-                    (ListErrorClass::Own, ..) => not_checked.push(format!("{what}: {source}")),
+                    (ListErrorClass::Own, code, message) => not_checked.push(match code {
+                        Some(code) => format!("{what}: HTTP {code}: {message}"),
+                        None => format!("{what}: {message}"),
+                    }),
                     (_, code, message) => facts.list_failures.push(ListFailure {
                         resource,
                         code,
