@@ -80,6 +80,14 @@ pub struct ClusterArgs {
     /// FINALIZER=NAMESPACE/SERVICEACCOUNT (repeatable; `;`-separated in the variable).
     #[arg(long = "finalizer-controller", env = "NSGUARD_FINALIZER_CONTROLLERS", value_delimiter = ';', value_parser = Declarations::parse_flag)]
     pub finalizer_controllers: Vec<(String, Vec<Identity>)>,
+    /// How long an APIService that was Available may be unavailable before
+    /// apiservice-unavailable blocks (a warning until then).
+    #[arg(long, env = "NSGUARD_APISERVICE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub apiservice_grace: Duration,
+    /// How long a webhook's Service may have no ready endpoints before
+    /// webhook-backend-unavailable blocks (a warning until then).
+    #[arg(long, env = "NSGUARD_BACKEND_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub backend_grace: Duration,
 }
 
 /// `nsguard completion`.
@@ -244,6 +252,8 @@ impl ClusterArgs {
             finalizer_controllers: Declarations(
                 self.finalizer_controllers.iter().cloned().collect(),
             ),
+            apiservice_grace: self.apiservice_grace,
+            backend_grace: self.backend_grace,
         }
     }
 
@@ -258,6 +268,11 @@ impl ClusterArgs {
                 .await
                 .context("no kubeconfig and not in a cluster")?,
         };
+        // kube retries 429/503/504 up to 15 times with backoff by default. A preflight has a
+        // deadline: a retried 503 (an aggregated API that is down, which is evidence) would
+        // eat it and come back as a timeout, "not checked". Watches have their own backoff.
+        let mut config = config;
+        config.default_retry = false;
         Ok(Client::try_from(config)?)
     }
 

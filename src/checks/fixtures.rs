@@ -95,8 +95,36 @@ impl Builder {
                 exists: status == "True",
                 ready_endpoints: usize::from(status == "True"),
                 external: false,
+                unreachable_since: None,
             },
         );
+        self
+    }
+
+    /// Sets APIService `name`'s creation time and its `Available` condition's last transition
+    /// (`None`: it has no condition yet); times are `HH:MM:SS` on the fixtures' day.
+    pub(crate) fn apiservice_timed(
+        mut self,
+        name: &str,
+        created: &str,
+        changed: Option<&str>,
+    ) -> Self {
+        let at = |t: &str| Time(format!("2026-11-22T{t}Z").parse().unwrap());
+        for a in &mut self.cluster.apiservices {
+            if a.metadata.name.as_deref() != Some(name) {
+                continue;
+            }
+            a.metadata.creation_timestamp = Some(at(created));
+            let status = a.status.get_or_insert_with(Default::default);
+            match changed {
+                Some(t) => {
+                    for c in status.conditions.iter_mut().flatten() {
+                        c.last_transition_time = Some(at(t));
+                    }
+                }
+                None => status.conditions = None,
+            }
+        }
         self
     }
 

@@ -1,8 +1,12 @@
-//! `list-failure`: listing a namespaced resource type in the namespace fails. The namespace
-//! controller lists the same way and would hit the same error. A 403 for nsguard's own
-//! identity is a gap in nsguard's RBAC, not a blocker: advisory.
+//! `list-failure`: listing a namespaced resource type in the namespace fails the way the
+//! namespace controller's own list would: HTTP 500/502/503/504 (an aggregated API that is down
+//! answers 503), or a conversion webhook failure. A 401 or 403 for nsguard's own identity is a
+//! gap in nsguard's RBAC, not a blocker: advisory, "not checked". A 404 (the type went away
+//! since discovery) and nsguard's own trouble (timeouts, transport and decode errors,
+//! throttling) are not findings: the gatherer skips the first and records the others as not
+//! checked, which makes the decision fail open; should one reach this check, it says nothing.
 
-use crate::facts::Facts;
+use crate::facts::{Facts, ListErrorClass};
 use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
@@ -10,31 +14,44 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         .namespace
         .list_failures
         .iter()
-        .map(|lf| {
+        .filter_map(|lf| {
             let gr = lf.resource.group_resource();
             let code = lf.code.map(|c| format!("HTTP {c}: ")).unwrap_or_default();
-            let mut f = if lf.code == Some(403) {
-                let mut f = Finding::new(
-                    CheckId::ListFailure,
-                    format!("nsguard may not list {gr}: it could not check them"),
-                    remedy("grant nsguard's ClusterRole list on this resource", None),
-                );
-                f.severity = Severity::Advisory;
-                f
-            } else {
-                Finding::new(
+            let f = match lf.class() {
+                ListErrorClass::NotAllowed => {
+                    let (what, fix) = if lf.code == Some(401) {
+                        (
+                            "nsguard's credentials were refused",
+                            "check nsguard's ServiceAccount token",
+                        )
+                    } else {
+                        (
+                            "nsguard may not list them",
+                            "grant nsguard's ClusterRole list on this resource",
+                        )
+                    };
+                    let mut f = Finding::new(
+                        CheckId::ListFailure,
+                        format!("{gr} not checked: {what} (an RBAC gap of nsguard's, not the namespace's)"),
+                        remedy(fix, None),
+                    );
+                    f.severity = Severity::Advisory;
+                    f
+                }
+                ListErrorClass::Controller => Finding::new(
                     CheckId::ListFailure,
                     format!("listing {gr} in {} fails; the namespace controller would fail too", facts.name),
                     remedy(
                         "fix what serves this resource (conversion webhook, aggregated API) before deleting",
                         format!("kubectl get {gr} -n {}", facts.name),
                     ),
-                )
+                ),
+                ListErrorClass::Gone | ListErrorClass::Own => return None,
             };
-            f = f
-                .object(ObjectRef::cluster("Resource", gr))
-                .evidence(format!("{code}{}", lf.message));
-            f
+            Some(
+                f.object(ObjectRef::cluster("Resource", gr))
+                    .evidence(format!("{code}{}", lf.message)),
+            )
         })
         .collect()
 }
@@ -47,12 +64,25 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case::server_error(Some(500), Severity::Blocking)]
-    #[case::no_answer(None, Severity::Blocking)]
-    #[case::nsguards_own_rbac(Some(403), Severity::Advisory)]
-    fn a_failing_list_blocks_unless_it_is_nsguards_own_rbac(
+    #[case::server_error(Some(500), "etcdserver: leader changed", Some(Severity::Blocking))]
+    #[case::aggregated_api_down(Some(503), "service unavailable", Some(Severity::Blocking))]
+    #[case::bad_gateway(Some(502), "bad gateway", Some(Severity::Blocking))]
+    #[case::gateway_timeout(Some(504), "gateway timeout", Some(Severity::Blocking))]
+    #[case::conversion(
+        Some(500),
+        "conversion webhook for example.com/v2 failed",
+        Some(Severity::Blocking)
+    )]
+    #[case::conversion_without_status(None, "conversion webhook failed", Some(Severity::Blocking))]
+    #[case::nsguards_own_rbac(Some(403), "forbidden", Some(Severity::Advisory))]
+    #[case::nsguards_own_credentials(Some(401), "Unauthorized", Some(Severity::Advisory))]
+    #[case::gone_since_discovery(Some(404), "not found", None)]
+    #[case::throttled(Some(429), "too many requests", None)]
+    #[case::no_answer(None, "ServiceError: too many open files", None)]
+    fn a_failing_list_blocks_only_when_the_controller_would_fail_too(
         #[case] code: Option<u16>,
-        #[case] severity: Severity,
+        #[case] message: &str,
+        #[case] severity: Option<Severity>,
     ) {
         let mut facts = fixtures::facts("team-a").build();
         facts.namespace.list_failures.push(ListFailure {
@@ -64,15 +94,12 @@ mod tests {
                 listable: true,
             },
             code,
-            message: "conversion webhook failed".into(),
+            message: message.into(),
         });
         let found = check(&facts);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].severity, severity);
-        assert!(
-            found[0].summary.contains("widgets.example.com"),
-            "{}",
-            found[0].summary
-        );
+        assert_eq!(found.first().map(|f| f.severity), severity, "{found:?}");
+        if let Some(f) = found.first() {
+            assert!(f.summary.contains("widgets.example.com"), "{}", f.summary);
+        }
     }
 }

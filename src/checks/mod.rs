@@ -42,6 +42,11 @@ pub struct Settings {
     pub finalizer_stuck_after: Duration,
     /// Finalizer controllers declared by the admin (`--finalizer-controller`).
     pub finalizer_controllers: Declarations,
+    /// How long an APIService that was Available may be unavailable before it blocks (a
+    /// rollout flaps it for seconds; the namespace controller retries).
+    pub apiservice_grace: Duration,
+    /// How long a webhook backend Service may have no ready endpoints before it blocks.
+    pub backend_grace: Duration,
 }
 
 impl Default for Settings {
@@ -50,6 +55,8 @@ impl Default for Settings {
             overrides: BTreeMap::new(),
             finalizer_stuck_after: Duration::from_secs(300),
             finalizer_controllers: Declarations::default(),
+            apiservice_grace: Duration::from_secs(30),
+            backend_grace: Duration::from_secs(30),
         }
     }
 }
@@ -72,11 +79,12 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
         let Some(severity) = settings.setting(id) else {
             return;
         };
-        let configured = settings.overrides.contains_key(&id);
         findings.extend(found.into_iter().map(|mut f| {
-            // A check may lower its own default (a 403 list is an RBAC gap, advisory);
-            // configuration wins over both.
-            if configured || f.severity == id.default_severity() {
+            // A check lowers its own default where evidence is missing (a 403 list is an RBAC
+            // gap; a cause inside its grace; a webhook that only may intercept). `warn` lowers
+            // any finding, but `block` raises only findings at the check's default: it never
+            // turns missing evidence into a block.
+            if f.severity == id.default_severity() || severity == Severity::Advisory {
                 f.severity = severity;
             }
             f
@@ -84,7 +92,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     };
     add(
         CheckId::ApiserviceUnavailable,
-        apiservice_unavailable::check(facts),
+        apiservice_unavailable::check(facts, settings.apiservice_grace),
     );
     add(
         CheckId::HostsApiserviceBackend,
@@ -97,7 +105,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     );
     add(
         CheckId::WebhookBackendUnavailable,
-        webhooks::backend_unavailable(facts),
+        webhooks::backend_unavailable(facts, settings.backend_grace),
     );
     add(CheckId::ListFailure, list_failure::check(facts));
     add(
@@ -119,7 +127,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
     add(CheckId::PodsUnterminable, pods_unterminable::check(facts));
     add(
         CheckId::ClusterAlreadyStuck,
-        cluster_already_stuck::check(facts),
+        cluster_already_stuck::check(facts, settings.apiservice_grace),
     );
     findings.sort_by_key(|f| (f.severity, f.check));
     Report {
@@ -208,6 +216,36 @@ mod tests {
             match_labels: None,
         };
         assert_eq!(selector_matches(Some(&sel), &labels(have)), expected);
+    }
+
+    #[test]
+    fn block_never_raises_a_finding_lowered_for_lack_of_evidence() {
+        use crate::facts::{ListFailure, ResourceType};
+        let mut facts = fixtures::facts("team-a").build();
+        for (resource, code) in [("widgets", 403), ("gadgets", 500)] {
+            facts.namespace.list_failures.push(ListFailure {
+                resource: ResourceType {
+                    group: "example.com".into(),
+                    version: "v1".into(),
+                    resource: resource.into(),
+                    kind: "Kind".into(),
+                    listable: true,
+                },
+                code: Some(code),
+                message: "x".into(),
+            });
+        }
+        let mut settings = Settings::default();
+        settings
+            .overrides
+            .insert(CheckId::ListFailure, Setting::Block);
+        let report = run(&facts, &settings);
+        assert_eq!(report.blocking().count(), 1);
+        assert_eq!(report.advisory().count(), 1);
+        settings
+            .overrides
+            .insert(CheckId::ListFailure, Setting::Warn);
+        assert_eq!(run(&facts, &settings).advisory().count(), 2);
     }
 
     #[test]

@@ -4,14 +4,25 @@
 //!   `namespaces/finalize` or `namespaces/status`). Its pods go first; then its calls fail.
 //! - `webhook-backend-unavailable`: a `Fail` webhook matching DELETE of content present here
 //!   whose Service is missing or has no ready endpoints.
+//!
+//! Rules are matched as the API server matches them: operations, apiGroups, apiVersions (the
+//! namespace controller deletes at the version discovery prefers, [`ResourceType::version`]),
+//! resources with subresources, scope, namespaceSelector and objectSelector. With
+//! `matchPolicy: Equivalent` (the default) a rule naming another version of the same resource
+//! matches too; nsguard knows the versions of CRDs and of the core group, and for other types
+//! says the webhook *may* intercept. A webhook with `matchConditions` (CEL that nsguard does not
+//! evaluate) may intercept too. A "may" is a warning, never a block.
+//!
+//! [`ResourceType::version`]: crate::facts::ResourceType
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::facts::{Facts, ServiceKey};
-use crate::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// One webhook, validating or mutating, with what the checks need.
 struct Hook<'a> {
@@ -23,6 +34,10 @@ struct Hook<'a> {
     rules: &'a [RuleWithOperations],
     namespace_selector: Option<&'a LabelSelector>,
     object_selector: Option<&'a LabelSelector>,
+    /// `matchPolicy: Exact`; absent means `Equivalent` in v1.
+    exact: bool,
+    /// How many `matchConditions` it has.
+    match_conditions: usize,
 }
 
 /// One [`Hook`] per webhook of a configuration list; validating and mutating webhooks have
@@ -40,6 +55,8 @@ macro_rules! hooks_of {
                     rules: w.rules.as_deref().unwrap_or_default(),
                     namespace_selector: w.namespace_selector.as_ref(),
                     object_selector: w.object_selector.as_ref(),
+                    exact: w.match_policy.as_deref() == Some("Exact"),
+                    match_conditions: w.match_conditions.as_ref().map_or(0, Vec::len),
                 });
             }
         }
@@ -65,17 +82,22 @@ fn has(list: Option<&Vec<String>>, want: &str) -> bool {
     list.is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
 }
 
-fn rule_matches(
-    rule: &RuleWithOperations,
-    op: &str,
-    group: &str,
-    resource: &str,
+/// A request, as a webhook rule sees it.
+struct Request<'a> {
+    op: &'a str,
+    group: &'a str,
+    version: &'a str,
+    resource: &'a str,
     namespaced: bool,
-) -> bool {
+}
+
+/// Whether `rule` matches `req`; with `any_version`, whatever the rule's apiVersions say.
+fn rule_matches(rule: &RuleWithOperations, req: &Request<'_>, any_version: bool) -> bool {
+    let resource = req.resource;
     let scope_ok = match rule.scope.as_deref() {
         None | Some("*") => true,
-        Some("Namespaced") => namespaced,
-        Some("Cluster") => !namespaced,
+        Some("Namespaced") => req.namespaced,
+        Some("Cluster") => !req.namespaced,
         Some(_) => false,
     };
     let resource_ok = rule.resources.as_ref().is_some_and(|rs| {
@@ -91,33 +113,131 @@ fn rule_matches(
         })
     });
     scope_ok
-        && has(rule.operations.as_ref(), op)
-        && has(rule.api_groups.as_ref(), group)
+        && has(rule.operations.as_ref(), req.op)
+        && has(rule.api_groups.as_ref(), req.group)
+        && (any_version || has(rule.api_versions.as_ref(), req.version))
         && resource_ok
 }
 
-/// The first resource type with content here that a hook intercepts on DELETE; `labels` are
-/// the namespace's.
+/// Whether a webhook intercepts a request, as far as nsguard can tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Match {
+    No,
+    /// It may: the reason nsguard cannot tell.
+    May(String),
+    Yes,
+}
+
+/// The versions the API server serves `group`'s `resource` at, where nsguard knows them: the
+/// core group serves v1 only; a CRD its `served` versions.
+fn served_versions(facts: &Facts, group: &str, resource: &str) -> Option<Vec<String>> {
+    if group.is_empty() {
+        return Some(vec!["v1".into()]);
+    }
+    let plural = resource.split('/').next().unwrap_or(resource);
+    facts
+        .cluster
+        .crds
+        .iter()
+        .find(|c| c.spec.group == group && c.spec.names.plural == plural)
+        .map(|c| {
+            c.spec
+                .versions
+                .iter()
+                .filter(|v| v.served)
+                .map(|v| v.name.clone())
+                .collect()
+        })
+}
+
+/// Whether `hook`'s rules select `req`, before its selectors and match conditions.
+fn rules_match(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
+    if hook.rules.iter().any(|r| rule_matches(r, req, false)) {
+        return Match::Yes;
+    }
+    if hook.exact {
+        return Match::No;
+    }
+    // matchPolicy Equivalent: the API server also tries the same resource at the other versions
+    // it serves, and converts the object for the webhook.
+    let other: Vec<&RuleWithOperations> = hook
+        .rules
+        .iter()
+        .filter(|r| rule_matches(r, req, true))
+        .collect();
+    if other.is_empty() {
+        return Match::No;
+    }
+    match served_versions(facts, req.group, req.resource) {
+        Some(served) => {
+            let equivalent = other.iter().any(|r| {
+                served
+                    .iter()
+                    .any(|v| v != req.version && has(r.api_versions.as_ref(), v))
+            });
+            if equivalent { Match::Yes } else { Match::No }
+        }
+        None => Match::May(format!(
+            "its rules name {} at another version than {}; with matchPolicy Equivalent the API server calls it if that version serves the same resource, which nsguard cannot tell",
+            if req.group.is_empty() {
+                "the core group"
+            } else {
+                req.group
+            },
+            req.version
+        )),
+    }
+}
+
+/// `rules_match`, then the match conditions: nsguard does not evaluate CEL, so a webhook with
+/// any is one that may intercept.
+fn hook_matches(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
+    match rules_match(facts, hook, req) {
+        Match::Yes if hook.match_conditions > 0 => Match::May(format!(
+            "it has {} matchConditions, which nsguard does not evaluate: it may not intercept this",
+            hook.match_conditions
+        )),
+        m => m,
+    }
+}
+
+/// The resource type with content here that a hook intercepts on DELETE (one it surely does
+/// first, else one it may); `labels` are the namespace's.
 fn intercepted_content(
     facts: &Facts,
     labels: &BTreeMap<String, String>,
     hook: &Hook<'_>,
-) -> Option<(String, usize)> {
+) -> Option<(String, usize, Match)> {
     if !super::selector_matches(hook.namespace_selector, labels) {
         return None;
     }
-    facts.namespace.content.iter().find_map(|c| {
-        let matched = hook
-            .rules
-            .iter()
-            .any(|r| rule_matches(r, "DELETE", &c.resource.group, &c.resource.resource, true));
+    let mut may = None;
+    for c in &facts.namespace.content {
+        let req = Request {
+            op: "DELETE",
+            group: &c.resource.group,
+            version: &c.resource.version,
+            resource: &c.resource.resource,
+            namespaced: true,
+        };
+        let matched = hook_matches(facts, hook, &req);
+        if matched == Match::No {
+            continue;
+        }
         let objects = c
             .objects
             .iter()
             .filter(|o| super::selector_matches(hook.object_selector, &o.labels))
             .count();
-        (matched && objects > 0).then(|| (c.resource.group_resource(), objects))
-    })
+        if objects == 0 {
+            continue;
+        }
+        if matched == Match::Yes {
+            return Some((c.resource.group_resource(), objects, matched));
+        }
+        may.get_or_insert((c.resource.group_resource(), objects, matched));
+    }
+    may
 }
 
 /// For requests on the Namespace object itself, both selectors are matched against its labels.
@@ -126,11 +246,34 @@ fn selects_namespace(labels: &BTreeMap<String, String>, hook: &Hook<'_>) -> bool
         && super::selector_matches(hook.object_selector, labels)
 }
 
-fn intercepts_finalize(hook: &Hook<'_>) -> bool {
-    hook.rules.iter().any(|r| {
-        rule_matches(r, "UPDATE", "", "namespaces/finalize", false)
-            || rule_matches(r, "UPDATE", "", "namespaces/status", false)
-    })
+/// Whether a hook intercepts the controller's `UPDATE namespaces/finalize` (or `/status`).
+fn intercepts_finalize(facts: &Facts, hook: &Hook<'_>) -> Match {
+    let mut out = Match::No;
+    for resource in ["namespaces/finalize", "namespaces/status"] {
+        let req = Request {
+            op: "UPDATE",
+            group: "",
+            version: "v1",
+            resource,
+            namespaced: false,
+        };
+        match hook_matches(facts, hook, &req) {
+            Match::Yes => return Match::Yes,
+            Match::May(why) => out = Match::May(why),
+            Match::No => {}
+        }
+    }
+    out
+}
+
+/// Marks a finding about a webhook that only may intercept as a warning, and says why.
+fn soften(mut f: Finding, matched: Match) -> Finding {
+    if let Match::May(why) = matched {
+        f.severity = Severity::Advisory;
+        f.summary = format!("{} (may not apply)", f.summary);
+        f = f.evidence(why);
+    }
+    f
 }
 
 fn key(s: &ServiceReference) -> ServiceKey {
@@ -150,14 +293,21 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         if !hook.fails_closed {
             continue;
         }
-        let what = if let Some((gr, n)) = intercepted_content(facts, &labels, &hook) {
-            format!("DELETE of {gr} ({n} here)")
-        } else if intercepts_finalize(&hook) && selects_namespace(&labels, &hook) {
-            "the namespace's finalize/status updates".to_string()
+        let content = intercepted_content(facts, &labels, &hook);
+        let finalize = if selects_namespace(&labels, &hook) {
+            intercepts_finalize(facts, &hook)
         } else {
-            continue;
+            Match::No
         };
-        out.push(
+        const FINALIZE: &str = "the namespace's finalize/status updates";
+        let (what, matched) = match (content, finalize) {
+            (Some((gr, n, Match::Yes)), _) => (format!("DELETE of {gr} ({n} here)"), Match::Yes),
+            (_, Match::Yes) => (FINALIZE.to_string(), Match::Yes),
+            (Some((gr, n, m)), _) => (format!("DELETE of {gr} ({n} here)"), m),
+            (None, Match::May(why)) => (FINALIZE.to_string(), Match::May(why)),
+            (None, Match::No) => continue,
+        };
+        out.push(soften(
             Finding::new(
                 CheckId::HostsWebhookBackend,
                 format!("webhook {} (failurePolicy Fail) intercepts {what} but is served from this namespace", hook.name),
@@ -169,12 +319,16 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
             .object(ObjectRef::cluster(hook.config_kind, &hook.config))
             .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))
             .evidence("its pods are deleted first; every call it then gets fails and the deletion cannot finish"),
-        );
+            matched,
+        ));
     }
     out
 }
 
-pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
+/// `webhook-backend-unavailable`. A Service that does not exist blocks at once (a rollout never
+/// deletes its Service); one that exists without ready endpoints blocks once it has been so for
+/// longer than `grace` (a rollout empties it for seconds), and is a warning until then.
+pub(super) fn backend_unavailable(facts: &Facts, grace: Duration) -> Vec<Finding> {
     let labels = facts.labels();
     let mut out = Vec::new();
     for hook in hooks(facts) {
@@ -192,7 +346,7 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
         if state.reachable() {
             continue;
         }
-        let Some((gr, n)) = intercepted_content(facts, &labels, &hook) else {
+        let Some((gr, n, matched)) = intercepted_content(facts, &labels, &hook) else {
             continue;
         };
         let why = if state.exists {
@@ -200,8 +354,12 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
         } else {
             format!("Service {key} does not exist")
         };
-        out.push(
-            Finding::new(
+        let recent = state.unreachable_since.filter(|since| {
+            state.exists
+                && facts.now.as_second().saturating_sub(since.as_second())
+                    < i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)
+        });
+        let mut f = Finding::new(
                 CheckId::WebhookBackendUnavailable,
                 format!("webhook {} (failurePolicy Fail) intercepts DELETE of {gr} ({n} here) and is down: {why}", hook.name),
                 remedy(
@@ -211,8 +369,27 @@ pub(super) fn backend_unavailable(facts: &Facts) -> Vec<Finding> {
             )
             .object(ObjectRef::cluster(hook.config_kind, &hook.config))
             .object(ObjectRef::namespaced("Service", &key.namespace, &key.name))
-            .evidence(why),
-        );
+            .evidence(why);
+        if let Some(since) = state.unreachable_since.filter(|_| state.exists) {
+            f = f.evidence(format!(
+                "no ready endpoints since {since} ({} ago)",
+                super::age(facts.now, since)
+            ));
+        }
+        if let Some(since) = recent {
+            f.summary = format!(
+                "webhook {} (failurePolicy Fail) intercepts DELETE of {gr} ({n} here); its Service {key} has had no ready endpoints for {}: blocks after {}s",
+                hook.name,
+                super::age(facts.now, since),
+                grace.as_secs()
+            );
+            f = f.evidence(format!(
+                "inside the {}s grace: a rollout empties the endpoints for seconds",
+                grace.as_secs()
+            ));
+            f.severity = Severity::Advisory;
+        }
+        out.push(soften(f, matched));
     }
     out
 }
@@ -222,13 +399,20 @@ mod tests {
     use super::super::fixtures;
     use super::*;
     use crate::facts::BackendState;
+    use k8s_openapi::api::admissionregistration::v1::{MatchCondition, ValidatingWebhook};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceDefinition, CustomResourceDefinitionVersion,
+    };
     use rstest::rstest;
+    use std::sync::Arc;
 
     const UP: BackendState = BackendState {
         exists: true,
         ready_endpoints: 2,
         external: false,
+        unreachable_since: None,
     };
+    const GRACE: Duration = Duration::from_secs(30);
 
     #[rstest]
     #[case::missing(BackendState::default(), 1)]
@@ -249,7 +433,7 @@ mod tests {
                 backend,
             )
             .build();
-        let found = backend_unavailable(&facts);
+        let found = backend_unavailable(&facts, GRACE);
         assert_eq!(found.len(), expected, "{found:?}");
     }
 
@@ -265,7 +449,7 @@ mod tests {
                 BackendState::default(),
             )
             .build();
-        assert!(backend_unavailable(&facts).is_empty());
+        assert!(backend_unavailable(&facts, GRACE).is_empty());
     }
 
     #[rstest]
@@ -308,6 +492,16 @@ mod tests {
         }
     }
 
+    fn req<'a>(op: &'a str, resource: &'a str, namespaced: bool) -> Request<'a> {
+        Request {
+            op,
+            group: "",
+            version: "v1",
+            resource,
+            namespaced,
+        }
+    }
+
     #[rstest]
     #[case(&["DELETE"], &[""], &["configmaps"], "configmaps", true)]
     #[case(&["*"], &["*"], &["*"], "configmaps", true)]
@@ -323,7 +517,11 @@ mod tests {
         #[case] expected: bool,
     ) {
         assert_eq!(
-            rule_matches(&rule(ops, groups, res), "DELETE", "", resource, true),
+            rule_matches(
+                &rule(ops, groups, res),
+                &req("DELETE", resource, true),
+                false
+            ),
             expected
         );
     }
@@ -332,19 +530,164 @@ mod tests {
     fn finalize_subresource_is_matched_only_by_subresource_rules() {
         let plain = rule(&["UPDATE"], &[""], &["namespaces"]);
         let finalize = rule(&["UPDATE"], &[""], &["namespaces/finalize"]);
-        assert!(!rule_matches(
-            &plain,
-            "UPDATE",
-            "",
-            "namespaces/finalize",
-            false
-        ));
-        assert!(rule_matches(
-            &finalize,
-            "UPDATE",
-            "",
-            "namespaces/finalize",
-            false
-        ));
+        let request = req("UPDATE", "namespaces/finalize", false);
+        assert!(!rule_matches(&plain, &request, false));
+        assert!(rule_matches(&finalize, &request, false));
+    }
+
+    /// Changes the one webhook the fixture made.
+    fn tweak(facts: &mut Facts, f: impl FnOnce(&mut ValidatingWebhook)) {
+        let cluster = Arc::get_mut(&mut facts.cluster).unwrap();
+        f(&mut cluster.validating_webhooks[0].webhooks.as_mut().unwrap()[0]);
+    }
+
+    fn crd(group: &str, plural: &str, served: &[&str]) -> CustomResourceDefinition {
+        let mut crd = CustomResourceDefinition::default();
+        crd.spec.group = group.into();
+        crd.spec.names.plural = plural.into();
+        crd.spec.versions = served
+            .iter()
+            .map(|v| CustomResourceDefinitionVersion {
+                name: v.to_string(),
+                served: true,
+                ..Default::default()
+            })
+            .collect();
+        crd
+    }
+
+    // The content is listed (and deleted) at v1, the version discovery prefers.
+    #[rstest]
+    #[case::same_version("", &["v1"], None, None, Some(Severity::Blocking))]
+    #[case::any_version("", &["*"], None, None, Some(Severity::Blocking))]
+    #[case::core_has_no_other_version("", &["v2"], None, None, None)]
+    #[case::exact_other_version("example.com", &["v2"], Some("Exact"), Some(&["v1", "v2"][..]), None)]
+    #[case::equivalent_served_version("example.com", &["v2"], None, Some(&["v1", "v2"][..]), Some(Severity::Blocking))]
+    #[case::equivalent_unserved_version("example.com", &["v3"], None, Some(&["v1", "v2"][..]), None)]
+    #[case::equivalent_unknown_versions("apps.example.com", &["v2"], None, None, Some(Severity::Advisory))]
+    fn api_versions_as_the_api_server_matches_them(
+        #[case] group: &str,
+        #[case] versions: &[&str],
+        #[case] policy: Option<&str>,
+        #[case] crd_versions: Option<&[&str]>,
+        #[case] expected: Option<Severity>,
+    ) {
+        let mut facts = fixtures::facts("team-a")
+            .with_content(group, "widgets", &[("w", &[])])
+            .with_webhook(
+                "guard",
+                &["DELETE"],
+                &["widgets"],
+                ("sec", "hook"),
+                BackendState::default(),
+            )
+            .build();
+        tweak(&mut facts, |w| {
+            let rule = &mut w.rules.as_mut().unwrap()[0];
+            rule.api_groups = Some(vec![group.into()]);
+            rule.api_versions = Some(versions.iter().map(|v| v.to_string()).collect());
+            w.match_policy = policy.map(String::from);
+        });
+        if let Some(served) = crd_versions {
+            Arc::get_mut(&mut facts.cluster)
+                .unwrap()
+                .crds
+                .push(crd(group, "widgets", served));
+        }
+        let found = backend_unavailable(&facts, GRACE);
+        assert_eq!(found.first().map(|f| f.severity), expected, "{found:?}");
+        if expected == Some(Severity::Advisory) {
+            assert!(
+                found[0]
+                    .evidence
+                    .iter()
+                    .any(|e| e.contains("matchPolicy Equivalent")),
+                "{:?}",
+                found[0].evidence
+            );
+        }
+    }
+
+    #[rstest]
+    #[case::backend_down(false)]
+    #[case::backend_here(true)]
+    fn match_conditions_make_a_webhook_one_that_may_intercept(#[case] here: bool) {
+        let svc_ns = if here { "team-a" } else { "sec" };
+        let mut facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .with_webhook(
+                "guard",
+                &["DELETE"],
+                &["configmaps"],
+                (svc_ns, "hook"),
+                BackendState::default(),
+            )
+            .build();
+        tweak(&mut facts, |w| {
+            w.match_conditions = Some(vec![MatchCondition {
+                name: "not-break-glass".into(),
+                expression: "true".into(),
+            }]);
+        });
+        let found = if here {
+            hosts_backend(&facts)
+        } else {
+            backend_unavailable(&facts, GRACE)
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Advisory);
+        assert!(
+            found[0]
+                .evidence
+                .iter()
+                .any(|e| e.contains("1 matchConditions, which nsguard does not evaluate")),
+            "{:?}",
+            found[0].evidence
+        );
+    }
+
+    // Now is 12:00:00; the grace is 30s.
+    #[rstest]
+    #[case::just_emptied(true, Some("11:59:50"), Some(Severity::Advisory))]
+    #[case::empty_past_the_grace(true, Some("11:55:00"), Some(Severity::Blocking))]
+    #[case::empty_since_unknown(true, None, Some(Severity::Blocking))]
+    #[case::missing_service_blocks_at_once(false, Some("11:59:50"), Some(Severity::Blocking))]
+    fn an_empty_backend_blocks_only_after_the_grace(
+        #[case] exists: bool,
+        #[case] since: Option<&str>,
+        #[case] expected: Option<Severity>,
+    ) {
+        let backend = BackendState {
+            exists,
+            unreachable_since: since.map(|t| format!("2026-11-22T{t}Z").parse().unwrap()),
+            ..Default::default()
+        };
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .with_webhook(
+                "guard",
+                &["DELETE"],
+                &["configmaps"],
+                ("sec", "hook"),
+                backend,
+            )
+            .build();
+        let found = backend_unavailable(&facts, GRACE);
+        assert_eq!(found.first().map(|f| f.severity), expected, "{found:?}");
+        if expected == Some(Severity::Advisory) {
+            assert!(
+                found[0].summary.contains("blocks after 30s"),
+                "{}",
+                found[0].summary
+            );
+            assert!(
+                found[0]
+                    .evidence
+                    .iter()
+                    .any(|e| e.contains("since 2026-11-22T11:59:50Z (10s ago)")),
+                "{:?}",
+                found[0].evidence
+            );
+        }
     }
 }

@@ -31,8 +31,8 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::{
-    BackendState, ClusterFacts, Content, Discovery, ListFailure, NamespaceFacts, ObjectFacts, Rbac,
-    ResourceType, ServiceKey,
+    BackendState, ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts,
+    ObjectFacts, Rbac, ResourceType, ServiceKey,
 };
 
 /// Page size for metadata lists, as kubectl and the controllers use.
@@ -86,6 +86,9 @@ pub struct Gatherer {
     stores: Stores,
     generation: Arc<AtomicU64>,
     snapshot: Arc<Mutex<Option<Snapshot>>>,
+    /// When this process first saw each backend Service without ready endpoints; an entry
+    /// goes when the backend is reachable again.
+    unreachable_seen: Arc<Mutex<BTreeMap<ServiceKey, Timestamp>>>,
 }
 
 fn watch<K>(client: &Client, generation: &Arc<AtomicU64>) -> Store<K>
@@ -135,6 +138,7 @@ impl Gatherer {
             stores,
             generation,
             snapshot: Arc::new(Mutex::new(None)),
+            unreachable_seen: Arc::default(),
         }
     }
 
@@ -254,6 +258,11 @@ impl Gatherer {
         let keys = referenced_services(&facts);
         let services = s.services.state();
         let slices = s.slices.state();
+        let now = now();
+        let mut seen = self
+            .unreachable_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for key in keys {
             let service = services.iter().find(|svc| {
                 svc.metadata.namespace.as_deref() == Some(&key.namespace)
@@ -264,7 +273,7 @@ impl Gatherer {
                 .and_then(|svc| svc.spec.as_ref())
                 .and_then(|spec| spec.type_.as_deref())
                 == Some("ExternalName");
-            let ready_endpoints = slices
+            let own_slices: Vec<&EndpointSlice> = slices
                 .iter()
                 .filter(|sl| {
                     sl.metadata.namespace.as_deref() == Some(&key.namespace)
@@ -275,17 +284,31 @@ impl Gatherer {
                             .and_then(|l| l.get("kubernetes.io/service-name"))
                             == Some(&key.name)
                 })
+                .map(|sl| &**sl)
+                .collect();
+            let ready_endpoints = own_slices
+                .iter()
                 .flat_map(|sl| sl.endpoints.iter().flatten())
                 .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
                 .count();
-            facts.backends.insert(
-                key,
-                BackendState {
-                    exists,
-                    ready_endpoints,
-                    external,
-                },
-            );
+            let mut state = BackendState {
+                exists,
+                ready_endpoints,
+                external,
+                unreachable_since: None,
+            };
+            if state.reachable() || !exists {
+                seen.remove(&key);
+            } else {
+                let first_seen = *seen.entry(key.clone()).or_insert(now);
+                let created = service.and_then(|svc| svc.metadata.creation_timestamp.as_ref());
+                state.unreachable_since = Some(unreachable_since(
+                    first_seen,
+                    &own_slices,
+                    created.map(|t| t.0),
+                ));
+            }
+            facts.backends.insert(key, state);
         }
         facts
     }
@@ -354,8 +377,10 @@ impl Gatherer {
             .items)
     }
 
-    /// Lists what the namespace holds. Failures are facts (a `list-failure`), except a
-    /// deadline, which leaves the resource type unchecked (the second element).
+    /// Lists what the namespace holds. Failures the namespace controller would hit too are
+    /// facts (a `list-failure`), and so is nsguard's own 401/403 (an RBAC gap); a 404 means the
+    /// type is gone and is skipped; a deadline or an error of nsguard's own (transport, decode,
+    /// throttling) leaves the resource type unchecked (the second element).
     pub async fn namespace(
         &self,
         namespace: Namespace,
@@ -401,17 +426,18 @@ impl Gatherer {
                     facts.pods = pods;
                 }
                 Err(GatherError::Timeout(what)) => not_checked.push(what),
-                Err(GatherError::Api { source, .. }) => {
-                    let (code, message) = match &source {
-                        kube::Error::Api(status) => (Some(status.code), status.message.clone()),
-                        other => (None, other.to_string()),
-                    };
-                    facts.list_failures.push(ListFailure {
+                Err(GatherError::Api { what, source }) => match list_error(&source) {
+                    (ListErrorClass::Gone, ..) => {}
+                    (ListErrorClass::Own, code, message) => not_checked.push(match code {
+                        Some(code) => format!("{what}: HTTP {code}: {message}"),
+                        None => format!("{what}: {message}"),
+                    }),
+                    (_, code, message) => facts.list_failures.push(ListFailure {
                         resource,
                         code,
                         message,
-                    });
-                }
+                    }),
+                },
                 Err(GatherError::NotReady) => {}
             }
         }
@@ -508,6 +534,20 @@ fn object_facts_of<K: Resource>(o: &K) -> ObjectFacts {
     }
 }
 
+/// What a failed list means, with its status code and message. Only a status the API server
+/// answered with can be the namespace's trouble; an error without one (transport, TLS, decode,
+/// auth plumbing) is nsguard's own.
+fn list_error(source: &kube::Error) -> (ListErrorClass, Option<u16>, String) {
+    match source {
+        kube::Error::Api(status) => (
+            ListErrorClass::of(Some(status.code), &status.message),
+            Some(status.code),
+            status.message.clone(),
+        ),
+        other => (ListErrorClass::Own, None, other.to_string()),
+    }
+}
+
 /// Services that an APIService, a webhook or a CRD conversion webhook sends traffic to.
 pub fn referenced_services(facts: &ClusterFacts) -> BTreeSet<ServiceKey> {
     let mut keys = BTreeSet::new();
@@ -555,7 +595,128 @@ pub fn referenced_services(facts: &ClusterFacts) -> BTreeSet<ServiceKey> {
     keys
 }
 
+/// Since when a Service that exists has had no ready endpoints: the earlier of when this
+/// process first saw it so and the last write to its EndpointSlices (the endpointslice
+/// controller empties them when the last pod goes), or, without slices, the Service's creation.
+/// A later write to an empty slice only moves the time later, never past `first_seen`.
+fn unreachable_since(
+    first_seen: Timestamp,
+    slices: &[&EndpointSlice],
+    service_created: Option<Timestamp>,
+) -> Timestamp {
+    let last_write = if slices.is_empty() {
+        service_created
+    } else {
+        slices
+            .iter()
+            .flat_map(|sl| sl.metadata.managed_fields.iter().flatten())
+            .filter_map(|m| m.time.as_ref().map(|t| t.0))
+            .max()
+    };
+    last_write.map_or(first_seen, |t| t.min(first_seen))
+}
+
 /// The current time, as the checks compare ages against it.
 pub fn now() -> Timestamp {
     Timestamp::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use rstest::rstest;
+
+    fn at(t: &str) -> Timestamp {
+        format!("2026-11-22T{t}Z").parse().unwrap()
+    }
+
+    fn slice(writes: &[&str]) -> EndpointSlice {
+        let mut sl = EndpointSlice::default();
+        sl.metadata.managed_fields = Some(
+            writes
+                .iter()
+                .map(|t| ManagedFieldsEntry {
+                    time: Some(Time(at(t))),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        sl
+    }
+
+    #[rstest]
+    // Each string is one slice's managedFields times, comma-separated; nsguard first saw the
+    // backend empty at 11:58:00, the Service was created at 11:30:00.
+    #[case::emptied_before_nsguard_started(&["11:50:00,11:40:00"], "11:50:00")]
+    #[case::newest_write_over_all_slices(&["11:40:00", "11:52:00"], "11:52:00")]
+    #[case::never_later_than_first_seen(&["11:59:59"], "11:58:00")]
+    #[case::no_slices_since_the_service_was_created(&[], "11:30:00")]
+    fn since_when_a_backend_has_no_ready_endpoints(
+        #[case] writes: &[&str],
+        #[case] expected: &str,
+    ) {
+        let slices: Vec<EndpointSlice> = writes
+            .iter()
+            .map(|w| slice(&w.split(',').collect::<Vec<_>>()))
+            .collect();
+        let refs: Vec<&EndpointSlice> = slices.iter().collect();
+        assert_eq!(
+            unreachable_since(at("11:58:00"), &refs, Some(at("11:30:00"))),
+            at(expected)
+        );
+    }
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "Failure")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[rstest]
+    #[case::server_error(api(500, "etcdserver: request timed out"), ListErrorClass::Controller)]
+    #[case::aggregated_api_down(api(503, "service unavailable"), ListErrorClass::Controller)]
+    #[case::bad_gateway(api(502, "bad gateway"), ListErrorClass::Controller)]
+    #[case::gateway_timeout(api(504, "gateway timeout"), ListErrorClass::Controller)]
+    #[case::conversion(
+        api(
+            500,
+            "conversion webhook for example.com/v2, Kind=Widget failed: Post \"https://conv.team-a.svc:443/convert\": no endpoints available"
+        ),
+        ListErrorClass::Controller
+    )]
+    #[case::unauthorized(api(401, "Unauthorized"), ListErrorClass::NotAllowed)]
+    #[case::forbidden(
+        api(403, "widgets.example.com is forbidden"),
+        ListErrorClass::NotAllowed
+    )]
+    #[case::gone_since_discovery(
+        api(404, "the server could not find the requested resource"),
+        ListErrorClass::Gone
+    )]
+    #[case::throttled(api(429, "too many requests"), ListErrorClass::Own)]
+    #[case::continue_expired(
+        api(410, "the provided continue parameter is too old"),
+        ListErrorClass::Own
+    )]
+    #[case::not_implemented(api(501, "not implemented"), ListErrorClass::Own)]
+    #[case::transport(
+        kube::Error::Service(Box::new(std::io::Error::other(
+            "Too many open files (os error 24)"
+        ))),
+        ListErrorClass::Own
+    )]
+    #[case::decode(
+        kube::Error::SerdeError(serde_json::from_str::<u8>("x").unwrap_err()),
+        ListErrorClass::Own
+    )]
+    fn list_errors_by_whose_trouble_they_are(
+        #[case] error: kube::Error,
+        #[case] expected: ListErrorClass,
+    ) {
+        assert_eq!(list_error(&error).0, expected);
+    }
 }

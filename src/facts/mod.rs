@@ -82,6 +82,10 @@ pub struct BackendState {
     /// An `ExternalName` Service: the API server dials the name it points to and never looks
     /// at endpoints.
     pub external: bool,
+    /// For a Service that exists but has no ready endpoints: since when, as far as nsguard can
+    /// tell (the earlier of when this process first saw it so, and the endpointslice
+    /// controller's last write to its slices). `None`: reachable, missing, or unknown.
+    pub unreachable_since: Option<Timestamp>,
 }
 
 impl BackendState {
@@ -123,6 +127,45 @@ pub struct ListFailure {
     pub code: Option<u16>,
     /// The error message.
     pub message: String,
+}
+
+impl ListFailure {
+    /// What this failure means for the deletion.
+    pub fn class(&self) -> ListErrorClass {
+        ListErrorClass::of(self.code, &self.message)
+    }
+}
+
+/// What a failed list means for the deletion. Only errors the namespace controller would hit
+/// too are evidence; nsguard's own trouble is "not checked".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListErrorClass {
+    /// The controller would fail the same way: HTTP 500, 502, 503 or 504 (an aggregated API
+    /// that is down answers 503 in plain text), or a conversion webhook failure.
+    Controller,
+    /// 401 or 403: nsguard's own identity may not list it; an RBAC gap, checked by nobody.
+    NotAllowed,
+    /// 404: the type went away since discovery; there is nothing to delete.
+    Gone,
+    /// Anything else (429, 410, 406, other statuses; timeouts, transport and decode errors,
+    /// which carry no status): nsguard's own trouble, not the namespace's.
+    Own,
+}
+
+impl ListErrorClass {
+    /// The class of an error the API server answered with `code` and `message`; `code` is
+    /// `None` when there was no answer.
+    pub fn of(code: Option<u16>, message: &str) -> Self {
+        if message.contains("conversion webhook") {
+            return Self::Controller;
+        }
+        match code {
+            Some(500 | 502 | 503 | 504) => Self::Controller,
+            Some(401 | 403) => Self::NotAllowed,
+            Some(404) => Self::Gone,
+            _ => Self::Own,
+        }
+    }
 }
 
 /// Facts about one namespace, listed at the time of the preflight.
