@@ -69,6 +69,19 @@ pub async fn create_namespace_with(
     name
 }
 
+/// Waits until the namespace's `default` ServiceAccount exists: the controller-manager's
+/// serviceaccount controller creates it moments after the namespace, and the ServiceAccount
+/// admission plugin refuses pods until then, as in any cluster.
+pub async fn wait_default_service_account(client: &Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("the default ServiceAccount of {ns}"),
+        Duration::from_secs(60),
+        || async { Ok(api.get_opt("default").await?.map(|_| ())) },
+    )
+    .await
+}
+
 /// Polls `check` every 250 ms until it returns `Some`, or fails after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

@@ -59,13 +59,18 @@ impl Nsguard {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port().unwrap();
         let admin_port = free_port().unwrap();
+        // As installed: nsguard's own ServiceAccount with the manifests' RBAC (so API Priority
+        // and Fairness applies to it too), not the admin.
+        let kubeconfig = cluster
+            .nsguard_kubeconfig()
+            .expect("nsguard's ServiceAccount kubeconfig");
         let child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
             .arg("serve")
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
             .arg(format!("--tls-cert={}", cert.display()))
             .arg(format!("--tls-key={}", key.display()))
-            .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg("--shutdown-delay=0s")
             .args(args)
             .stdout(Stdio::null())

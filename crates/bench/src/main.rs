@@ -109,6 +109,8 @@ impl Nsguard {
         std::fs::write(dir.join("tls.key"), &pair.key_pem)?;
         let (port, admin) = (free_port()?, free_port()?);
         let log = dir.join("nsguard.log");
+        // As installed: nsguard's own ServiceAccount with the manifests' RBAC.
+        let kubeconfig = cluster.nsguard_kubeconfig()?;
         let child = Command::new(bin)
             .arg("serve")
             .arg("--mode=enforce")
@@ -116,7 +118,7 @@ impl Nsguard {
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .arg(format!("--tls-cert={}", dir.join("tls.crt").display()))
             .arg(format!("--tls-key={}", dir.join("tls.key").display()))
-            .arg(format!("--kubeconfig={}", cluster.kubeconfig().display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg("--shutdown-delay=0s")
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;

@@ -1,6 +1,6 @@
 //! A stand-in for the workloads a namespace hosts: an aggregated API server, an admission
 //! webhook and a CRD conversion webhook, all served by one HTTPS server in the test process.
-//! The local control plane has no kubelet and no kube-proxy, so the API server reaches it
+//! The local control plane's kubelet runs no containers and there is no kube-proxy, so the API server reaches it
 //! through an `ExternalName` Service pointing at `localhost`: the API server resolves such a
 //! Service for APIServices, webhooks and conversion alike, and stops reaching it the moment
 //! the Service is deleted, which is exactly what happens when its namespace is deleted.

@@ -105,6 +105,8 @@ impl Demo {
         }
         let ca_bundle = String::from_utf8(out.stdout)?.trim().to_string();
 
+        // nsguard runs as installed: its own ServiceAccount with the manifests' RBAC.
+        let nsguard_kubeconfig = cluster.nsguard_kubeconfig()?;
         let mut nsguards = Vec::new();
         let mut logs = Vec::new();
         for (mode, selector) in [
@@ -122,7 +124,7 @@ impl Demo {
                 format!("--admin-listen=127.0.0.1:{admin}"),
                 format!("--tls-cert={}", certs.join("tls.crt").display()),
                 format!("--tls-key={}", certs.join("tls.key").display()),
-                format!("--kubeconfig={}", cluster.kubeconfig().display()),
+                format!("--kubeconfig={}", nsguard_kubeconfig.display()),
                 "--shutdown-delay=0s".into(),
             ];
             let name = format!("nsguard-{mode}");

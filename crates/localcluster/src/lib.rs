@@ -1,5 +1,8 @@
 //! A real control plane on loopback: etcd, kube-apiserver and kube-controller-manager, built
-//! from upstream Go modules by `tests/controlplane/build.sh`.
+//! from upstream Go modules by `tests/controlplane/build.sh`, shaped like a production cluster
+//! made with kubeadm: every controller runs, the default admission plugins are on, one Node
+//! has a (fake) kubelet that runs pods to Ready, and the usual RBAC is there, including a
+//! GitOps controller's ServiceAccount bound to `cluster-admin` with its pod Ready.
 //!
 //! Used by nsguard's end-to-end tests and by `make run` alike. Every port is a free loopback
 //! port, every certificate is made here with rcgen, and every process started here is stopped
@@ -8,6 +11,7 @@
 
 pub mod backend;
 pub mod demo;
+mod kubelet;
 mod process;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -22,6 +26,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use nsguard::certs::{self, Ca};
 
+use kubelet::Kubelet;
+pub use kubelet::NODE_NAME;
 use process::Process;
 
 /// How long any one start-up step may take before the start fails with the process logs.
@@ -35,6 +41,8 @@ pub struct LocalCluster {
     server: String,
     ca: Ca,
     processes: Vec<Process>,
+    kubelet: Option<Kubelet>,
+    nsguard_kubeconfig: std::sync::Mutex<Option<PathBuf>>,
     keep_dir: bool,
 }
 
@@ -62,8 +70,10 @@ impl LocalCluster {
         Ok(PathBuf::from(last))
     }
 
-    /// Starts etcd, kube-apiserver and kube-controller-manager with their state and logs in
-    /// `dir` (emptied first), and returns once a namespace can be created and deleted.
+    /// Starts etcd, kube-apiserver, kube-controller-manager and the fake kubelet with their
+    /// state and logs in `dir` (emptied first), applies the RBAC and the GitOps controller every
+    /// cluster carries, and returns once a namespace can be created and deleted and the GitOps
+    /// controller's pod is Ready.
     pub async fn start(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         if dir.exists() {
@@ -90,11 +100,15 @@ impl LocalCluster {
             bin_dir,
             ca,
             processes: Vec::new(),
+            kubelet: None,
+            nsguard_kubeconfig: std::sync::Mutex::new(None),
             keep_dir: false,
         };
         let started = Instant::now();
         cluster.start_etcd_and_apiserver().await?;
         cluster.start_controller_manager().await?;
+        cluster.kubelet = Some(Kubelet::start(cluster.kubeconfig.clone()).await?);
+        cluster.apply_common_world().await?;
         tracing::info!(
             dir = %cluster.dir.display(),
             server = %cluster.server,
@@ -116,6 +130,14 @@ impl LocalCluster {
             .ca
             .issue_client("localcluster-admin", &["system:masters"], 7)?;
         write_pair(&pki, "admin", &admin)?;
+        // kubeadm's identity for the controller-manager, bound by the API server's bootstrap
+        // RBAC to system:kube-controller-manager.
+        let kcm = self
+            .ca
+            .issue_client("system:kube-controller-manager", &[], 7)?;
+        write_pair(&pki, "controller-manager", &kcm)?;
+        // The controller-manager's csrsigning controller signs with the cluster CA.
+        certs::write_file(&pki.join("ca.key"), &self.ca.pair().key_pem, true)?;
         let (sa_key, sa_pub) = certs::signing_key()?;
         certs::write_file(&pki.join("sa.key"), &sa_key, true)?;
         certs::write_file(&pki.join("sa.pub"), &sa_pub, false)?;
@@ -168,16 +190,22 @@ impl LocalCluster {
                 format!("--service-account-key-file={}", p("sa.pub")),
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--authorization-mode=RBAC".into(),
-                // No service-account controllers run, so pods would be refused without this.
-                "--disable-admission-plugins=ServiceAccount".into(),
+                // As kubeadm: the Node authorizer and NodeRestriction on top of the default
+                // admission plugins (ServiceAccount, PodSecurity, ResourceQuota, ...).
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
             ],
             &self.dir,
         )?;
         self.processes.push(apiserver);
-        self.write_kubeconfig(&pki)?;
+        self.write_kubeconfig(&self.kubeconfig, &pki, "admin")?;
+        self.write_kubeconfig(
+            &self.dir.join("controller-manager.kubeconfig"),
+            &pki,
+            "controller-manager",
+        )?;
 
         let kubeconfig = self.kubeconfig.clone();
         self.wait_for("kube-apiserver /readyz", || async {
@@ -194,14 +222,25 @@ impl LocalCluster {
     }
 
     async fn start_controller_manager(&mut self) -> Result<()> {
+        let pki = self.dir.join("pki");
+        let p = |name: &str| pki.join(name).display().to_string();
         let kcm = Process::spawn(
             "kube-controller-manager",
             &self.bin_dir.join("kube-controller-manager"),
             &[
-                format!("--kubeconfig={}", self.kubeconfig.display()),
-                "--controllers=namespace,garbagecollector".into(),
+                format!(
+                    "--kubeconfig={}",
+                    self.dir.join("controller-manager.kubeconfig").display()
+                ),
+                // As kubeadm: every controller on by default, plus the bootstrap-token ones;
+                // those needing a cloud provider stay off.
+                "--controllers=*,bootstrapsigner,tokencleaner".into(),
                 "--leader-elect=false".into(),
-                "--use-service-account-credentials=false".into(),
+                "--use-service-account-credentials=true".into(),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                format!("--cluster-signing-cert-file={}", p("ca.crt")),
+                format!("--cluster-signing-key-file={}", p("ca.key")),
                 "--secure-port=0".into(),
                 // The informer resync: bounds how long a namespace that was stuck waits
                 // after its cause is gone.
@@ -260,27 +299,119 @@ impl LocalCluster {
         }
     }
 
-    fn write_kubeconfig(&self, pki: &Path) -> Result<()> {
+    /// A kubeconfig at `path` for the client pair `<pki>/<pair>.{crt,key}`.
+    fn write_kubeconfig(&self, path: &Path, pki: &Path, pair: &str) -> Result<()> {
+        self.write_kubeconfig_for(
+            path,
+            pair,
+            serde_json::json!({
+                "client-certificate": pki.join(format!("{pair}.crt")),
+                "client-key": pki.join(format!("{pair}.key")),
+            }),
+        )
+    }
+
+    fn write_kubeconfig_for(&self, path: &Path, user: &str, auth: serde_json::Value) -> Result<()> {
         let config = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "localcluster", "cluster": {
                 "server": self.server,
-                "certificate-authority": pki.join("ca.crt"),
+                "certificate-authority": self.dir.join("pki").join("ca.crt"),
             }}],
-            "users": [{"name": "admin", "user": {
-                "client-certificate": pki.join("admin.crt"),
-                "client-key": pki.join("admin.key"),
-            }}],
-            "contexts": [{"name": "localcluster", "context": {"cluster": "localcluster", "user": "admin"}}],
+            "users": [{"name": user, "user": auth}],
+            "contexts": [{"name": "localcluster", "context": {"cluster": "localcluster", "user": user}}],
             "current-context": "localcluster",
         });
-        certs::write_file(
-            &self.kubeconfig,
-            &serde_json::to_string_pretty(&config)?,
-            true,
-        )?;
+        certs::write_file(path, &serde_json::to_string_pretty(&config)?, true)?;
         Ok(())
+    }
+
+    /// What every cluster carries besides the control plane: kubeadm's binding of the
+    /// `kubeadm:cluster-admins` group, and a GitOps controller (Argo CD's application
+    /// controller) whose ServiceAccount is bound to `cluster-admin` and whose pod runs.
+    async fn apply_common_world(&mut self) -> Result<()> {
+        self.apply(COMMON_WORLD)?;
+        let client = self.client().await?;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, GITOPS_NAMESPACE);
+        self.wait_for("the GitOps controller's pod to be Ready", || async {
+            let list = pods
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels(&format!("app.kubernetes.io/name={GITOPS_SERVICE_ACCOUNT}")),
+                )
+                .await?;
+            Ok(list.items.iter().any(pod_is_ready))
+        })
+        .await
+    }
+
+    /// Makes the node NotReady (its kubelet stops heartbeats, writes Ready=False and leaves
+    /// its pods alone, Terminating ones included) or Ready again; returns once the Node's
+    /// status says so. The controller-manager then taints it `node.kubernetes.io/not-ready`
+    /// (or lifts the taint), as in any cluster. Its pods keep the status they had: the
+    /// controller-manager marks them NotReady (and the node Unknown) only once the node's
+    /// Lease has expired, after `--node-monitor-grace-period` (50 s).
+    pub async fn set_node_ready(&self, ready: bool) -> Result<()> {
+        self.kubelet
+            .as_ref()
+            .context("this cluster has no kubelet")?
+            .set_ready(ready)
+            .await
+    }
+
+    /// The name of the one Node, whose kubelet runs every pod.
+    pub fn node_name(&self) -> &'static str {
+        NODE_NAME
+    }
+
+    /// A kubeconfig for ServiceAccount `name` of namespace `namespace` (which must exist),
+    /// with a 48-hour token from the TokenRequest API, same server and CA as the admin's;
+    /// written to `<dir>/kubeconfig-<namespace>-<name>`.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let out = self
+            .kubectl()
+            .args(["create", "token", name, "-n", namespace, "--duration=48h"])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl create token {name} -n {namespace}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let token = String::from_utf8(out.stdout)?.trim().to_string();
+        let path = self.dir.join(format!("kubeconfig-{namespace}-{name}"));
+        self.write_kubeconfig_for(
+            &path,
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            serde_json::json!({ "token": token }),
+        )?;
+        Ok(path)
+    }
+
+    /// nsguard's own identity, as installed: applies `manifests/base/namespace.yaml` and
+    /// `manifests/base/rbac.yaml` (namespace `nsguard-system`, ServiceAccount `nsguard`,
+    /// ClusterRole and ClusterRoleBinding `nsguard`) and returns a kubeconfig for that
+    /// ServiceAccount. The first call does the work; later calls return the same file.
+    pub fn nsguard_kubeconfig(&self) -> Result<PathBuf> {
+        let mut cached = self
+            .nsguard_kubeconfig
+            .lock()
+            .map_err(|_| anyhow::anyhow!("nsguard kubeconfig lock poisoned"))?;
+        if let Some(path) = cached.as_ref() {
+            return Ok(path.clone());
+        }
+        let manifests = workspace_root().join("manifests/base");
+        for file in ["namespace.yaml", "rbac.yaml"] {
+            let path = manifests.join(file);
+            let yaml = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            self.apply(&yaml)
+                .with_context(|| format!("applying {}", path.display()))?;
+        }
+        let path = self.service_account_kubeconfig("nsguard-system", "nsguard")?;
+        *cached = Some(path.clone());
+        Ok(path)
     }
 
     /// A client for the admin user (`system:masters`). Make one per tokio runtime: a kube
@@ -344,8 +475,9 @@ impl LocalCluster {
         self.keep_dir = true;
     }
 
-    /// Stops every process this cluster started, controller-manager first.
+    /// Stops the kubelet, then every process this cluster started, controller-manager first.
     pub fn stop(&mut self) {
+        self.kubelet = None;
         while let Some(mut p) = self.processes.pop() {
             p.stop(Duration::from_secs(10));
         }
@@ -370,6 +502,68 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
+}
+
+/// The namespace of the GitOps controller every test world has.
+pub const GITOPS_NAMESPACE: &str = "argocd";
+/// Its ServiceAccount, bound to `cluster-admin` (also the `app.kubernetes.io/name` of its pod).
+pub const GITOPS_SERVICE_ACCOUNT: &str = "argocd-application-controller";
+
+const COMMON_WORLD: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubeadm:cluster-admins
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "kubeadm:cluster-admins"}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: argocd
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: argocd-application-controller
+  namespace: argocd
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: argocd-application-controller
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {kind: ServiceAccount, name: argocd-application-controller, namespace: argocd}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: argocd-application-controller
+  namespace: argocd
+  labels: {app.kubernetes.io/name: argocd-application-controller, app.kubernetes.io/part-of: argocd}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app.kubernetes.io/name: argocd-application-controller}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: argocd-application-controller, app.kubernetes.io/part-of: argocd}
+    spec:
+      serviceAccountName: argocd-application-controller
+      containers:
+      - name: application-controller
+        image: quay.io/argoproj/argocd:v3.1.0
+        args: [argocd-application-controller]
+"#;
+
+/// Whether the pod's Ready condition is True.
+pub fn pod_is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
 }
 
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
