@@ -195,7 +195,7 @@ spec:
                 &cluster,
                 &["delete", "namespace", "demo-stuck", "--dry-run=server"],
             )
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("finalizer-owner-missing"))
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("finalizer-controller"))
         })?;
 
         let patch = |ns: &str| {
@@ -207,12 +207,12 @@ spec:
             Step {
                 title: "A denial: demo-stuck holds a custom resource whose finalizer no controller will remove",
                 command: "kubectl delete namespace demo-stuck".into(),
-                expect: Expect::Denied("finalizer-owner-missing"),
+                expect: Expect::Denied("finalizer-controller"),
             },
             Step {
                 title: "A server dry run: the same answer, nothing changes",
                 command: "kubectl delete namespace demo-stuck --dry-run=server".into(),
-                expect: Expect::Denied("finalizer-owner-missing"),
+                expect: Expect::Denied("finalizer-controller"),
             },
             Step {
                 title: "demo-apiserver serves an aggregated API: deleting it would make every namespace deletion hang",
@@ -232,7 +232,7 @@ spec:
             Step {
                 title: "Warn mode (demo-warn is labelled nsguard.io/mode=warn): allowed, with warnings",
                 command: "kubectl delete namespace demo-warn --wait=false".into(),
-                expect: Expect::Warned("finalizer-owner-missing"),
+                expect: Expect::Warned("finalizer-controller"),
             },
             Step {
                 title: "...and it really hangs, as warned; diagnose says why and how to fix it",
