@@ -18,6 +18,8 @@ pub struct Nsguard {
     child: Child,
     cluster: &'static LocalCluster,
     admin_port: u16,
+    /// The HTTPS port serving `/validate`.
+    pub port: u16,
     /// The value of [`GUARD_LABEL`] this instance handles.
     pub id: String,
     config_name: String,
@@ -82,6 +84,7 @@ impl Nsguard {
             child,
             cluster,
             admin_port,
+            port,
             config_name: format!("nsguard-e2e-{id}"),
             id,
             _dir: dir,

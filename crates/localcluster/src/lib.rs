@@ -141,6 +141,7 @@ impl LocalCluster {
         let (sa_key, sa_pub) = certs::signing_key()?;
         certs::write_file(&pki.join("sa.key"), &sa_key, true)?;
         certs::write_file(&pki.join("sa.pub"), &sa_pub, false)?;
+        certs::write_file(&pki.join("audit-policy.yaml"), AUDIT_POLICY, false)?;
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -196,6 +197,12 @@ impl LocalCluster {
                 "--enable-admission-plugins=NodeRestriction".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
+                // What nsguard's ServiceAccount asks and receives, bodies and all: the proof
+                // that it never reads what metadata suffices for (e2e_manifests).
+                format!("--audit-policy-file={}", p("audit-policy.yaml")),
+                format!("--audit-log-path={}", self.audit_log().display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxbackup=1".into(),
             ],
             &self.dir,
         )?;
@@ -455,6 +462,12 @@ impl LocalCluster {
         &self.bin_dir
     }
 
+    /// The API server's audit log (JSON lines): every request nsguard's ServiceAccount
+    /// makes, with the response body.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
     /// The directory holding state and the processes' logs (`<name>.log`).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -565,6 +578,16 @@ pub fn pod_is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "True")
 }
+
+/// Records nsguard's requests with request and response bodies, nothing else.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: RequestResponse
+  users: ["system:serviceaccount:nsguard-system:nsguard"]
+- level: None
+"#;
 
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
 
