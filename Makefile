@@ -8,8 +8,10 @@ CONTROLPLANE := tests/controlplane/build.sh
 TEST_THREADS ?= 2
 # Decisions per measurement in `make bench`.
 BENCH_DECISIONS ?= 200
+# Generated and mutated AdmissionReviews in `make fuzz` (`make test` runs 2000).
+CASES ?= 100000
 
-.PHONY: controlplane build test lint run cluster bench
+.PHONY: controlplane build test lint run cluster bench fuzz
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -27,6 +29,10 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+## fuzz: CASES generated and mutated AdmissionReviews through the webhook router, in release mode; prints `fuzz: N cases, 0 panics`
+fuzz:
+	NSGUARD_FUZZ_CASES=$(CASES) cargo test --release --test fuzz -- --nocapture
 
 ## run: a local control plane with nsguard in enforce mode and a demo; prints the commands to try (Ctrl-C stops everything)
 run:
