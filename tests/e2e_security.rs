@@ -192,3 +192,52 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     assert!(calls(&events) > before);
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_decision_line_carries_its_own_uid_and_namespace() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        names.push(create_namespace_with(&client, "concurrent", &guard.labels(), &[]).await);
+    }
+    let before = guard.reviews();
+    // Six reviews at once: the executor interleaves them.
+    let threads: Vec<_> = names
+        .iter()
+        .map(|ns| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                let _ = kubectl(
+                    cluster,
+                    &["delete", "namespace", &ns, "--dry-run=server"],
+                    None,
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    eventually("six reviews", Duration::from_secs(30), || async {
+        Ok((guard.reviews() >= before + 6).then_some(()))
+    })
+    .await;
+    let log = guard.log();
+    let decisions: Vec<&str> = log.lines().filter(|l| l.contains("Decision")).collect();
+    for ns in &names {
+        let lines: Vec<&&str> = decisions
+            .iter()
+            .filter(|l| l.contains(&format!("namespace={ns}")))
+            .collect();
+        assert!(!lines.is_empty(), "no decision line for {ns}:\n{log}");
+        for l in lines {
+            assert_eq!(l.matches("uid=").count(), 1, "{l}");
+            assert_eq!(l.matches("namespace=").count(), 1, "{l}");
+        }
+    }
+    for ns in &names {
+        kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
+    }
+}

@@ -131,6 +131,11 @@ impl Nsguard {
         guard
     }
 
+    /// What nsguard has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("nsguard.log")).unwrap_or_default()
+    }
+
     /// The metrics text.
     pub fn metrics(&self) -> String {
         http_get(self.admin_port, "/metrics")
