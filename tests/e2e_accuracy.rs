@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use localcluster::{LocalCluster, random_suffix};
 use support::nsguard::Nsguard;
 use support::operator::{Operator, run_operator, wait_ready};
@@ -40,6 +38,16 @@ async fn twins(guard: &Nsguard, group: &str, prefix: &str) -> (String, String) {
     (bare, guarded)
 }
 
+/// The last resort, once nothing will ever remove the finalizers: strip them by hand from
+/// both twins' gadgets.
+fn strip_both(cluster: &LocalCluster, group: &str, namespaces: [&String; 2]) {
+    for ns in namespaces {
+        for g in ["g1", "g2"] {
+            clear_finalizers(cluster, &format!("gadgets.{group}"), g, ns);
+        }
+    }
+}
+
 /// Deletes `ns` without nsguard and waits until the namespace controller says it is stuck on
 /// `finalizer`.
 async fn hangs(cluster: &LocalCluster, client: &kube::Client, ns: &str, finalizer: &str) {
@@ -49,42 +57,6 @@ async fn hangs(cluster: &LocalCluster, client: &kube::Client, ns: &str, finalize
         c.message.as_deref().unwrap_or_default().contains(finalizer),
         "{c:?}"
     );
-}
-
-/// Polls a server dry run until nsguard denies with `check`, then deletes for real and returns
-/// what kubectl printed.
-async fn denied(cluster: &LocalCluster, ns: &str, check: &str) -> String {
-    let dry = ["delete", "namespace", ns, "--dry-run=server"];
-    eventually(
-        &format!("a server dry run of deleting {ns} to be denied by {check}"),
-        Duration::from_secs(30),
-        || async {
-            let out = kubectl_output(cluster, &dry, None)?;
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            Ok((!out.status.success() && err.contains(check)).then_some(()))
-        },
-    )
-    .await;
-    let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "deletion of {ns} was not denied");
-    assert!(err.contains("Error from server (Forbidden)"), "{err}");
-    err
-}
-
-/// Deletes `ns` once nsguard allows it, then waits until it is gone.
-async fn allowed_and_gone(cluster: &LocalCluster, client: &kube::Client, ns: &str) -> String {
-    let out = eventually(
-        &format!("the deletion of {ns} to be allowed"),
-        Duration::from_secs(60),
-        || async {
-            let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None)?;
-            Ok(out.status.success().then_some(out))
-        },
-    )
-    .await;
-    wait_gone(client, ns).await;
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,12 +79,7 @@ async fn an_uninstalled_operator_whose_rbac_was_left_behind_is_no_controller() {
         "{err}"
     );
 
-    // Nothing will ever remove it: the last resort, then both finish.
-    for ns in [&bare, &guarded] {
-        for g in ["g1", "g2"] {
-            clear_finalizers(cluster, &format!("gadgets.{group}"), g, ns);
-        }
-    }
+    strip_both(cluster, group, [&bare, &guarded]);
     wait_gone(&client, &bare).await;
     allowed_and_gone(cluster, &client, &guarded).await;
 }
@@ -136,11 +103,7 @@ async fn cluster_admin_bystanders_are_not_controllers() {
     let err = denied(cluster, &guarded, "finalizer-controller").await;
     assert!(err.contains("only wildcard grants"), "{err}");
 
-    for ns in [&bare, &guarded] {
-        for g in ["g1", "g2"] {
-            clear_finalizers(cluster, &format!("gadgets.{group}"), g, ns);
-        }
-    }
+    strip_both(cluster, group, [&bare, &guarded]);
     wait_gone(&client, &bare).await;
     allowed_and_gone(cluster, &client, &guarded).await;
 }

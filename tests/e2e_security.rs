@@ -13,6 +13,25 @@ use support::*;
 
 const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
 
+/// Makes the API server send nsguard a review of deleting `ns` (a server dry run, repeated
+/// until nsguard has counted one more review).
+async fn reviewed(cluster: &'static localcluster::LocalCluster, guard: &Nsguard, ns: &str) {
+    let before = guard.reviews();
+    eventually(
+        "nsguard to review the deletion",
+        Duration::from_secs(30),
+        || async {
+            let _ = kubectl(
+                cluster,
+                &["delete", "namespace", ns, "--dry-run=server"],
+                None,
+            );
+            Ok((guard.reviews() > before).then_some(()))
+        },
+    )
+    .await;
+}
+
 /// The audit log's events for nsguard's ServiceAccount.
 fn nsguard_audit(cluster: &localcluster::LocalCluster) -> Vec<Value> {
     let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
@@ -42,21 +61,8 @@ async fn nsguard_never_receives_a_secrets_data() {
         None,
     )
     .unwrap();
-    let before = guard.reviews();
     // The webhook's preflight and the CLI's, both as nsguard's ServiceAccount.
-    eventually(
-        "nsguard to review the deletion",
-        Duration::from_secs(30),
-        || async {
-            let _ = kubectl(
-                cluster,
-                &["delete", "namespace", &ns, "--dry-run=server"],
-                None,
-            );
-            Ok((guard.reviews() > before).then_some(()))
-        },
-    )
-    .await;
+    reviewed(cluster, &guard, &ns).await;
     let as_sa = cluster.nsguard_kubeconfig().unwrap();
     let out = nsguard_cli(&as_sa, &["check", &ns, "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -157,20 +163,7 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     // Wait for anything nsguard might still do (Events are written in the background) to
     // reach the audit log: a real review afterwards is the marker.
     let ns = create_namespace_with(&client, "marker", &guard.labels(), &[]).await;
-    let reviewed = guard.reviews();
-    eventually(
-        "a real review after the forged ones",
-        Duration::from_secs(30),
-        || async {
-            let _ = kubectl(
-                cluster,
-                &["delete", "namespace", &ns, "--dry-run=server"],
-                None,
-            );
-            Ok((guard.reviews() > reviewed).then_some(()))
-        },
-    )
-    .await;
+    reviewed(cluster, &guard, &ns).await;
     let events = nsguard_audit(cluster);
     let forged_calls = events
         .iter()

@@ -322,3 +322,42 @@ subjects:
     );
     kubectl(cluster, &["apply", "-f", "-"], Some(&yaml)).unwrap();
 }
+
+/// Polls a server dry run until nsguard denies with `check` (its watches may lag the setup by
+/// a moment, and a real deletion let through would start the namespace terminating), then
+/// deletes for real and returns the denial kubectl printed.
+pub async fn denied(cluster: &LocalCluster, ns: &str, check: &str) -> String {
+    let dry = ["delete", "namespace", ns, "--dry-run=server"];
+    eventually(
+        &format!("a server dry run of deleting {ns} to be denied by {check}"),
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(cluster, &dry, None)?;
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            Ok((!out.status.success() && err.contains(check)).then_some(()))
+        },
+    )
+    .await;
+    let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "deletion of {ns} was not denied");
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+    assert!(err.contains(check), "{err}");
+    err
+}
+
+/// Deletes `ns` once nsguard allows it (its view may lag the fix), waits until it is gone,
+/// and returns what kubectl printed (warnings).
+pub async fn allowed_and_gone(cluster: &LocalCluster, client: &kube::Client, ns: &str) -> String {
+    let out = eventually(
+        &format!("the deletion of {ns} to be allowed"),
+        Duration::from_secs(60),
+        || async {
+            let out = kubectl_output(cluster, &["delete", "namespace", ns, "--wait=false"], None)?;
+            Ok(out.status.success().then_some(out))
+        },
+    )
+    .await;
+    wait_gone(client, ns).await;
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
