@@ -286,14 +286,15 @@ impl ClusterArgs {
 /// Runs `nsguard serve`.
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let provider = tls::provider();
+    let metrics = Arc::new(Metrics::default());
     let cert = Arc::new(
         tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider.clone())
-            .context("loading the serving certificate")?,
+            .context("loading the serving certificate")?
+            .with_expiry_gauge(metrics.certificate_expiry()),
     );
     cert.spawn_reloader(args.tls_reload_interval);
     let tls_config = tls::server_config(cert, provider)?;
     let engine = args.cluster.engine().await?;
-    let metrics = Arc::new(Metrics::default());
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
