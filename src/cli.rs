@@ -154,6 +154,9 @@ pub enum Output {
     Table,
     /// JSON (the report).
     Json,
+    /// `audit` only: one PolicyReport per namespace, as a List for `kubectl apply -f -`.
+    #[value(name = "policyreport")]
+    PolicyReport,
 }
 
 /// `-o table|json`.
@@ -168,6 +171,16 @@ pub struct Format {
         default_value = "table"
     )]
     pub output: Output,
+}
+
+impl Format {
+    /// Only `audit` prints PolicyReports: refuse before reading the cluster.
+    fn not_policyreport(&self, command: &str) -> Result<()> {
+        if self.output == Output::PolicyReport {
+            anyhow::bail!("{command}: -o policyreport is for audit; use -o table or -o json");
+        }
+        Ok(())
+    }
 }
 
 /// `nsguard check NS` and `nsguard diagnose NS`.
@@ -192,6 +205,14 @@ pub struct AuditArgs {
     /// Output format.
     #[command(flatten)]
     pub format: Format,
+    /// With `-o policyreport`: the report API to print.
+    #[arg(
+        long,
+        env = "NSGUARD_POLICYREPORT_API",
+        value_enum,
+        default_value = "openreports.io/v1alpha1"
+    )]
+    pub policyreport_api: crate::policyreport::ReportApi,
     /// Namespaces checked at once.
     #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -286,14 +307,15 @@ impl ClusterArgs {
 /// Runs `nsguard serve`.
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let provider = tls::provider();
+    let metrics = Arc::new(Metrics::default());
     let cert = Arc::new(
         tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider.clone())
-            .context("loading the serving certificate")?,
+            .context("loading the serving certificate")?
+            .with_expiry_gauge(metrics.certificate_expiry()),
     );
     cert.spawn_reloader(args.tls_reload_interval);
     let tls_config = tls::server_config(cert, provider)?;
     let engine = args.cluster.engine().await?;
-    let metrics = Arc::new(Metrics::default());
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
@@ -381,6 +403,7 @@ async fn read_namespace(engine: &Engine, name: &str, deadline: Instant) -> Resul
 
 /// Runs `nsguard check`; returns the exit code.
 pub async fn check(args: NamespaceArgs) -> Result<i32> {
+    args.format.not_policyreport("check")?;
     let engine = synced_engine(&args.cluster).await?;
     let deadline = Instant::now() + args.cluster.check_timeout;
     let ns = read_namespace(&engine, &args.namespace, deadline).await?;
@@ -388,6 +411,7 @@ pub async fn check(args: NamespaceArgs) -> Result<i32> {
     let report = engine.preflight(ns, deadline).await;
     match args.format.output {
         Output::Table => print!("{}", crate::render::table(&report)),
+        Output::PolicyReport => args.format.not_policyreport("check")?,
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&CheckOutput {
@@ -403,6 +427,7 @@ pub async fn check(args: NamespaceArgs) -> Result<i32> {
 
 /// Runs `nsguard diagnose`; returns the exit code.
 pub async fn diagnose(args: NamespaceArgs) -> Result<i32> {
+    args.format.not_policyreport("diagnose")?;
     let engine = synced_engine(&args.cluster).await?;
     let deadline = Instant::now() + args.cluster.check_timeout;
     let ns = read_namespace(&engine, &args.namespace, deadline).await?;
@@ -412,6 +437,7 @@ pub async fn diagnose(args: NamespaceArgs) -> Result<i32> {
     match args.format.output {
         Output::Table => print!("{}", crate::diagnose::render(&d)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+        Output::PolicyReport => args.format.not_policyreport("diagnose")?,
     }
     Ok(if d.blockers.is_empty() { 0 } else { 2 })
 }
@@ -484,6 +510,21 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
                 "namespaces": audited,
             }))?
         ),
+        Output::PolicyReport => {
+            // The API server refuses new objects in a Terminating namespace: those get no
+            // report (the table and JSON diagnose them).
+            let (terminating, live): (Vec<&Audited>, Vec<&Audited>) =
+                audited.iter().partition(|a| a.diagnosis.is_some());
+            for a in terminating {
+                eprintln!("nsguard: no report for {}: it is Terminating", a.namespace);
+            }
+            let list = crate::policyreport::list(
+                args.policyreport_api,
+                live.into_iter().map(|a| &a.report),
+                crate::policyreport::Timestamp::now(),
+            );
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
     }
     // Non-zero only for namespaces that would hang (or hang now): warnings, and a namespace
     // Terminating while making progress, are not errors.

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod diagnose;
 pub mod facts;
 pub mod policy;
+pub mod policyreport;
 pub mod preflight;
 pub mod records;
 pub mod render;

@@ -9,6 +9,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -40,6 +41,8 @@ pub struct Metrics {
     findings: Family<FindingLabels, Counter>,
     bad_requests: Family<ErrorLabels, Counter>,
     duration: Histogram,
+    ready: Gauge,
+    certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,12 +75,27 @@ impl Default for Metrics {
             Unit::Seconds,
             duration.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when every watch has listed and the webhook takes traffic, 0 before and while shutting down",
+            ready.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "notAfter of the serving certificate in use, as a Unix time",
+            Unit::Seconds,
+            certificate_expiry.clone(),
+        );
         Self {
             registry,
             reviews,
             findings,
             bad_requests,
             duration,
+            ready,
+            certificate_expiry,
         }
     }
 }
@@ -113,6 +131,17 @@ impl Metrics {
     /// Counts a refused request (`malformed` or `too_large`).
     pub fn bad_request(&self, kind: &'static str) {
         self.bad_requests.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Records readiness (read from the flag at each scrape, so it is never stale).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The gauge that holds the serving certificate's notAfter; the certificate loader sets
+    /// it on every (re)load.
+    pub fn certificate_expiry(&self) -> Gauge {
+        self.certificate_expiry.clone()
     }
 
     /// The OpenMetrics text.

@@ -43,6 +43,7 @@ async fn validate(
         Err(rejection) => {
             let status = rejection.status();
             let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                admission.metrics.bad_request("too_large");
                 format!("request body too large: the limit is {BODY_LIMIT} bytes")
             } else {
                 format!("request body rejected: {}", rejection.body_text())
@@ -71,6 +72,7 @@ impl Readiness {
 
 /// The admin router.
 pub fn admin_router(ready: Readiness, metrics: Arc<Metrics>) -> Router {
+    let ready_for_metrics = ready.clone();
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route(
@@ -90,7 +92,9 @@ pub fn admin_router(ready: Readiness, metrics: Arc<Metrics>) -> Router {
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
+                let ready = ready_for_metrics.clone();
                 async move {
+                    metrics.set_ready(ready.get());
                     (
                         [(
                             header::CONTENT_TYPE,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -46,6 +47,8 @@ pub struct ReloadingCert {
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
     loaded: ArcSwap<(Vec<u8>, Vec<u8>)>,
+    /// The leaf's notAfter (Unix seconds), set on every load that is swapped in.
+    expiry: Gauge,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -61,7 +64,7 @@ fn parse(
     key_path: &Path,
     cert: &[u8],
     key: &[u8],
-) -> Result<CertifiedKey, TlsError> {
+) -> Result<(CertifiedKey, i64), TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Pem {
@@ -74,11 +77,23 @@ fn parse(
             what: "no certificate".into(),
         });
     }
+    let not_after = not_after(&chain[0]).map_err(|what| TlsError::Pem {
+        path: cert_path.to_path_buf(),
+        what,
+    })?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Pem {
         path: key_path.to_path_buf(),
         what: e.to_string(),
     })?;
-    CertifiedKey::from_der(chain, key, provider).map_err(TlsError::Pair)
+    let ck = CertifiedKey::from_der(chain, key, provider).map_err(TlsError::Pair)?;
+    Ok((ck, not_after))
+}
+
+/// The certificate's notAfter as a Unix time, for the expiry metric.
+fn not_after(cert: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("the first certificate does not parse as X.509: {e}"))?;
+    Ok(parsed.validity().not_after.timestamp())
 }
 
 impl ReloadingCert {
@@ -90,14 +105,30 @@ impl ReloadingCert {
     ) -> Result<Self, TlsError> {
         let cert = read(cert_path)?;
         let key = read(key_path)?;
-        let ck = parse(&provider, cert_path, key_path, &cert, &key)?;
+        let (ck, not_after) = parse(&provider, cert_path, key_path, &cert, &key)?;
+        let expiry = Gauge::default();
+        expiry.set(not_after);
         Ok(Self {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
             provider,
             current: ArcSwap::from_pointee(ck),
             loaded: ArcSwap::from_pointee((cert, key)),
+            expiry,
         })
+    }
+
+    /// Publishes the serving certificate's notAfter in `gauge` (the metrics registry's
+    /// `nsguard_certificate_expiry_timestamp_seconds`), now and on every reload.
+    pub fn with_expiry_gauge(mut self, gauge: Gauge) -> Self {
+        gauge.set(self.expiry.get());
+        self.expiry = gauge;
+        self
+    }
+
+    /// The notAfter of the certificate being served, as a Unix time.
+    pub fn not_after(&self) -> i64 {
+        self.expiry.get()
     }
 
     /// Re-reads the files; swaps in the new pair if it changed and is usable. Returns whether
@@ -109,9 +140,10 @@ impl ReloadingCert {
         if loaded.0 == cert && loaded.1 == key {
             return Ok(false);
         }
-        let ck = parse(&self.provider, &self.cert_path, &self.key_path, &cert, &key)?;
+        let (ck, not_after) = parse(&self.provider, &self.cert_path, &self.key_path, &cert, &key)?;
         self.current.store(Arc::new(ck));
         self.loaded.store(Arc::new((cert, key)));
+        self.expiry.set(not_after);
         Ok(true)
     }
 
@@ -174,13 +206,30 @@ mod tests {
         let pair = ca.issue_server("a", &["localhost".into()], &[], 1).unwrap();
         std::fs::write(&c, &pair.cert_pem).unwrap();
         std::fs::write(&k, &pair.key_pem).unwrap();
-        let r = ReloadingCert::load(&c, &k, provider()).unwrap();
+        let gauge = Gauge::default();
+        let r = ReloadingCert::load(&c, &k, provider())
+            .unwrap()
+            .with_expiry_gauge(gauge.clone());
         let before = r.current.load_full();
+        // Issued for one day: the metric says so, within the clock's drift during the test.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let first_expiry = gauge.get();
+        assert!(
+            (first_expiry - now - 86_400).abs() < 3_600,
+            "{first_expiry} vs {now}"
+        );
         assert!(!r.reload().unwrap());
         std::fs::write(&c, "garbage").unwrap();
         assert!(r.reload().is_err());
         assert!(Arc::ptr_eq(&before, &r.current.load_full()));
-        let pair2 = ca.issue_server("b", &["localhost".into()], &[], 1).unwrap();
+        assert_eq!(
+            gauge.get(),
+            first_expiry,
+            "a broken pair leaves the metric alone"
+        );
+        let pair2 = ca
+            .issue_server("b", &["localhost".into()], &[], 30)
+            .unwrap();
         // Like a Secret volume: the new files appear behind a renamed path.
         let tmp = dir.path().join("new.crt");
         std::fs::write(&tmp, &pair2.cert_pem).unwrap();
@@ -188,5 +237,11 @@ mod tests {
         std::fs::rename(&tmp, &c).unwrap();
         assert!(r.reload().unwrap());
         assert!(!Arc::ptr_eq(&before, &r.current.load_full()));
+        assert!(
+            (gauge.get() - now - 30 * 86_400).abs() < 3_600,
+            "the reloaded certificate's notAfter: {}",
+            gauge.get()
+        );
+        assert_eq!(r.not_after(), gauge.get());
     }
 }

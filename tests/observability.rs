@@ -1,0 +1,384 @@
+//! The observability kit stays true to the binary (no cluster): every PromQL expression of the
+//! Grafana dashboard and the alert rules parses with PromQL's grammar, and every metric, label
+//! and label value they name is in what nsguard's `/metrics` serves once it has recorded a
+//! decision of each kind; every family nsguard exports is on the dashboard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use nsguard::admission::Admission;
+use nsguard::policy::{Decision, Mode, Outcome, Policy};
+use nsguard::records::Metrics;
+use nsguard::report::{CheckId, Finding, Report, Severity, remedy};
+use nsguard::server::{BODY_LIMIT, Readiness, admin_router, webhook_router};
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{self, Expr, VectorSelector};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const DASHBOARD: &str = include_str!("../deploy/grafana/nsguard.json");
+const RULES: &str = include_str!("../deploy/prometheus/nsguard-rules.yaml");
+
+/// Grafana's interval variables, as Grafana would substitute them before querying.
+fn substitute_grafana_variables(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(DASHBOARD).expect("the dashboard is JSON")
+}
+
+fn dashboard_exprs() -> Vec<String> {
+    let mut out = Vec::new();
+    collect_exprs(&dashboard(), &mut out);
+    out.iter()
+        .map(|e| substitute_grafana_variables(e))
+        .collect()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RuleFile {
+    groups: Vec<Group>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Group {
+    name: String,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    alert: Option<String>,
+    record: Option<String>,
+    expr: String,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+fn rules() -> RuleFile {
+    serde_saphyr::from_str(RULES).expect("the rules file is YAML in Prometheus' rule format")
+}
+
+/// Every vector selector in `expr` (matrix selectors included).
+fn selectors<'a>(expr: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
+    match expr {
+        Expr::Aggregate(a) => {
+            selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                selectors(p, out);
+            }
+        }
+        Expr::Unary(u) => selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => selectors(&p.expr, out),
+        Expr::Subquery(s) => selectors(&s.expr, out),
+        Expr::VectorSelector(v) => out.push(v),
+        Expr::MatrixSelector(m) => out.push(&m.vs),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn parse(expr: &str) -> Expr {
+    parser::parse(expr).unwrap_or_else(|e| panic!("{expr:?} does not parse: {e}"))
+}
+
+/// One sample line of the exposition: its name and labels.
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let end = l.find(['{', ' ']).unwrap_or(l.len());
+            let name = l[..end].to_string();
+            let mut labels = BTreeMap::new();
+            if l[end..].starts_with('{') {
+                let close = l.find('}').expect("labels close");
+                for kv in l[end + 1..close].split(',').filter(|kv| !kv.is_empty()) {
+                    let (k, v) = kv.split_once('=').expect("label=value");
+                    labels.insert(k.to_string(), v.trim_matches('"').to_string());
+                }
+            }
+            Sample { name, labels }
+        })
+        .collect()
+}
+
+/// nsguard's `/metrics` after one decision of every outcome in every mode, both kinds of bad
+/// request through the real router, and readiness set.
+async fn exposition() -> String {
+    let metrics = Arc::new(Metrics::default());
+    let admission = Arc::new(Admission {
+        engine: None,
+        policy: Policy::default(),
+        check_timeout: Duration::from_secs(5),
+        own_namespace: Some("nsguard-system".into()),
+        metrics: metrics.clone(),
+        events: None,
+    });
+    for body in [b"{not json".to_vec(), vec![b' '; BODY_LIMIT + 1]] {
+        let req = Request::post("/validate")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = webhook_router(admission.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error());
+    }
+    let mut report = Report {
+        namespace: "team-a".into(),
+        ..Default::default()
+    };
+    for check in CheckId::ALL {
+        let mut f = Finding::new(check, "x", remedy("y", None));
+        f.severity = Severity::Advisory;
+        report.findings.push(f.clone());
+        f.severity = Severity::Blocking;
+        report.findings.push(f);
+    }
+    let outcomes = [
+        Outcome::Allowed,
+        Outcome::Warned,
+        Outcome::Denied,
+        Outcome::Audited,
+        Outcome::Overridden,
+        Outcome::FailOpen,
+    ];
+    for mode in [Mode::Enforce, Mode::Warn, Mode::Audit] {
+        for outcome in outcomes {
+            for dry_run in [false, true] {
+                let decision = Decision {
+                    allowed: outcome != Outcome::Denied,
+                    outcome,
+                    message: None,
+                    warnings: vec![],
+                };
+                metrics.decision(mode, &decision, dry_run, &report, Duration::from_millis(30));
+            }
+        }
+    }
+    let ready = Readiness::default();
+    ready.set(true);
+    let resp = admin_router(ready, metrics)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn every_expression_parses_as_promql() {
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 8, "the dashboard has its panels: {exprs:?}");
+    for e in &exprs {
+        parse(e);
+    }
+    let file = rules();
+    let mut alerts = BTreeSet::new();
+    for g in &file.groups {
+        assert!(!g.name.is_empty());
+        for r in &g.rules {
+            parse(&r.expr);
+            let name = r
+                .alert
+                .as_ref()
+                .or(r.record.as_ref())
+                .expect("alert or record");
+            assert!(
+                r.alert.is_none() || r.record.is_none(),
+                "{name}: alert and record"
+            );
+            assert!(alerts.insert(name.clone()), "{name} twice");
+            if let Some(f) = &r.for_ {
+                assert!(nsguard::cli::parse_duration(f).is_ok(), "{name}: for: {f}");
+            }
+            if r.alert.is_some() {
+                assert!(r.labels.contains_key("severity"), "{name}: no severity");
+                assert!(r.annotations.contains_key("summary"), "{name}: no summary");
+            }
+        }
+    }
+    for wanted in [
+        "NsguardFailOpen",
+        "NsguardNotReady",
+        "NsguardPreflightSlow",
+        "NsguardCertificateExpiringSoon",
+    ] {
+        assert!(alerts.contains(wanted), "no alert {wanted}: {alerts:?}");
+    }
+}
+
+#[test]
+fn a_broken_expression_would_be_caught() {
+    for bad in [
+        "sum(rate(nsguard_admission_reviews_total[5m])",
+        "rate(nsguard_admission_reviews_total)",
+        "nsguard_ready{decision=fail_open}",
+        "histogram_quantil(0.9, nsguard_preflight_duration_seconds_bucket)",
+    ] {
+        assert!(parser::parse(bad).is_err(), "{bad:?} parsed");
+    }
+}
+
+#[tokio::test]
+async fn every_metric_label_and_value_they_name_is_exported() {
+    let text = exposition().await;
+    let samples = samples(&text);
+    let names: BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+    let mut exprs = dashboard_exprs();
+    exprs.extend(
+        rules()
+            .groups
+            .into_iter()
+            .flat_map(|g| g.rules)
+            .map(|r| r.expr),
+    );
+    let mut used = BTreeSet::new();
+    for e in &exprs {
+        let ast = parse(e);
+        let mut vs = Vec::new();
+        selectors(&ast, &mut vs);
+        assert!(!vs.is_empty(), "{e}: selects nothing");
+        for v in vs {
+            let name = v
+                .name
+                .clone()
+                .unwrap_or_else(|| panic!("{e}: no metric name"));
+            assert!(
+                names.contains(name.as_str()),
+                "{e}: nsguard exports no {name}; it exports {names:?}"
+            );
+            used.insert(name.clone());
+            let of_metric: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
+            for m in &v.matchers.matchers {
+                if m.name == "__name__" {
+                    continue;
+                }
+                assert!(
+                    of_metric.iter().any(|s| s.labels.contains_key(&m.name)),
+                    "{e}: {name} has no label {}",
+                    m.name
+                );
+                if let MatchOp::Equal = m.op {
+                    assert!(
+                        of_metric
+                            .iter()
+                            .any(|s| s.labels.get(&m.name) == Some(&m.value)),
+                        "{e}: {name} never has {}={:?}",
+                        m.name,
+                        m.value
+                    );
+                }
+                if let MatchOp::Re(_) = m.op {
+                    for alt in m.value.split('|') {
+                        assert!(
+                            of_metric
+                                .iter()
+                                .any(|s| s.labels.get(&m.name).map(String::as_str) == Some(alt)),
+                            "{e}: {name} never has {}={alt:?}",
+                            m.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The other way round: every family nsguard exports has a place on the dashboard.
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let dashboard_text: String = dashboard_exprs().join("\n");
+    for f in &families {
+        assert!(
+            dashboard_text.contains(f),
+            "the dashboard shows nothing of {f}"
+        );
+    }
+    for f in [
+        "nsguard_ready",
+        "nsguard_certificate_expiry_timestamp_seconds",
+        "nsguard_admission_reviews",
+        "nsguard_findings",
+        "nsguard_bad_requests",
+        "nsguard_preflight_duration_seconds",
+    ] {
+        assert!(families.contains(f), "no family {f}: {families:?}");
+    }
+    let ready: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "nsguard_ready")
+        .collect();
+    assert_eq!(ready.len(), 1);
+    assert!(
+        text.contains("nsguard_ready 1\n"),
+        "readiness is read at scrape: {text}"
+    );
+    assert!(
+        text.contains(r#"nsguard_bad_requests_total{kind="too_large"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_dashboard_is_a_grafana_dashboard_over_a_datasource_variable() {
+    let d = dashboard();
+    assert_eq!(d["schemaVersion"], 39);
+    assert_eq!(d["uid"], "nsguard");
+    let vars = d["templating"]["list"].as_array().unwrap();
+    assert!(
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "{vars:?}"
+    );
+    let mut ids = BTreeSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "panel id twice: {p}");
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            for t in p["targets"].as_array().unwrap() {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            }
+        }
+    }
+}
