@@ -12,3 +12,4 @@ pub mod records;
 pub mod render;
 pub mod report;
 pub mod server;
+pub mod teardown;
