@@ -44,14 +44,18 @@ async fn nsguard_never_receives_a_secrets_data() {
     .unwrap();
     let before = guard.reviews();
     // The webhook's preflight and the CLI's, both as nsguard's ServiceAccount.
-    eventually("nsguard to review the deletion", Duration::from_secs(30), || async {
-        let _ = kubectl(
-            cluster,
-            &["delete", "namespace", &ns, "--dry-run=server"],
-            None,
-        );
-        Ok((guard.reviews() > before).then_some(()))
-    })
+    eventually(
+        "nsguard to review the deletion",
+        Duration::from_secs(30),
+        || async {
+            let _ = kubectl(
+                cluster,
+                &["delete", "namespace", &ns, "--dry-run=server"],
+                None,
+            );
+            Ok((guard.reviews() > before).then_some(()))
+        },
+    )
     .await;
     let as_sa = cluster.nsguard_kubeconfig().unwrap();
     let out = nsguard_cli(&as_sa, &["check", &ns, "-o", "json"]);
@@ -66,9 +70,12 @@ async fn nsguard_never_receives_a_secrets_data() {
                 .into_iter()
                 .filter(|e| e["objectRef"]["resource"] == "secrets")
                 .collect();
-            let listed = events
-                .iter()
-                .any(|e| e["requestURI"].as_str().unwrap_or_default().starts_with(&path));
+            let listed = events.iter().any(|e| {
+                e["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(&path)
+            });
             Ok(listed.then_some(events))
         },
     )
@@ -80,7 +87,10 @@ async fn nsguard_never_receives_a_secrets_data() {
             assert_eq!(body["kind"], "PartialObjectMetadataList", "{e}");
         }
         let text = body.to_string();
-        assert!(!text.contains("\"data\""), "a Secret's data reached nsguard: {e}");
+        assert!(
+            !text.contains("\"data\""),
+            "a Secret's data reached nsguard: {e}"
+        );
         // base64 of the value, as a Secret's data would carry it.
         assert!(!text.contains("aHVudGVyMi10b3BzZWNyZXQ"), "{e}");
     }
@@ -148,14 +158,18 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     // reach the audit log: a real review afterwards is the marker.
     let ns = create_namespace_with(&client, "after-forged", &guard.labels(), &[]).await;
     let reviewed = guard.reviews();
-    eventually("a real review after the forged ones", Duration::from_secs(30), || async {
-        let _ = kubectl(
-            cluster,
-            &["delete", "namespace", &ns, "--dry-run=server"],
-            None,
-        );
-        Ok((guard.reviews() > reviewed).then_some(()))
-    })
+    eventually(
+        "a real review after the forged ones",
+        Duration::from_secs(30),
+        || async {
+            let _ = kubectl(
+                cluster,
+                &["delete", "namespace", &ns, "--dry-run=server"],
+                None,
+            );
+            Ok((guard.reviews() > reviewed).then_some(()))
+        },
+    )
     .await;
     let events = nsguard_audit(cluster);
     let forged_calls = events
