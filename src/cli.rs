@@ -1,4 +1,9 @@
-//! The command line: `serve`, `check`, `certs`. Every flag has an `NSGUARD_*` variable.
+//! The command line: `serve`, `check`, `audit`, `diagnose`, `delete`, `certs`, `completion`.
+//! Every flag has an `NSGUARD_*` variable.
+
+mod delete;
+
+pub use delete::{DeleteArgs, delete};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -48,6 +53,11 @@ pub enum Command {
     /// each with its risk. Changes nothing.
     /// Exit 0: nothing blocks it; 2: blockers found.
     Diagnose(NamespaceArgs),
+    /// Delete a namespace in an order that lets it finish: custom resources whose controllers
+    /// run in it first, then objects its hosted webhooks and conversion backends serve, then
+    /// the namespace. Never removes a finalizer. `--dry-run` prints the plan only.
+    /// Exit 0: deleted (dry run: the plan can run); 2: stopped, with the reason.
+    Delete(DeleteArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
     /// Print a shell completion script: `source <(nsguard completion bash)`.
@@ -635,7 +645,15 @@ mod tests {
             let mut out = Vec::new();
             completion(shell, "nsguard", &mut out);
             let text = String::from_utf8(out).unwrap();
-            for sub in ["serve", "check", "audit", "diagnose", "certs", "completion"] {
+            for sub in [
+                "serve",
+                "check",
+                "audit",
+                "diagnose",
+                "delete",
+                "certs",
+                "completion",
+            ] {
                 assert!(text.contains(sub), "{shell}: no {sub}");
             }
         }

@@ -13,3 +13,4 @@ pub mod records;
 pub mod render;
 pub mod report;
 pub mod server;
+pub mod teardown;

@@ -120,8 +120,8 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                         who.join(", ")
                     ),
                     remedy(
-                        format!("delete the {gr} objects first and wait until they are gone, while their controller still runs; then delete the namespace"),
-                        format!("kubectl delete {gr} --all -n {ns} --wait"),
+                        format!("delete the {gr} objects first and wait until they are gone, while their controller still runs; then delete the namespace (nsguard delete does this in order; by hand: kubectl delete {gr} --all -n {ns} --wait)"),
+                        format!("nsguard delete {ns}"),
                     ),
                 )
                 .evidence("pods are deleted with everything else, so the controller is gone before it can remove its finalizers")

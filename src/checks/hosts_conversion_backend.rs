@@ -64,8 +64,11 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
             CheckId::HostsConversionBackend,
             format!("CRD {name} converts through Service {} in this namespace while {count} of its objects remain", svc.name),
             remedy(
-                format!("delete the {plural}.{group} objects here before the namespace, or move the conversion webhook out"),
-                format!("kubectl delete {plural}.{group} --all -n {}", facts.name),
+                format!(
+                    "delete the {plural}.{group} objects here before the namespace, while the conversion webhook still serves (nsguard delete does this in order; by hand: kubectl delete {plural}.{group} --all -n {}), or move the conversion webhook out",
+                    facts.name
+                ),
+                format!("nsguard delete {}", facts.name),
             ),
         )
         .object(ObjectRef::cluster("CustomResourceDefinition", &name))
@@ -148,7 +151,15 @@ mod tests {
         );
         assert_eq!(
             found[0].remedy.command.as_deref(),
-            Some("kubectl delete widgets.example.com --all -n team-a")
+            Some("nsguard delete team-a")
+        );
+        assert!(
+            found[0]
+                .remedy
+                .text
+                .contains("kubectl delete widgets.example.com --all -n team-a"),
+            "{}",
+            found[0].remedy.text
         );
     }
 

@@ -12,6 +12,8 @@ mod namespace_finalizers;
 mod pods_unterminable;
 mod webhooks;
 
+pub use webhooks::{HostedHook, hosted_hooks, only_custom_resources};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::facts::{Facts, ServiceKey};
+use crate::facts::{Facts, ResourceType, ServiceKey};
 use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// One webhook, validating or mutating, with what the checks need.
@@ -201,17 +201,18 @@ fn hook_matches(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
     }
 }
 
-/// The resource type with content here that a hook intercepts on DELETE (one it surely does
-/// first, else one it may); `labels` are the namespace's.
-fn intercepted_content(
-    facts: &Facts,
+/// Every resource type with content here whose DELETE a hook intercepts (surely or maybe),
+/// with how many of its objects the hook's object selector matches; `labels` are the
+/// namespace's.
+fn intercepted_all<'f>(
+    facts: &'f Facts,
     labels: &BTreeMap<String, String>,
     hook: &Hook<'_>,
-) -> Option<(String, usize, Match)> {
+) -> Vec<(&'f ResourceType, usize, Match)> {
     if !super::selector_matches(hook.namespace_selector, labels) {
-        return None;
+        return Vec::new();
     }
-    let mut may = None;
+    let mut out = Vec::new();
     for c in &facts.namespace.content {
         let req = Request {
             op: "DELETE",
@@ -229,15 +230,82 @@ fn intercepted_content(
             .iter()
             .filter(|o| super::selector_matches(hook.object_selector, &o.labels))
             .count();
-        if objects == 0 {
+        if objects > 0 {
+            out.push((&c.resource, objects, matched));
+        }
+    }
+    out
+}
+
+/// The resource type with content here that a hook intercepts on DELETE (one it surely does
+/// first, else one it may); `labels` are the namespace's.
+fn intercepted_content(
+    facts: &Facts,
+    labels: &BTreeMap<String, String>,
+    hook: &Hook<'_>,
+) -> Option<(String, usize, Match)> {
+    let all = intercepted_all(facts, labels, hook);
+    all.iter()
+        .find(|(_, _, m)| *m == Match::Yes)
+        .or_else(|| all.first())
+        .map(|(r, n, m)| (r.group_resource(), *n, m.clone()))
+}
+
+/// A `failurePolicy: Fail` webhook served from the namespace being deleted, and what of the
+/// deletion it intercepts (surely or maybe): the input of `nsguard delete`'s plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostedHook {
+    /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
+    pub config_kind: &'static str,
+    /// The configuration's name.
+    pub config: String,
+    /// The webhook's Service (in this namespace).
+    pub service: ServiceKey,
+    /// Resource types with content here whose DELETE it intercepts.
+    pub content: Vec<ResourceType>,
+    /// It intercepts the namespace's own `finalize`/`status` updates: deleting content first
+    /// cannot help.
+    pub finalize: bool,
+}
+
+/// Every `Fail` webhook served from this namespace, with what it intercepts. The same
+/// matching as `hosts-webhook-backend`.
+pub fn hosted_hooks(facts: &Facts) -> Vec<HostedHook> {
+    let labels = facts.labels();
+    let mut out = Vec::new();
+    for hook in hooks(facts) {
+        let Some(svc) = hook.service.filter(|s| s.namespace == facts.name) else {
+            continue;
+        };
+        if !hook.fails_closed {
             continue;
         }
-        if matched == Match::Yes {
-            return Some((c.resource.group_resource(), objects, matched));
-        }
-        may.get_or_insert((c.resource.group_resource(), objects, matched));
+        let finalize =
+            selects_namespace(&labels, &hook) && intercepts_finalize(facts, &hook) != Match::No;
+        out.push(HostedHook {
+            config_kind: hook.config_kind,
+            config: hook.config.clone(),
+            service: key(svc),
+            content: intercepted_all(facts, &labels, &hook)
+                .into_iter()
+                .map(|(r, _, _)| r.clone())
+                .collect(),
+            finalize,
+        });
     }
-    may
+    out
+}
+
+/// Whether every type is a custom resource (a CRD defines it): deleting those first leaves
+/// the webhook's own workload (pods, Services, ConfigMaps) running to serve the deletes.
+pub fn only_custom_resources(facts: &Facts, types: &[ResourceType]) -> bool {
+    types.iter().all(|t| {
+        facts
+            .cluster
+            .crds
+            .iter()
+            .any(|c| c.spec.group == t.group && c.spec.names.plural == t.resource)
+    })
 }
 
 /// For requests on the Namespace object itself, both selectors are matched against its labels.
@@ -300,6 +368,7 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
             Match::No
         };
         const FINALIZE: &str = "the namespace's finalize/status updates";
+        let finalize_too = finalize != Match::No;
         let (what, matched) = match (content, finalize) {
             (Some((gr, n, Match::Yes)), _) => (format!("DELETE of {gr} ({n} here)"), Match::Yes),
             (_, Match::Yes) => (FINALIZE.to_string(), Match::Yes),
@@ -307,14 +376,44 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
             (None, Match::May(why)) => (FINALIZE.to_string(), Match::May(why)),
             (None, Match::No) => continue,
         };
+        let by_hand = format!(
+            "kubectl delete {} {}",
+            hook.config_kind.to_lowercase(),
+            hook.config
+        );
+        // Only content, all of it custom resources: deleting that content first, while the
+        // webhook still serves, is what `nsguard delete` does.
+        let intercepted: Vec<ResourceType> = intercepted_all(facts, &labels, &hook)
+            .into_iter()
+            .map(|(r, _, _)| r.clone())
+            .collect();
+        let ordered =
+            !finalize_too && !intercepted.is_empty() && only_custom_resources(facts, &intercepted);
+        let fix = if ordered {
+            let types: Vec<String> = intercepted.iter().map(|r| r.group_resource()).collect();
+            remedy(
+                format!(
+                    "delete the {} objects here first, while the webhook still serves, then the namespace (nsguard delete does this in order); or delete {} {} before the namespace ({by_hand}), or set its failurePolicy to Ignore",
+                    types.join(", "),
+                    hook.config_kind,
+                    hook.config
+                ),
+                format!("nsguard delete {}", facts.name),
+            )
+        } else {
+            remedy(
+                format!(
+                    "delete {} {} before the namespace, or set its failurePolicy to Ignore",
+                    hook.config_kind, hook.config
+                ),
+                by_hand,
+            )
+        };
         out.push(soften(
             Finding::new(
                 CheckId::HostsWebhookBackend,
                 format!("webhook {} (failurePolicy Fail) intercepts {what} but is served from this namespace", hook.name),
-                remedy(
-                    format!("delete {} {} before the namespace, or set its failurePolicy to Ignore", hook.config_kind, hook.config),
-                    format!("kubectl delete {} {}", hook.config_kind.to_lowercase(), hook.config),
-                ),
+                fix,
             )
             .object(ObjectRef::cluster(hook.config_kind, &hook.config))
             .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))

@@ -1,0 +1,454 @@
+//! `nsguard delete NS`: the ordered teardown. It plans from a fresh preflight
+//! ([`crate::teardown::plan`]), deletes the first wave, waits until its controllers have
+//! removed their finalizers, and plans again, until nothing blocks; then it deletes the
+//! namespace (through the webhook, which now allows it) and waits until it is gone. Being
+//! stateless, a run interrupted anywhere continues from the cluster's state when run again.
+//!
+//! It only ever deletes: it never removes or edits a finalizer.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{ClusterArgs, Format, JSON_SCHEMA, Output, parse_duration, phase, synced_engine};
+use crate::facts::Facts;
+use crate::facts::controllers::Liveness;
+use crate::teardown::{self, Plan, Wave};
+
+/// At most this many preflights (one per wave, one for the namespace, retries of a denial).
+const MAX_ROUNDS: usize = 8;
+
+/// How often deletions are polled.
+const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `nsguard delete NS`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Print the plan and change nothing.
+    #[arg(long, env = "NSGUARD_DRY_RUN")]
+    pub dry_run: bool,
+    /// Output format (`json`: one document at the end, for machines).
+    #[command(flatten)]
+    pub format: Format,
+    /// How long one wave may take until its objects are gone (their controllers have removed
+    /// their finalizers).
+    #[arg(long, env = "NSGUARD_WAVE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub wave_timeout: std::time::Duration,
+    /// How long the namespace may take to disappear once deleted.
+    #[arg(long, env = "NSGUARD_NAMESPACE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub namespace_timeout: std::time::Duration,
+    /// Cluster access.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Outcome {
+    /// `--dry-run`: the plan only.
+    Planned,
+    /// The namespace is gone.
+    Deleted,
+    /// A blocker that ordering cannot fix.
+    Stopped,
+    /// A wave's objects did not go within `--wave-timeout`.
+    WaveTimeout,
+    /// The namespace did not disappear within `--namespace-timeout`.
+    NamespaceTimeout,
+    /// The API server refused to delete the namespace.
+    Denied,
+}
+
+/// A wave that ran.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WaveRun {
+    kind: teardown::WaveKind,
+    resources: Vec<String>,
+    /// DELETE calls issued (objects already being deleted are only waited for).
+    deleted: usize,
+    seconds: f64,
+}
+
+/// An object that did not go with its finalizers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Left {
+    resource: String,
+    name: String,
+    finalizers: Vec<String>,
+    /// Who should have removed them, and their liveness as last seen.
+    expected: Vec<String>,
+}
+
+/// The document `delete -o json` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteOutput {
+    schema: &'static str,
+    namespace: String,
+    dry_run: bool,
+    outcome: Outcome,
+    /// The plan as first made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<Plan>,
+    waves: Vec<WaveRun>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remaining: Vec<Left>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnosis: Option<crate::diagnose::Diagnosis>,
+}
+
+struct Run {
+    out: DeleteOutput,
+    table: bool,
+    progress: bool,
+}
+
+impl Run {
+    /// A line of the narrative (table output only).
+    fn say(&self, line: &str) {
+        if self.table {
+            println!("{line}");
+        }
+    }
+
+    fn finish(mut self, outcome: Outcome) -> Result<i32> {
+        self.out.outcome = outcome;
+        if !self.table {
+            println!("{}", serde_json::to_string_pretty(&self.out)?);
+        }
+        Ok(match outcome {
+            Outcome::Planned => {
+                if self.out.plan.as_ref().is_some_and(|p| !p.stop.is_empty()) {
+                    2
+                } else {
+                    0
+                }
+            }
+            Outcome::Deleted => 0,
+            _ => 2,
+        })
+    }
+}
+
+fn api_resource(r: &crate::facts::ResourceType) -> ApiResource {
+    ApiResource {
+        group: r.group.clone(),
+        version: r.version.clone(),
+        api_version: r.api_version(),
+        kind: r.kind.clone(),
+        plural: r.resource.clone(),
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Runs `nsguard delete`; returns the exit code: 0 deleted (or, with `--dry-run`, a plan that
+/// can run), 2 stopped (a blocker ordering cannot fix, a wave or the namespace past its
+/// deadline, a denial).
+pub async fn delete(args: DeleteArgs) -> Result<i32> {
+    let engine = synced_engine(&args.cluster).await?;
+    let client = engine.gatherer().client().clone();
+    let name = args.namespace.clone();
+    let table = args.format.output == Output::Table;
+    let mut run = Run {
+        out: DeleteOutput {
+            schema: JSON_SCHEMA,
+            namespace: name.clone(),
+            dry_run: args.dry_run,
+            outcome: Outcome::Planned,
+            plan: None,
+            waves: Vec::new(),
+            remaining: Vec::new(),
+            message: None,
+            diagnosis: None,
+        },
+        table,
+        progress: table && std::io::stderr().is_terminal(),
+    };
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for round in 0..MAX_ROUNDS {
+        let deadline = Instant::now() + args.cluster.check_timeout;
+        let Some(ns) = engine.gatherer().read_namespace(&name, deadline).await? else {
+            if round == 0 {
+                bail!("namespace {name} not found");
+            }
+            run.say(&format!("namespace {name} is gone"));
+            return run.finish(Outcome::Deleted);
+        };
+        let terminating = phase(&ns) == "Terminating";
+        let facts = engine.facts(ns, deadline).await;
+        let report = engine.check(&facts);
+        let plan = teardown::plan(&facts, &report);
+        if run.out.plan.is_none() {
+            if table {
+                print!("{}", teardown::render(&plan));
+            }
+            run.out.plan = Some(plan.clone());
+        }
+        if args.dry_run {
+            return run.finish(Outcome::Planned);
+        }
+        if !plan.stop.is_empty() {
+            let message = crate::render::denial_message(&report);
+            if table {
+                eprintln!(
+                    "nsguard delete: stopped: {} blocker{} that deleting in order cannot fix; nothing was deleted in this round.\n{message}",
+                    plan.stop.len(),
+                    if plan.stop.len() == 1 { "" } else { "s" }
+                );
+            }
+            run.out.message = Some(message);
+            return run.finish(Outcome::Stopped);
+        }
+        if let Some(wave) = plan.waves.first() {
+            let n = run.out.waves.len() + 1;
+            run.say(&format!(
+                "wave {n}: deleting {}: {}",
+                wave.kind.describe(),
+                wave.resources
+                    .iter()
+                    .map(|r| r.resource.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let started = Instant::now();
+            let (deleted, left) = run_wave(
+                &client,
+                &name,
+                wave,
+                &facts,
+                args.wave_timeout,
+                run.progress,
+            )
+            .await?;
+            run.out.waves.push(WaveRun {
+                kind: wave.kind,
+                resources: wave.resources.iter().map(|r| r.resource.clone()).collect(),
+                deleted,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            if !left.is_empty() {
+                if table {
+                    eprintln!(
+                        "nsguard delete: wave {n} did not finish within {:?}: {} object{} still there; nsguard never removes finalizers:",
+                        args.wave_timeout,
+                        left.len(),
+                        if left.len() == 1 { "" } else { "s" }
+                    );
+                    for l in &left {
+                        eprintln!(
+                            "  {} {}: finalizers [{}]; expected to remove them: {}",
+                            l.resource,
+                            l.name,
+                            l.finalizers.join(", "),
+                            if l.expected.is_empty() {
+                                "nobody nsguard knows of".to_string()
+                            } else {
+                                l.expected.join("; ")
+                            }
+                        );
+                    }
+                    eprintln!(
+                        "Check those controllers (logs, events); run nsguard delete {name} again to continue from here."
+                    );
+                }
+                run.out.remaining = left;
+                return run.finish(Outcome::WaveTimeout);
+            }
+            run.say(&format!(
+                "wave {n}: done in {:.1}s ({deleted} deleted)",
+                started.elapsed().as_secs_f64()
+            ));
+            continue;
+        }
+        // Nothing blocks: the namespace, through the webhook.
+        if !terminating {
+            match namespaces.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => run.say(&format!("deleting namespace {name}")),
+                Err(e) if is_status(&e, 404) => {}
+                // Already Terminating (another client raced us): wait for it like ours.
+                Err(e) if is_status(&e, 409) => {}
+                Err(kube::Error::Api(s))
+                    if s.code == 403 && s.message.contains("denied the request") =>
+                {
+                    // The webhook's watches may lag this client's view by a moment.
+                    if round + 1 < MAX_ROUNDS {
+                        run.say("the webhook denied the deletion; checking again");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        continue;
+                    }
+                    if table {
+                        eprintln!("nsguard delete: {}", s.message);
+                    }
+                    run.out.message = Some(s.message);
+                    return run.finish(Outcome::Denied);
+                }
+                Err(e) => return Err(e).with_context(|| format!("deleting namespace {name}")),
+            }
+        }
+        return wait_namespace_gone(run, &engine, &name, args.namespace_timeout).await;
+    }
+    if table {
+        eprintln!("nsguard delete: gave up after {MAX_ROUNDS} rounds; run it again to continue");
+    }
+    run.finish(Outcome::Stopped)
+}
+
+/// Deletes every object of the wave's types and waits until they are gone or `timeout`
+/// passes. Returns the DELETE calls issued and what is left.
+async fn run_wave(
+    client: &kube::Client,
+    ns: &str,
+    wave: &Wave,
+    facts: &Facts,
+    timeout: std::time::Duration,
+    progress: bool,
+) -> Result<(usize, Vec<Left>)> {
+    let until = Instant::now() + timeout;
+    let apis: Vec<(String, Api<DynamicObject>)> = wave
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                r.resource.clone(),
+                Api::namespaced_with(client.clone(), ns, &api_resource(&r.resource_type)),
+            )
+        })
+        .collect();
+    let total: usize = wave.resources.iter().map(|r| r.objects.len()).sum();
+    let mut deleted = 0;
+    loop {
+        let mut left = Vec::new();
+        for (gr, api) in &apis {
+            let listed = api
+                .list_metadata(&ListParams::default())
+                .await
+                .with_context(|| format!("listing {gr} in {ns}"))?;
+            for o in listed.items {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                // A DELETE only sets deletionTimestamp on an object with finalizers: its
+                // controller does the rest. Objects created since are deleted too.
+                if o.metadata.deletion_timestamp.is_none() {
+                    match api.delete(&name, &DeleteParams::background()).await {
+                        Ok(_) => deleted += 1,
+                        Err(e) if is_status(&e, 404) => continue,
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("deleting {gr} {name} in {ns}"));
+                        }
+                    }
+                }
+                left.push(Left {
+                    resource: gr.clone(),
+                    name,
+                    finalizers: o.metadata.finalizers.clone().unwrap_or_default(),
+                    expected: expected(facts, gr),
+                });
+            }
+        }
+        if progress {
+            eprint!(
+                "\r  {}/{} gone, {} left{:<30}",
+                total.saturating_sub(left.len()).min(total),
+                total,
+                left.len(),
+                ""
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if left.is_empty() || Instant::now() >= until {
+            if progress {
+                eprintln!();
+            }
+            return Ok((deleted, left));
+        }
+        tokio::time::sleep(POLL.min(until.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// The controllers expected to remove the finalizers of `gr`, with their liveness.
+fn expected(facts: &Facts, gr: &str) -> Vec<String> {
+    facts
+        .namespace
+        .controllers
+        .get(gr)
+        .map(|rc| {
+            rc.controllers
+                .iter()
+                .map(|(e, l)| {
+                    let state = match l {
+                        Liveness::Live(d) | Liveness::LiveHereOnly(d) => format!("live: {d}"),
+                        Liveness::NotLive { reason, .. } => format!("not live: {reason}"),
+                        Liveness::Unknown(why) => format!("not checked: {why}"),
+                    };
+                    format!("{} ({state})", e.identity)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the namespace is gone; past `timeout`, prints what still holds it (the
+/// `diagnose` view).
+async fn wait_namespace_gone(
+    mut run: Run,
+    engine: &crate::preflight::Engine,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<i32> {
+    let started = Instant::now();
+    let until = started + timeout;
+    loop {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let ns = engine.gatherer().read_namespace(name, deadline).await?;
+        let Some(ns) = ns else {
+            if run.progress {
+                eprintln!();
+            }
+            run.say(&format!(
+                "namespace {name} is gone ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            ));
+            return run.finish(Outcome::Deleted);
+        };
+        if Instant::now() >= until {
+            if run.progress {
+                eprintln!();
+            }
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            let facts = engine.facts(ns, deadline).await;
+            let report = engine.check(&facts);
+            let d = crate::diagnose::diagnose(&facts, &report);
+            if run.table {
+                eprintln!(
+                    "nsguard delete: namespace {name} is still there after {timeout:?}; what holds it:"
+                );
+                eprint!("{}", crate::diagnose::render(&d));
+            }
+            run.out.diagnosis = Some(d);
+            return run.finish(Outcome::NamespaceTimeout);
+        }
+        if run.progress {
+            eprint!(
+                "\r  waiting for namespace {name} to go: {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

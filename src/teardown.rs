@@ -1,0 +1,588 @@
+//! `nsguard delete NS`: the order in which to delete a namespace's content so that nothing it
+//! hosts dies before the objects that need it are gone. Pure: a plan is a function of the
+//! facts and the report; the CLI executes it (`cli::delete`) and plans again after each wave,
+//! so that a run interrupted anywhere continues from the cluster's state.
+//!
+//! The namespace controller deletes everything at once: an operator living in the namespace
+//! dies before it removes the finalizers of its own custom resources, and webhooks and
+//! conversion backends hosted there vanish while objects still need them. The order:
+//! 1. custom resources whose finalizers' controllers run only in this namespace;
+//! 2. objects served by webhooks or conversion backends hosted here;
+//! 3. the backends' own workloads and everything else, with the namespace, by the namespace
+//!    controller, once nothing needs them.
+//!
+//! Blockers that ordering cannot fix (an unavailable APIService elsewhere, a controller not
+//! live anywhere, a webhook on the namespace's own finalization) stop the plan.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::checks;
+use crate::facts::controllers::Liveness;
+use crate::facts::{Facts, ResourceType};
+use crate::report::{CheckId, Finding, ObjectRef, Report};
+
+/// Why a wave comes where it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaveKind {
+    /// Custom resources whose controllers run only in this namespace: deleted while they run.
+    ControllersHere,
+    /// Objects that webhooks or conversion backends hosted here serve: deleted while those
+    /// still answer.
+    ServedHere,
+}
+
+impl WaveKind {
+    /// What the wave is, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WaveKind::ControllersHere => {
+                "custom resources whose controllers run in this namespace (deleted while they still run)"
+            }
+            WaveKind::ServedHere => {
+                "objects served by webhooks or conversion backends hosted here (deleted while those still answer)"
+            }
+        }
+    }
+}
+
+/// One resource type of a wave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveResource {
+    /// `resource.group`.
+    pub resource: String,
+    /// The version it is listed and deleted at.
+    pub api_version: String,
+    /// The type, for the executor.
+    #[serde(skip)]
+    pub resource_type: ResourceType,
+    /// Its objects here now.
+    pub objects: Vec<String>,
+    /// Who should remove their finalizers (the expected controllers), where nsguard knows.
+    pub controllers: Vec<String>,
+    /// Why it is in this wave: the check that found it.
+    pub because: CheckId,
+}
+
+/// A set of resource types deleted together; the next wave starts once they are gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wave {
+    /// Why these go now.
+    pub kind: WaveKind,
+    /// The types.
+    pub resources: Vec<WaveResource>,
+}
+
+/// The plan for deleting a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The namespace.
+    pub namespace: String,
+    /// The waves, first to last; then the namespace.
+    pub waves: Vec<Wave>,
+    /// Backends hosted here that the waves rely on: they go with the namespace, last.
+    pub backends: Vec<ObjectRef>,
+    /// Blockers that ordering cannot fix: the plan stops here.
+    pub stop: Vec<Finding>,
+    /// What the preflight could not check.
+    pub not_checked: Vec<String>,
+}
+
+/// Types of content whose finalizers' controllers run only in this namespace (and nowhere
+/// else): the finalizer-controller verdict "live here only".
+fn controlled_here(facts: &Facts, gr: &str) -> bool {
+    facts.namespace.controllers.get(gr).is_some_and(|rc| {
+        rc.controllers
+            .iter()
+            .any(|(_, l)| matches!(l, Liveness::LiveHereOnly(_)))
+    })
+}
+
+fn content_of<'f>(facts: &'f Facts, gr: &str) -> Option<&'f crate::facts::Content> {
+    facts
+        .namespace
+        .content
+        .iter()
+        .find(|c| c.resource.group_resource() == gr)
+}
+
+/// The types a fixable blocking finding asks to delete early, or `None` when ordering cannot
+/// fix it.
+fn early_types(facts: &Facts, f: &Finding) -> Option<(WaveKind, Vec<ResourceType>)> {
+    match f.check {
+        CheckId::FinalizerController => {
+            let gr = &f.objects.first()?.kind;
+            if !controlled_here(facts, gr) {
+                return None;
+            }
+            let c = content_of(facts, gr)?;
+            Some((WaveKind::ControllersHere, vec![c.resource.clone()]))
+        }
+        CheckId::HostsConversionBackend => {
+            let crd_name = &f
+                .objects
+                .iter()
+                .find(|o| o.kind == "CustomResourceDefinition")?
+                .name;
+            let crd = facts
+                .cluster
+                .crds
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(crd_name.as_str()))?;
+            let types: Vec<ResourceType> = facts
+                .namespace
+                .content
+                .iter()
+                .filter(|c| {
+                    c.resource.group == crd.spec.group
+                        && c.resource.resource == crd.spec.names.plural
+                })
+                .map(|c| c.resource.clone())
+                .collect();
+            (!types.is_empty()).then_some((WaveKind::ServedHere, types))
+        }
+        CheckId::HostsWebhookBackend => {
+            let config = f.objects.first()?;
+            let hooks: Vec<_> = checks::hosted_hooks(facts)
+                .into_iter()
+                .filter(|h| h.config_kind == config.kind && h.config == config.name)
+                .collect();
+            if hooks.is_empty() || hooks.iter().any(|h| h.finalize) {
+                return None;
+            }
+            let types: Vec<ResourceType> = hooks
+                .into_iter()
+                .flat_map(|h| h.content)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            // Deleting built-in types first would take the webhook's own workload with them
+            // (or never finish: a ConfigMap the controller-manager recreates).
+            (!types.is_empty() && checks::only_custom_resources(facts, &types))
+                .then_some((WaveKind::ServedHere, types))
+        }
+        _ => None,
+    }
+}
+
+fn controllers_of(facts: &Facts, gr: &str) -> Vec<String> {
+    facts
+        .namespace
+        .controllers
+        .get(gr)
+        .map(|rc| {
+            rc.controllers
+                .iter()
+                .map(|(e, _)| e.identity.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Plans the deletion of the namespace of `facts` from the blocking findings of `report`.
+/// No blocking findings: no waves (delete the namespace now).
+pub fn plan(facts: &Facts, report: &Report) -> Plan {
+    let mut stop = Vec::new();
+    let mut by_kind: Vec<(WaveKind, ResourceType, CheckId)> = Vec::new();
+    let mut backends: Vec<ObjectRef> = Vec::new();
+    for f in report.blocking() {
+        match early_types(facts, f) {
+            Some((kind, types)) => {
+                by_kind.extend(types.into_iter().map(|t| (kind, t, f.check)));
+                for o in &f.objects {
+                    if o.kind == "Service" && !backends.contains(o) {
+                        backends.push(o.clone());
+                    }
+                }
+                if f.check == CheckId::FinalizerController {
+                    for c in controllers_of(facts, &f.objects[0].kind) {
+                        let o = ObjectRef::namespaced("controller", &facts.name, c);
+                        if !backends.contains(&o) {
+                            backends.push(o);
+                        }
+                    }
+                }
+            }
+            None => stop.push(f.clone()),
+        }
+    }
+    // A type goes in its earliest wave only.
+    by_kind.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut seen = BTreeSet::new();
+    let mut waves: Vec<Wave> = Vec::new();
+    for (kind, t, because) in by_kind {
+        if !seen.insert(t.clone()) {
+            continue;
+        }
+        let gr = t.group_resource();
+        let resource = WaveResource {
+            resource: gr.clone(),
+            api_version: t.api_version(),
+            objects: content_of(facts, &gr)
+                .map(|c| c.objects.iter().map(|o| o.name.clone()).collect())
+                .unwrap_or_default(),
+            controllers: controllers_of(facts, &gr),
+            resource_type: t,
+            because,
+        };
+        match waves.last_mut() {
+            Some(w) if w.kind == kind => w.resources.push(resource),
+            _ => waves.push(Wave {
+                kind,
+                resources: vec![resource],
+            }),
+        }
+    }
+    Plan {
+        namespace: facts.name.clone(),
+        waves,
+        backends,
+        stop,
+        not_checked: report.not_checked.clone(),
+    }
+}
+
+/// The plan as text.
+pub fn render(plan: &Plan) -> String {
+    let mut out = format!("plan for deleting namespace {}:\n", plan.namespace);
+    if !plan.stop.is_empty() {
+        out.push_str("  STOP: blockers that deleting in order cannot fix:\n");
+        for f in &plan.stop {
+            out.push_str(&format!("  - [{}] {}\n", f.check, f.summary));
+            out.push_str(&format!("      fix: {}", f.remedy.text));
+            if let Some(cmd) = &f.remedy.command {
+                out.push_str(&format!(": {cmd}"));
+            }
+            out.push('\n');
+        }
+        return out;
+    }
+    let mut n = 0;
+    for w in &plan.waves {
+        n += 1;
+        out.push_str(&format!("  {n}. {}\n", w.kind.describe()));
+        for r in &w.resources {
+            let shown: Vec<&str> = r.objects.iter().take(5).map(String::as_str).collect();
+            let more = r.objects.len().saturating_sub(shown.len());
+            out.push_str(&format!(
+                "       {} ({} object{}: {}{})\n",
+                r.resource,
+                r.objects.len(),
+                if r.objects.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+            if !r.controllers.is_empty() {
+                out.push_str(&format!(
+                    "         finalized by {}\n",
+                    r.controllers.join(", ")
+                ));
+            }
+        }
+    }
+    n += 1;
+    if plan.backends.is_empty() {
+        out.push_str(&format!(
+            "  {n}. the namespace, with everything else in it\n"
+        ));
+    } else {
+        let names: Vec<String> = plan
+            .backends
+            .iter()
+            .map(|o| format!("{} {}", o.kind, o.name))
+            .collect();
+        out.push_str(&format!(
+            "  {n}. the namespace, with everything else in it: the backends and controllers the waves relied on ({}) go last\n",
+            names.join(", ")
+        ));
+    }
+    for nc in &plan.not_checked {
+        out.push_str(&format!("  not checked: {nc}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{Settings, fixtures};
+    use crate::facts::BackendState;
+    use crate::facts::controllers::{Expected, Identity, ResourceControllers, Source};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceConversion, CustomResourceDefinition, CustomResourceDefinitionNames,
+        CustomResourceDefinitionSpec, CustomResourceDefinitionStatus,
+        CustomResourceDefinitionVersion, ServiceReference, WebhookClientConfig, WebhookConversion,
+    };
+    use std::sync::Arc;
+
+    const UP: BackendState = BackendState {
+        exists: true,
+        ready_endpoints: 1,
+        external: false,
+        unreachable_since: None,
+    };
+
+    fn crd(
+        group: &str,
+        plural: &str,
+        conversion_svc: Option<(&str, &str)>,
+    ) -> CustomResourceDefinition {
+        let mut c = CustomResourceDefinition {
+            spec: CustomResourceDefinitionSpec {
+                group: group.into(),
+                names: CustomResourceDefinitionNames {
+                    plural: plural.into(),
+                    kind: "Kind".into(),
+                    ..Default::default()
+                },
+                scope: "Namespaced".into(),
+                versions: vec![CustomResourceDefinitionVersion {
+                    name: "v1".into(),
+                    served: true,
+                    storage: true,
+                    ..Default::default()
+                }],
+                conversion: conversion_svc.map(|(ns, name)| CustomResourceConversion {
+                    strategy: "Webhook".into(),
+                    webhook: Some(WebhookConversion {
+                        client_config: Some(WebhookClientConfig {
+                            service: Some(ServiceReference {
+                                namespace: ns.into(),
+                                name: name.into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        conversion_review_versions: vec!["v1".into()],
+                    }),
+                }),
+                ..Default::default()
+            },
+            status: Some(CustomResourceDefinitionStatus {
+                stored_versions: Some(vec!["v1beta1".into(), "v1".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        c.metadata.name = Some(format!("{plural}.{group}"));
+        c
+    }
+
+    fn with_controller(facts: &mut Facts, gr: &str, identity: &str, liveness: Liveness) {
+        facts.namespace.controllers.insert(
+            gr.into(),
+            ResourceControllers {
+                controllers: vec![(
+                    Expected {
+                        identity: Identity::parse(identity).unwrap(),
+                        source: Source::Rbac("RoleBinding op -> Role op".into()),
+                        resource_names: None,
+                    },
+                    liveness,
+                )],
+                notes: vec![],
+            },
+        );
+    }
+
+    /// A namespace with an operator here finalizing things, a webhook served from here on
+    /// DELETE of `hook_resources` (core group in the fixture; with `custom_hooked`, "gadgets"
+    /// is a custom type there), and widgets converted by a Service here.
+    fn world(hook_resources: &[&str], custom_hooked: bool) -> Facts {
+        world_ops(&["DELETE"], hook_resources, custom_hooked)
+    }
+
+    fn world_ops(ops: &[&str], hook_resources: &[&str], custom_hooked: bool) -> Facts {
+        let mut facts = fixtures::facts("team-a")
+            .with_content(
+                "op.example.com",
+                "things",
+                &[
+                    ("t1", &["op.example.com/cleanup"]),
+                    ("t2", &["op.example.com/cleanup"]),
+                ],
+            )
+            .with_content("conv.example.com", "widgets", &[("w1", &[])])
+            .with_content("", "configmaps", &[("kube-root-ca.crt", &[])])
+            .with_content("", "gadgets", &[("g1", &[])])
+            .with_webhook("guard", ops, hook_resources, ("team-a", "hook"), UP)
+            .build();
+        with_controller(
+            &mut facts,
+            "things.op.example.com",
+            "team-a/op",
+            Liveness::LiveHereOnly("pod op-1".into()),
+        );
+        let mut cluster = (*facts.cluster).clone();
+        cluster.crds.push(crd("op.example.com", "things", None));
+        cluster
+            .crds
+            .push(crd("conv.example.com", "widgets", Some(("team-a", "conv"))));
+        if custom_hooked {
+            // The fixture's webhook names the core group: make "gadgets" a custom type there.
+            cluster.crds.push(crd("", "gadgets", None));
+        }
+        facts.cluster = Arc::new(cluster);
+        facts
+    }
+
+    fn planned(facts: &Facts) -> Plan {
+        let report = crate::checks::run(facts, &Settings::default());
+        plan(facts, &report)
+    }
+
+    fn wave_types(p: &Plan) -> Vec<(WaveKind, Vec<String>)> {
+        p.waves
+            .iter()
+            .map(|w| {
+                (
+                    w.kind,
+                    w.resources.iter().map(|r| r.resource.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn controllers_here_first_then_what_hosted_backends_serve() {
+        let p = planned(&world(&["gadgets"], true));
+        assert!(p.stop.is_empty(), "{:?}", p.stop);
+        assert_eq!(
+            wave_types(&p),
+            vec![
+                (
+                    WaveKind::ControllersHere,
+                    vec!["things.op.example.com".to_string()]
+                ),
+                (
+                    WaveKind::ServedHere,
+                    vec![
+                        "gadgets".to_string(),
+                        "widgets.conv.example.com".to_string()
+                    ]
+                ),
+            ]
+        );
+        let things = &p.waves[0].resources[0];
+        assert_eq!(things.objects, vec!["t1", "t2"]);
+        assert_eq!(things.controllers, vec!["ServiceAccount team-a/op"]);
+        assert!(
+            p.backends
+                .contains(&ObjectRef::namespaced("Service", "team-a", "conv"))
+        );
+        assert!(
+            p.backends
+                .contains(&ObjectRef::namespaced("Service", "team-a", "hook"))
+        );
+        let text = render(&p);
+        assert!(
+            text.contains("1. custom resources whose controllers"),
+            "{text}"
+        );
+        assert!(text.contains("3. the namespace"), "{text}");
+    }
+
+    #[test]
+    fn a_webhook_on_built_in_types_is_not_fixed_by_ordering() {
+        // Deleting ConfigMaps first would never finish (kube-root-ca.crt comes back).
+        let p = planned(&world(&["configmaps"], false));
+        assert_eq!(p.stop.len(), 1, "{:?}", p.stop);
+        assert_eq!(p.stop[0].check, CheckId::HostsWebhookBackend);
+    }
+
+    #[test]
+    fn a_webhook_on_the_namespaces_finalization_stops_the_plan() {
+        let p = planned(&world_ops(
+            &["DELETE", "UPDATE"],
+            &["gadgets", "namespaces/finalize"],
+            true,
+        ));
+        assert_eq!(p.stop.len(), 1, "{:?}", p.stop);
+        assert_eq!(p.stop[0].check, CheckId::HostsWebhookBackend);
+    }
+
+    #[test]
+    fn blockers_elsewhere_stop_the_plan_with_the_webhooks_message() {
+        let mut facts = fixtures::facts("team-a")
+            .with_apiservice(
+                "v1beta1.metrics.k8s.io",
+                "kube-system",
+                "metrics-server",
+                "False",
+                "ServiceNotFound",
+            )
+            .with_content(
+                "gone.example.com",
+                "gizmos",
+                &[("z1", &["gone.example.com/cleanup"])],
+            )
+            .without_controller("gizmos.gone.example.com")
+            .build();
+        // A controller live only here for another type is still planned, but the plan stops.
+        facts.namespace.content.push(crate::facts::Content {
+            resource: ResourceType {
+                group: "op.example.com".into(),
+                version: "v1".into(),
+                resource: "things".into(),
+                kind: "Thing".into(),
+                listable: true,
+            },
+            objects: vec![crate::facts::ObjectFacts {
+                name: "t1".into(),
+                finalizers: vec!["op.example.com/cleanup".into()],
+                ..Default::default()
+            }],
+        });
+        with_controller(
+            &mut facts,
+            "things.op.example.com",
+            "team-a/op",
+            Liveness::LiveHereOnly("pod".into()),
+        );
+        let p = planned(&facts);
+        let stopped: Vec<CheckId> = p.stop.iter().map(|f| f.check).collect();
+        assert!(
+            stopped.contains(&CheckId::ApiserviceUnavailable),
+            "{stopped:?}"
+        );
+        assert!(
+            stopped.contains(&CheckId::FinalizerController),
+            "{stopped:?}"
+        );
+        assert_eq!(p.stop.len(), 2, "{:?}", p.stop);
+        assert!(render(&p).contains("STOP"));
+    }
+
+    #[test]
+    fn nothing_blocking_means_no_waves() {
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .build();
+        let p = planned(&facts);
+        assert!(p.waves.is_empty() && p.stop.is_empty());
+        assert!(render(&p).contains("1. the namespace"));
+    }
+
+    #[test]
+    fn a_controller_live_elsewhere_needs_no_wave() {
+        let mut facts = world(&["gadgets"], true);
+        with_controller(
+            &mut facts,
+            "things.op.example.com",
+            "ops/op",
+            Liveness::Live("pod".into()),
+        );
+        let p = planned(&facts);
+        assert_eq!(p.waves.len(), 1);
+        assert_eq!(p.waves[0].kind, WaveKind::ServedHere);
+    }
+}
