@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use localcluster::{LocalCluster, random_suffix};
 use support::nsguard::Nsguard;
 use support::operator::{Operator, run_operator, wait_ready};
@@ -216,4 +218,158 @@ metadata: {{name: foreground, namespace: {ns}, finalizers: [foregroundDeletion]}
 
     let warnings = allowed_and_gone(cluster, &client, &ns).await;
     assert!(!warnings.contains("Warning"), "{warnings}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apiservice_flapping_in_a_rollout_is_not_evidence() {
+    // An unavailable APIService makes every namespace deletion wait: cluster-wide.
+    let _lock = CLUSTER_WIDE.write().await;
+    let (cluster, client) = cluster().await;
+    // The default grace is 30 s; a generous one keeps a slow machine inside it.
+    let guard = Nsguard::start(cluster, &["--mode=enforce", "--apiservice-grace=120s"]).await;
+    let backend = localcluster::backend::Backend::start(cluster, &[]).await;
+    let host = create_namespace(&client, "flap-host").await;
+    let group = format!("{host}.nsguard.test");
+    let name = format!("v1alpha1.{group}");
+    backend.service(cluster, &host, "api");
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: {name}}}
+spec:
+  group: {group}
+  version: v1alpha1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+  service: {{namespace: {host}, name: api, port: {port}}}
+",
+            port = backend.port
+        ),
+    );
+    let wait = |condition: &str| {
+        kubectl(
+            cluster,
+            &[
+                "wait",
+                &format!("--for=condition={condition}"),
+                "--timeout=60s",
+                &format!("apiservice/{name}"),
+            ],
+            None,
+        )
+        .unwrap();
+    };
+    wait("Available");
+    let ns = create_namespace_with(&client, "flap", &guard.labels(), &[]).await;
+
+    // A transition within seconds of creation reads as "never Available" (which blocks at
+    // once): let it be Available for a while first, as a serving APIService is.
+    let created = kubectl(
+        cluster,
+        &[
+            "get",
+            "apiservice",
+            &name,
+            "-o",
+            "jsonpath={.metadata.creationTimestamp}",
+        ],
+        None,
+    )
+    .unwrap();
+    let created: k8s_openapi::jiff::Timestamp = created.trim().parse().unwrap();
+    eventually(
+        "the APIService to be Available for 10 s",
+        Duration::from_secs(30),
+        || async {
+            let age = k8s_openapi::jiff::Timestamp::now().as_second() - created.as_second();
+            Ok((age >= 10).then_some(()))
+        },
+    )
+    .await;
+
+    // The rollout: the backend's Service goes for a moment; the APIService turns unavailable.
+    kubectl(cluster, &["delete", "service", "api", "-n", &host], None).unwrap();
+    wait("Available=False");
+    let out = kubectl_output(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a flapping APIService denied: {err}");
+    assert!(err.contains("apiservice-unavailable"), "{err}");
+
+    // ...and it comes back: the deletion completes.
+    backend.service(cluster, &host, "api");
+    wait("Available");
+    wait_gone(&client, &ns).await;
+    kubectl(cluster, &["delete", "apiservice", &name], None).unwrap();
+    kubectl(
+        cluster,
+        &["delete", "namespace", &host, "--wait=false"],
+        None,
+    )
+    .unwrap();
+    wait_gone(&client, &host).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_left_on_another_namespace_after_its_cause_is_fixed_is_not_evidence() {
+    let _lock = CLUSTER_WIDE.write().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    // A namespace stuck on discovery; its gadget keeps it Terminating after the fix.
+    let group = "stale.accuracy.nsguard.test";
+    install_crd(cluster, group, "gadgets", "Gadget").await;
+    break_metrics_apiservice(cluster);
+    let stuck = create_namespace(&client, "stale-stuck").await;
+    gadget(cluster, group, &stuck, "g1");
+    kubectl(
+        cluster,
+        &["delete", "namespace", &stuck, "--wait=false"],
+        None,
+    )
+    .unwrap();
+    wait_stuck(&client, &stuck, "NamespaceDeletionDiscoveryFailure").await;
+    let guarded = create_namespace_with(&client, "stale", &guard.labels(), &[]).await;
+
+    // The cause is fixed; the namespace controller has not made its next pass (it is frozen),
+    // so the condition is still there.
+    let paused = cluster.pause_controller_manager();
+    kubectl(
+        cluster,
+        &["delete", "apiservice", "v1beta1.metrics.k8s.io"],
+        None,
+    )
+    .unwrap();
+    let out = eventually(
+        "the deletion to be allowed once the APIService is gone",
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(
+                cluster,
+                &["delete", "namespace", &guarded, "--dry-run=server"],
+                None,
+            )?;
+            Ok(out.status.success().then_some(out))
+        },
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("cluster-already-stuck"), "{err}");
+    let c = condition(&client, &stuck, "NamespaceDeletionDiscoveryFailure")
+        .await
+        .unwrap()
+        .expect("the condition is still there");
+    assert_eq!(c.status, "True", "the condition was still current: {c:?}");
+    kubectl(
+        cluster,
+        &["delete", "namespace", &guarded, "--wait=false"],
+        None,
+    )
+    .unwrap();
+
+    drop(paused);
+    wait_gone(&client, &guarded).await;
+    clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &stuck);
+    wait_gone(&client, &stuck).await;
 }

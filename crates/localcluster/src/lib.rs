@@ -462,6 +462,24 @@ impl LocalCluster {
         &self.bin_dir
     }
 
+    /// Freezes kube-controller-manager (SIGSTOP) until the returned guard is dropped
+    /// (SIGCONT): a test can then look at state the controllers would change a moment later,
+    /// such as a condition left from the namespace controller's last pass.
+    pub fn pause_controller_manager(&self) -> Paused<'_> {
+        self.signal_controller_manager(libc::SIGSTOP);
+        Paused(self)
+    }
+
+    fn signal_controller_manager(&self, signal: i32) {
+        for p in self
+            .processes
+            .iter()
+            .filter(|p| p.name() == "kube-controller-manager")
+        {
+            p.signal(signal);
+        }
+    }
+
     /// The API server's audit log (JSON lines): every request nsguard's ServiceAccount
     /// makes, with the response body.
     pub fn audit_log(&self) -> PathBuf {
@@ -494,6 +512,15 @@ impl LocalCluster {
         while let Some(mut p) = self.processes.pop() {
             p.stop(Duration::from_secs(10));
         }
+    }
+}
+
+/// kube-controller-manager frozen; resumed when dropped (also when a test panics).
+pub struct Paused<'a>(&'a LocalCluster);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.signal_controller_manager(libc::SIGCONT);
     }
 }
 

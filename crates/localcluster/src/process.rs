@@ -53,6 +53,14 @@ impl Process {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the process.
+    pub(crate) fn signal(&self, signal: i32) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a PID we own (our unreaped child) has no memory effects.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub(crate) fn stop(&mut self, grace: Duration) {
         if let Ok(Some(_)) = self.child.try_wait() {
