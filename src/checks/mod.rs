@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::facts::Facts;
@@ -156,28 +157,15 @@ pub fn age(now: Timestamp, t: Timestamp) -> String {
     }
 }
 
-/// Whether `labels` satisfy a label selector (an absent selector matches everything).
+/// Whether `labels` satisfy a label selector (an absent selector matches everything), by
+/// kube's own selector semantics; a selector that does not parse matches nothing (the API
+/// server never stores one).
 pub fn selector_matches(
     selector: Option<&LabelSelector>,
     labels: &BTreeMap<String, String>,
 ) -> bool {
     let Some(sel) = selector else { return true };
-    let labels_ok = sel
-        .match_labels
-        .as_ref()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+    Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 #[cfg(test)]
