@@ -29,6 +29,9 @@ pub struct Admission {
     pub metrics: Arc<Metrics>,
     /// Event publisher (absent without a cluster).
     pub events: Option<Events>,
+    /// Review slots (`--max-concurrent-reviews`); none left: fail open at once with a
+    /// warning, never a queue past the API server's deadline. `None`: unbounded.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Time kept back from the API server's timeout for answering.
@@ -176,7 +179,17 @@ impl Admission {
             .engine
             .as_ref()
             .and_then(|e| e.gatherer().namespace_known(&name, ns_uid.as_deref()));
+        // Counted as a fail-open decision like any incomplete preflight.
+        let slot = self.slots.as_ref().map(|s| s.clone().try_acquire_owned());
         let report = match (&self.engine, known) {
+            _ if matches!(slot, Some(Err(_))) => crate::report::Report {
+                namespace: name.clone(),
+                not_checked: vec![
+                    "nsguard is at its limit of concurrent reviews (--max-concurrent-reviews)"
+                        .into(),
+                ],
+                ..Default::default()
+            },
             (Some(_), Some(false)) => crate::report::Report {
                 namespace: name.clone(),
                 not_checked: vec![format!("namespace {name} is not known to nsguard's watch")],

@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// Warnings per response before "and N more".
     #[arg(long, env = "NSGUARD_MAX_WARNINGS", default_value_t = 8)]
     pub max_warnings: usize,
+    /// Reviews decided at once; over it a review fails open at once, with a warning, rather
+    /// than queue past the API server's deadline.
+    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 32)]
+    pub max_concurrent_reviews: usize,
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
@@ -357,6 +361,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         own_namespace: Some(args.own_namespace.clone()),
         metrics: metrics.clone(),
         events: Some(events),
+        slots: Some(Arc::new(tokio::sync::Semaphore::new(
+            args.max_concurrent_reviews.max(1),
+        ))),
     });
     server::serve(
         args.listen,

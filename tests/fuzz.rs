@@ -914,6 +914,7 @@ fn the_admission_path_survives_generated_and_mutated_reviews() {
         own_namespace: Some("nsguard-system".into()),
         metrics: Arc::new(Metrics::default()),
         events: None,
+        slots: None,
     }));
 
     // Shrinking re-runs a failing case hundreds of times: print its first panic in full, and

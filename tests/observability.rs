@@ -149,6 +149,7 @@ async fn exposition() -> String {
         own_namespace: Some("nsguard-system".into()),
         metrics: metrics.clone(),
         events: None,
+        slots: None,
     });
     for body in [b"{not json".to_vec(), vec![b' '; BODY_LIMIT + 1]] {
         let req = Request::post("/validate")

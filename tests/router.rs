@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn router() -> axum::Router {
+    router_with_slots(None)
+}
+
+fn router_with_slots(slots: Option<usize>) -> axum::Router {
     webhook_router(Arc::new(Admission {
         engine: None,
         policy: Policy::default(),
@@ -22,6 +26,7 @@ fn router() -> axum::Router {
         own_namespace: Some("nsguard-system".into()),
         metrics: Arc::new(Metrics::default()),
         events: None,
+        slots: slots.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
     }))
 }
 
@@ -115,4 +120,21 @@ async fn without_a_cluster_the_preflight_fails_open_with_a_warning() {
     assert_eq!(v["response"]["uid"], "0f1c5e8a-2d33-4c0e-9a57-3b7f7d1e2a10");
     let w = v["response"]["warnings"][0].as_str().unwrap();
     assert!(w.contains("could not check"), "{w}");
+}
+
+#[tokio::test]
+async fn with_no_review_slot_left_it_fails_open_at_once_with_a_warning() {
+    let req = Request::post("/validate?timeout=10s")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            serde_json::to_vec(&namespace_delete("team-a")).unwrap(),
+        ))
+        .unwrap();
+    let resp = router_with_slots(Some(0)).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["response"]["allowed"], true);
+    let w = v["response"]["warnings"].to_string();
+    assert!(w.contains("concurrent reviews"), "{w}");
 }

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::core::{Selector, SelectorExt};
 use k8s_openapi::jiff::Timestamp;
+use kube::core::{Selector, SelectorExt};
 
 use crate::facts::Facts;
 use crate::facts::controllers::Declarations;
