@@ -72,6 +72,7 @@ async fn every_overlay_passes_a_server_side_dry_run() {
             "deployment.apps/nsguard",
             "service/nsguard",
             "poddisruptionbudget.policy/nsguard",
+            "networkpolicy.networking.k8s.io/nsguard",
             "validatingwebhookconfiguration.admissionregistration.k8s.io/nsguard",
         ] {
             assert!(out.contains(object), "{overlay}: {object} missing in {out}");
