@@ -234,3 +234,102 @@ async fn every_decision_line_carries_its_own_uid_and_namespace() {
         kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
     }
 }
+
+/// Talks to nsguard's HTTPS port the way hostile or broken clients do (Python's ssl and
+/// sockets); prints one JSON object of what happened.
+const TRANSPORT_PROBE: &str = r#"
+import json, socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+out = {}
+
+def tls(minv, maxv):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.check_hostname = False
+    ctx.minimum_version, ctx.maximum_version = minv, maxv
+    ctx.set_ciphers("DEFAULT@SECLEVEL=0")
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return ctx.wrap_socket(raw)
+
+def handshake(minv, maxv):
+    try:
+        s = tls(minv, maxv)
+        v = s.version()
+        s.close()
+        return v
+    except ssl.SSLError as e:
+        return "refused: " + str(e)
+
+out["tls12"] = handshake(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
+out["tls11"] = handshake(ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
+
+def closed_after(sock):
+    start = time.time()
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                break
+            out.setdefault("answers", []).append(data.decode("latin-1")[:120])
+    except (ConnectionResetError, ssl.SSLError, socket.timeout, OSError) as e:
+        if isinstance(e, socket.timeout):
+            return None
+    return round(time.time() - start, 1)
+
+# A connection that never starts the handshake.
+raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+out["silent_handshake_closed_after_s"] = closed_after(raw)
+
+# Headers trickled: a request line, then nothing.
+s = tls(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+s.sendall(b"POST /validate HTTP/1.1\r\nHost: nsguard\r\n")
+out["slow_headers_closed_after_s"] = closed_after(s)
+
+# A body promised and never sent.
+s = tls(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+s.sendall(b"POST /validate HTTP/1.1\r\nHost: nsguard\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+out["slow_body_closed_after_s"] = closed_after(s)
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_tls_and_slow_clients_are_refused_or_cut_off() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, _) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let ca = cluster.dir().join("pki/ca.crt");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(TRANSPORT_PROBE)
+        .arg(guard.port.to_string())
+        .arg(&ca)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("transport probe: {doc}");
+    // The same client speaks TLS 1.2, so a refusal of 1.1 is nsguard's.
+    assert_eq!(doc["tls12"], "TLSv1.2", "{doc}");
+    let old = doc["tls11"].as_str().unwrap();
+    assert!(old.starts_with("refused"), "{doc}");
+    assert!(
+        !old.contains("NO_PROTOCOLS_AVAILABLE"),
+        "the client refused, not nsguard: {doc}"
+    );
+    for (what, within) in [
+        ("silent_handshake_closed_after_s", 15.0),
+        ("slow_headers_closed_after_s", 15.0),
+        ("slow_body_closed_after_s", 20.0),
+    ] {
+        let after = doc[what].as_f64();
+        assert!(
+            after.is_some_and(|s| s <= within),
+            "{what}: the connection was not cut off within {within}s: {doc}"
+        );
+    }
+    // The trickled body got a JSON 408 before the connection closed.
+    assert!(
+        doc["answers"].to_string().contains("408"),
+        "no 408 for the trickled body: {doc}"
+    );
+}

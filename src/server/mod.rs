@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,31 +27,63 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn webhook_router(admission: Arc<Admission>) -> Router {
     Router::new()
         .route("/validate", post(validate))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(admission)
 }
+
+/// How long a client may take to send its body: a trickled body is cut off, and it never
+/// holds a review slot (the slot is taken once the body is read).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn validate(
     State(admission): State<Arc<Admission>>,
     RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    // Every error is JSON, the body limit's 413 included.
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                admission.metrics.bad_request("too_large");
-                format!("request body too large: the limit is {BODY_LIMIT} bytes")
-            } else {
-                format!("request body rejected: {}", rejection.body_text())
-            };
-            return (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
-        }
+    // Every error is JSON, the body limit's 413 and a trickled body's 408 included.
+    let error = |status: StatusCode, error: String| {
+        (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
     };
+    let body =
+        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) if is_length_limit(&e) => {
+                admission.metrics.bad_request("too_large");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body too large: the limit is {BODY_LIMIT} bytes"),
+                );
+            }
+            Ok(Err(e)) => {
+                admission.metrics.bad_request("malformed");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("request body unreadable: {e}"),
+                );
+            }
+            Err(_) => {
+                admission.metrics.bad_request("malformed");
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {}s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                );
+            }
+        };
     let (status, json) = admission.review(&body, parse_timeout(q.as_deref())).await;
     (status, axum::Json(json)).into_response()
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Whether the process should get traffic.
@@ -120,7 +151,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    let mut server = axum_server::bind_rustls(listen, tls).handle(handle.clone());
+    // A client that opens a connection and never finishes the handshake is cut off.
+    let acceptor =
+        axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(Duration::from_secs(5));
+    let mut server = axum_server::bind(listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
     // hyper's timeouts need a timer; without one every HTTP/1.1 connection panics
     // ("header_read_timeout set, but no timer set") and gets an empty reply.
     let builder = server.http_builder();
