@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// Serving key (PEM).
     #[arg(long, env = "NSGUARD_TLS_KEY", default_value = "certs/tls.key")]
     pub tls_key: PathBuf,
+    /// Serve only clients with a certificate signed by a CA in this PEM file: the API server,
+    /// configured with a client certificate for webhooks (AdmissionConfiguration kubeconfig).
+    #[arg(long, env = "NSGUARD_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "NSGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
@@ -328,7 +332,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .with_expiry_gauge(metrics.certificate_expiry()),
     );
     cert.spawn_reloader(args.tls_reload_interval);
-    let tls_config = tls::server_config(cert, provider)?;
+    let tls_config = match &args.client_ca_file {
+        Some(ca) => tls::server_config_verifying_clients(cert, provider, ca)?,
+        None => tls::server_config(cert, provider)?,
+    };
     let engine = args.cluster.engine().await?;
     let events = Events::new(
         engine.gatherer().client().clone(),

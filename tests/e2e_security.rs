@@ -333,3 +333,59 @@ async fn old_tls_and_slow_clients_are_refused_or_cut_off() {
         "no 408 for the trickled body: {doc}"
     );
 }
+
+/// Posts one forged review to nsguard with Python's ssl, presenting `cert` (a client
+/// certificate and key) or none; prints `200` or what failed.
+const MTLS_PROBE: &str = r#"
+import http.client, json, ssl, sys
+port, ca, fixture = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+if len(sys.argv) > 5:
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+try:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+    conn.request("POST", "/validate", body=open(fixture).read(),
+                 headers={"Content-Type": "application/json"})
+    print(conn.getresponse().status)
+except Exception as e:
+    print("refused: %s" % e)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_client_ca_only_the_api_server_is_served() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, _) = cluster().await;
+    let pki = cluster.dir().join("pki");
+    let ca = pki.join("ca.crt");
+    // Started means the API server's own calls got through: it presents its webhook client
+    // certificate (AdmissionConfiguration kubeconfig) signed by that CA.
+    let guard = Nsguard::start(
+        cluster,
+        &[
+            "--mode=enforce",
+            &format!("--client-ca-file={}", ca.display()),
+        ],
+    )
+    .await;
+    let fixture = localcluster::workspace_root().join("tests/fixtures/namespace-delete.json");
+    let probe = |cert: &[&std::path::Path]| {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(MTLS_PROBE)
+            .arg(guard.port.to_string())
+            .arg(&ca)
+            .arg(&fixture)
+            .args(cert)
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let anonymous = probe(&[]);
+    assert!(anonymous.starts_with("refused"), "{anonymous}");
+    let with_cert = probe(&[
+        &pki.join("webhook-client.crt"),
+        &pki.join("webhook-client.key"),
+    ]);
+    assert_eq!(with_cert, "200");
+}

@@ -37,6 +37,9 @@ pub enum TlsError {
     /// rustls refused the pair.
     #[error("certificate and key do not form a usable pair: {0}")]
     Pair(rustls::Error),
+    /// The client CA file (`--client-ca-file`) is unusable.
+    #[error("client CA {0}: {1}")]
+    ClientCa(PathBuf, String),
 }
 
 /// Resolves every handshake to the current pair.
@@ -188,6 +191,38 @@ pub fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
         .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Like [`server_config`], but only clients presenting a certificate signed by a CA in the
+/// PEM file `client_ca` are served: the API server, given a client certificate for webhooks in
+/// its AdmissionConfiguration kubeconfig (`--client-ca-file`).
+pub fn server_config_verifying_clients(
+    cert: Arc<ReloadingCert>,
+    provider: Arc<CryptoProvider>,
+    client_ca: &Path,
+) -> Result<ServerConfig, TlsError> {
+    let read = |e: String| TlsError::ClientCa(client_ca.to_path_buf(), e);
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(client_ca).map_err(|e| read(e.to_string()))? {
+        let der = der.map_err(|e| read(e.to_string()))?;
+        roots.add(der).map_err(|e| read(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(read("no certificate in it".into()));
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| read(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .map_err(|e| read(e.to_string()))?
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)

@@ -142,6 +142,37 @@ impl LocalCluster {
         certs::write_file(&pki.join("sa.key"), &sa_key, true)?;
         certs::write_file(&pki.join("sa.pub"), &sa_pub, false)?;
         certs::write_file(&pki.join("audit-policy.yaml"), AUDIT_POLICY, false)?;
+        // The API server presents a client certificate to every webhook, as a cluster admin
+        // configures it for webhooks that verify their caller (nsguard's --client-ca-file).
+        let webhook_client = self
+            .ca
+            .issue_client("kube-apiserver-webhook-client", &[], 7)?;
+        write_pair(&pki, "webhook-client", &webhook_client)?;
+        let webhook_kubeconfig = pki.join("webhook-kubeconfig.yaml");
+        certs::write_file(
+            &webhook_kubeconfig,
+            &format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+                pki.join("webhook-client.crt").display(),
+                pki.join("webhook-client.key").display()
+            ),
+            true,
+        )?;
+        let plugin = |name: &str| {
+            format!(
+                "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+                webhook_kubeconfig.display()
+            )
+        };
+        certs::write_file(
+            &pki.join("admission-config.yaml"),
+            &format!(
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+                plugin("ValidatingAdmissionWebhook"),
+                plugin("MutatingAdmissionWebhook")
+            ),
+            false,
+        )?;
 
         let etcd_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -199,6 +230,10 @@ impl LocalCluster {
                 "--profiling=false".into(),
                 // What nsguard's ServiceAccount asks and receives, bodies and all: the proof
                 // that it never reads what metadata suffices for (e2e_manifests).
+                format!(
+                    "--admission-control-config-file={}",
+                    p("admission-config.yaml")
+                ),
                 format!("--audit-policy-file={}", p("audit-policy.yaml")),
                 format!("--audit-log-path={}", self.audit_log().display()),
                 "--audit-log-format=json".into(),
