@@ -529,3 +529,105 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
 }
+
+/// The README's Helm install block, run as printed (helm and kubectl on the PATH), installs
+/// every object; `helm uninstall` removes the cluster-scoped ones again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_helm_install_works_as_printed() {
+    // The release's webhook sees every namespace deletion (failing open: no pod runs here).
+    let _lock = CLUSTER_WIDE.write().await;
+    let (cluster, client) = cluster().await;
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- helm-install -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .expect("the Helm install block in the README");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(chart().parent().unwrap(), dir.path().join("charts")).unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(dir.path())
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("HELM_CACHE_HOME", dir.path().join("cache"))
+        .env("HELM_CONFIG_HOME", dir.path().join("config"))
+        .env("HELM_DATA_HOME", dir.path().join("data"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}:{}",
+                helm_bin().parent().unwrap().display(),
+                cluster.bin_path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    let installed = kubectl(
+        cluster,
+        &[
+            "get",
+            "serviceaccount,deployment,service,poddisruptionbudget,networkpolicy,secret",
+            "-n",
+            "nsguard-system",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    let hook = kubectl(
+        cluster,
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "nsguard",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let kc = Some(cluster.kubeconfig());
+    let _ = helm(
+        &["uninstall", "nsguard", "-n", "nsguard-system", "--wait"],
+        kc,
+    );
+    let _ = kubectl(
+        cluster,
+        &["delete", "namespace", "nsguard-system", "--wait=false"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = installed.unwrap();
+    for object in [
+        "serviceaccount/nsguard",
+        "deployment.apps/nsguard",
+        "service/nsguard",
+        "poddisruptionbudget.policy/nsguard",
+        "networkpolicy.networking.k8s.io/nsguard",
+        "secret/nsguard-tls",
+    ] {
+        assert!(
+            installed.contains(object),
+            "{object} missing in {installed}"
+        );
+    }
+    let hook: Value = serde_json::from_str(&hook.unwrap()).unwrap();
+    assert!(hook["webhooks"][0]["clientConfig"]["caBundle"].is_string());
+    let left = kubectl(
+        cluster,
+        &[
+            "get",
+            "validatingwebhookconfiguration,clusterrole",
+            "-o",
+            "name",
+        ],
+        None,
+    )
+    .unwrap();
+    assert!(!left.contains("/nsguard\n"), "helm uninstall left {left}");
+    wait_gone(&client, "nsguard-system").await;
+}
