@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 CONTROLPLANE := tests/controlplane/build.sh
+HELM := tests/helm/build.sh
 # The end-to-end tests start real etcd, kube-apiserver and kube-controller-manager beside
 # them: two test threads keep a 2-core machine responsive.
 TEST_THREADS ?= 2
@@ -11,11 +12,15 @@ BENCH_DECISIONS ?= 200
 # Generated and mutated AdmissionReviews in `make fuzz` (`make test` runs 2000).
 CASES ?= 100000
 
-.PHONY: controlplane build test lint run cluster bench fuzz
+.PHONY: controlplane helm build test lint run cluster bench fuzz
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
 	@bash $(CONTROLPLANE)
+
+## helm: build (or find in the cache) helm, for the chart's tests; prints its path
+helm:
+	@bash $(HELM)
 
 build:
 	cargo build --workspace --all-targets
