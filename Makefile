@@ -30,10 +30,12 @@ test:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	NSGUARD_CONTROLPLANE_DIR=$$dir cargo test --workspace -- --test-threads=$(TEST_THREADS)
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting, clippy (warnings are errors) and no unused direct dependency (cargo-machete)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	command -v cargo-machete >/dev/null || cargo install --locked --quiet cargo-machete@0.9.2
+	cargo machete
 
 ## fuzz: CASES generated and mutated AdmissionReviews through the webhook router, in release mode; prints `fuzz: N cases, 0 panics`
 fuzz:

@@ -490,7 +490,7 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         .list_namespaces(args.selector.as_deref(), deadline)
         .await?;
     let total = namespaces.len();
-    let progress = std::io::stdout().is_terminal();
+    let progress = std::io::stderr().is_terminal();
     let mut done = 0usize;
     let mut audited: Vec<Audited> = futures::stream::iter(namespaces)
         .map(|ns| {
