@@ -389,3 +389,160 @@ async fn with_a_client_ca_only_the_api_server_is_served() {
     ]);
     assert_eq!(with_cert, "200");
 }
+
+/// An OpenSSL-based client under load: POSTs a review over and over, a new connection (so a
+/// new handshake) each time, trusting the CAs in `ca`, until the file `stop` exists; prints
+/// `ok failed`.
+const HANDSHAKE_LOAD: &str = r#"
+import http.client, os, ssl, sys
+port, ca, fixture, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+body = open(fixture).read()
+ok = failed = 0
+while not os.path.exists(stop):
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        ctx.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        conn.request("POST", "/validate", body=body, headers={"Content-Type": "application/json"})
+        if conn.getresponse().status == 200:
+            ok += 1
+        else:
+            failed += 1
+        conn.close()
+    except Exception as e:
+        failed += 1
+        sys.stderr.write("%s\n" % e)
+print(ok, failed)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_rotated_under_load_fails_no_handshake() {
+    use ::nsguard::certs::Ca;
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let ip = ["127.0.0.1".parse().unwrap()];
+    let (old_ca, new_ca) = (
+        Ca::new("nsguard-ca", 2).unwrap(),
+        Ca::new("nsguard-ca", 2).unwrap(),
+    );
+    let old = old_ca
+        .issue_server("nsguard", &["localhost".into()], &ip, 1)
+        .unwrap();
+    let new = new_ca
+        .issue_server("nsguard", &["localhost".into()], &ip, 2)
+        .unwrap();
+    std::fs::write(&cert, &old.cert_pem).unwrap();
+    std::fs::write(&key, &old.key_pem).unwrap();
+    // The rotation's first step: both CAs trusted, by the API server and by the other client.
+    let both = format!("{}{}", old_ca.cert_pem(), new_ca.cert_pem());
+    let bundle = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&both)
+    };
+    let cas = dir.path().join("cas.crt");
+    std::fs::write(&cas, &both).unwrap();
+    let guard = Nsguard::start_with_certs(
+        cluster,
+        &cert,
+        &key,
+        &bundle,
+        &["--mode=enforce", "--tls-reload-interval=1s"],
+    )
+    .await;
+    let expiry = || {
+        guard
+            .metrics()
+            .lines()
+            .find(|l| l.starts_with("nsguard_certificate_expiry_timestamp_seconds "))
+            .map(str::to_string)
+    };
+    let before = expiry();
+    assert!(before.is_some(), "no certificate expiry metric");
+
+    // Go's client: the API server, deciding a deletion nsguard denies (a finalizer nobody
+    // removes); a failed call would be ignored (failurePolicy Ignore) and the dry run allowed.
+    let group = "rotation.security.nsguard.test";
+    install_crd(cluster, group, "gadgets", "Gadget").await;
+    let ns = create_namespace_with(&client, "rotation", &guard.labels(), &[]).await;
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
+        )),
+    )
+    .unwrap();
+    denied(cluster, &ns, "finalizer-controller").await;
+    let stop = dir.path().join("stop");
+    let fixture = localcluster::workspace_root().join("tests/fixtures/namespace-delete.json");
+    let openssl = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(HANDSHAKE_LOAD)
+        .arg(guard.port.to_string())
+        .arg(&cas)
+        .arg(&fixture)
+        .arg(&stop)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let go = {
+        let (stop, ns) = (stop.clone(), ns.clone());
+        std::thread::spawn(move || {
+            let (mut denied, mut let_through) = (0, 0);
+            while !stop.exists() {
+                let out = kubectl_output(
+                    cluster,
+                    &["delete", "namespace", &ns, "--dry-run=server"],
+                    None,
+                )
+                .unwrap();
+                if out.status.success() {
+                    let_through += 1;
+                } else {
+                    denied += 1;
+                }
+            }
+            (denied, let_through)
+        })
+    };
+
+    // The swap, as a Secret's symlink swap: the new pair renamed into place.
+    let staged = dir.path().join("staged");
+    std::fs::create_dir(&staged).unwrap();
+    std::fs::write(staged.join("tls.crt"), &new.cert_pem).unwrap();
+    std::fs::write(staged.join("tls.key"), &new.key_pem).unwrap();
+    std::fs::rename(staged.join("tls.key"), &key).unwrap();
+    std::fs::rename(staged.join("tls.crt"), &cert).unwrap();
+    eventually(
+        "nsguard to serve the new certificate",
+        Duration::from_secs(30),
+        || async { Ok((expiry() != before).then_some(())) },
+    )
+    .await;
+    // Keep the load on across the new certificate for a few more API server calls.
+    let reviews = guard.reviews();
+    eventually(
+        "more reviews on the new certificate",
+        Duration::from_secs(60),
+        || async { Ok((guard.reviews() >= reviews + 5).then_some(())) },
+    )
+    .await;
+    std::fs::write(&stop, "").unwrap();
+    let (denied_calls, let_through) = go.join().unwrap();
+    let out = openssl.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut counts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    let (ok, failed) = (counts.next().unwrap(), counts.next().unwrap());
+    eprintln!(
+        "rotation under load: OpenSSL client {ok} ok, {failed} failed; API server {denied_calls} decided, {let_through} let through"
+    );
+    assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ok > 0);
+    assert_eq!(let_through, 0, "the API server failed to call nsguard");
+    assert!(denied_calls > 0);
+    clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &ns);
+    allowed_and_gone(cluster, &client, &ns).await;
+}
