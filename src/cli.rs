@@ -21,7 +21,7 @@ use crate::admission::Admission;
 use crate::certs::{self, Ca};
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
-use crate::facts::gather::Gatherer;
+use crate::facts::gather::{DiscoverySource, Gatherer};
 use crate::policy::{Mode, Policy};
 use crate::preflight::Engine;
 use crate::records::{Events, Metrics};
@@ -311,9 +311,9 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    async fn engine(&self) -> Result<Engine> {
+    async fn engine(&self, source: DiscoverySource) -> Result<Engine> {
         let client = self.client().await?;
-        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency);
+        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency, source);
         Ok(Engine::new(gatherer, self.settings()))
     }
 }
@@ -329,7 +329,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     cert.spawn_reloader(args.tls_reload_interval);
     let tls_config = tls::server_config(cert, provider)?;
-    let engine = args.cluster.engine().await?;
+    let engine = args.cluster.engine(DiscoverySource::Shared).await?;
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
@@ -401,7 +401,7 @@ fn phase(ns: &Namespace) -> String {
 }
 
 async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
-    let engine = cluster.engine().await?;
+    let engine = cluster.engine(DiscoverySource::PerCall).await?;
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
+
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -77,10 +79,65 @@ struct Stores {
 /// Cluster facts built from the watches at one watch generation.
 type Snapshot = (u64, Arc<ClusterFacts>);
 
+/// Where review-time discovery comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoverySource {
+    /// Aggregated discovery on every call (the one-shot CLI).
+    PerCall,
+    /// Aggregated discovery run in the background (every 30 s, as KCM's garbage collector,
+    /// and whenever a CRD or an APIService changes) and shared by every review (`serve`).
+    Shared,
+}
+
+/// How long after a CRD or APIService change the API server's aggregated discovery may still
+/// be catching up: a shared result fetched sooner than this after the change is not trusted.
+const DISCOVERY_SETTLE: Duration = Duration::from_secs(2);
+/// The background discovery period, as KCM's garbage collector resyncs.
+const DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
+
+/// One shared discovery result.
+struct DiscoveryResult {
+    /// The CRD/APIService change count read before the calls were made.
+    changes: u64,
+    /// When the calls were made.
+    fetched: Instant,
+    discovery: Discovery,
+}
+
+/// Discovery shared by reviews, refreshed in the background.
+#[derive(Default)]
+struct SharedDiscovery {
+    current: ArcSwapOption<DiscoveryResult>,
+    /// CRD and APIService watch events seen.
+    changes: AtomicU64,
+    /// When the last CRD or APIService watch event arrived.
+    last_change: Mutex<Option<Instant>>,
+    wake: tokio::sync::Notify,
+}
+
+impl SharedDiscovery {
+    fn changed(&self) {
+        *self.last_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The shared result, if nothing it depends on changed since it was fetched and it was
+    /// fetched after discovery had time to settle.
+    fn current(&self) -> Option<Discovery> {
+        let current = self.current.load_full()?;
+        let last_change = *self.last_change.lock().unwrap_or_else(|e| e.into_inner());
+        let settled = last_change.is_none_or(|t| current.fetched >= t + DISCOVERY_SETTLE);
+        (current.changes == self.changes.load(Ordering::SeqCst) && settled)
+            .then(|| current.discovery.clone())
+    }
+}
+
 /// Gathers facts. Cheap to clone; clones share the watches and the snapshot.
 #[derive(Clone)]
 pub struct Gatherer {
     client: Client,
+    shared_discovery: Option<Arc<SharedDiscovery>>,
     call_timeout: Duration,
     concurrency: usize,
     stores: Stores,
@@ -96,6 +153,19 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
+    watch_telling(client, generation, None)
+}
+
+/// A watch that also tells shared discovery about every change (CRDs and APIServices).
+fn watch_telling<K>(
+    client: &Client,
+    generation: &Arc<AtomicU64>,
+    discovery: Option<Arc<SharedDiscovery>>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
     let generation = generation.clone();
@@ -106,6 +176,9 @@ where
                 tracing::warn!(%error, kind = %K::kind(&K::DynamicType::default()), "Watch error");
             }
             generation.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = &discovery {
+                d.changed();
+            }
             std::future::ready(())
         });
     tokio::spawn(stream);
@@ -114,12 +187,20 @@ where
 
 impl Gatherer {
     /// Starts the watches. `call_timeout` bounds every API call, `concurrency` the lists in
-    /// flight for one namespace.
-    pub fn start(client: Client, call_timeout: Duration, concurrency: usize) -> Self {
+    /// flight for one namespace; `source` says whether discovery runs per call or in the
+    /// background.
+    pub fn start(
+        client: Client,
+        call_timeout: Duration,
+        concurrency: usize,
+        source: DiscoverySource,
+    ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
+        let shared_discovery =
+            (source == DiscoverySource::Shared).then(|| Arc::new(SharedDiscovery::default()));
         let stores = Stores {
-            apiservices: watch(&client, &generation),
-            crds: watch(&client, &generation),
+            apiservices: watch_telling(&client, &generation, shared_discovery.clone()),
+            crds: watch_telling(&client, &generation, shared_discovery.clone()),
             validating: watch(&client, &generation),
             mutating: watch(&client, &generation),
             nodes: watch(&client, &generation),
@@ -131,15 +212,20 @@ impl Gatherer {
             roles: watch(&client, &generation),
             role_bindings: watch(&client, &generation),
         };
-        Self {
+        let this = Self {
             client,
+            shared_discovery,
             call_timeout,
             concurrency: concurrency.max(1),
             stores,
             generation,
             snapshot: Arc::new(Mutex::new(None)),
             unreachable_seen: Arc::default(),
+        };
+        if let Some(shared) = &this.shared_discovery {
+            tokio::spawn(refresh_discovery(this.clone(), shared.clone()));
         }
+        this
     }
 
     /// Waits until every watch has listed once (readiness), or `timeout` passes.
@@ -313,8 +399,28 @@ impl Gatherer {
         facts
     }
 
-    /// Aggregated discovery, two calls, as the namespace controller runs it.
+    /// Aggregated discovery: the shared background result when it is current, else two calls.
     pub async fn discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
+        let Some(shared) = &self.shared_discovery else {
+            return self.fetch_discovery(deadline).await;
+        };
+        if let Some(d) = shared.current() {
+            return Ok(d);
+        }
+        // Not yet fetched, or a CRD/APIService changed since: fetch now, and share the result.
+        let changes = shared.changes.load(Ordering::SeqCst);
+        let fetched = Instant::now();
+        let discovery = self.fetch_discovery(deadline).await?;
+        shared.current.store(Some(Arc::new(DiscoveryResult {
+            changes,
+            fetched,
+            discovery: discovery.clone(),
+        })));
+        Ok(discovery)
+    }
+
+    /// Aggregated discovery, two calls, as the namespace controller runs it.
+    async fn fetch_discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
         let core = self.call(
             "discovery /api",
             deadline,
@@ -515,6 +621,37 @@ impl Gatherer {
                 Some(t) if !t.is_empty() => token = Some(t),
                 _ => return Ok(out),
             }
+        }
+    }
+}
+
+/// Keeps shared discovery fresh: every [`DISCOVERY_PERIOD`], and after a CRD or APIService
+/// change both at once and again once discovery has had time to settle.
+async fn refresh_discovery(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
+    let mut settle_pending = false;
+    loop {
+        let wait = if settle_pending {
+            DISCOVERY_SETTLE + Duration::from_millis(100)
+        } else {
+            DISCOVERY_PERIOD
+        };
+        let woken = tokio::select! {
+            () = shared.wake.notified() => true,
+            () = tokio::time::sleep(wait) => false,
+        };
+        settle_pending = woken;
+        let changes = shared.changes.load(Ordering::SeqCst);
+        let fetched = Instant::now();
+        match gatherer
+            .fetch_discovery(fetched + gatherer.call_timeout)
+            .await
+        {
+            Ok(discovery) => shared.current.store(Some(Arc::new(DiscoveryResult {
+                changes,
+                fetched,
+                discovery,
+            }))),
+            Err(error) => tracing::warn!(%error, "Background discovery"),
         }
     }
 }
