@@ -21,7 +21,7 @@ use crate::admission::Admission;
 use crate::certs::{self, Ca};
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
-use crate::facts::gather::{DiscoverySource, Gatherer};
+use crate::facts::gather::{Gatherer, Source};
 use crate::policy::{Mode, Policy};
 use crate::preflight::Engine;
 use crate::records::{Events, Metrics};
@@ -311,7 +311,7 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    async fn engine(&self, source: DiscoverySource) -> Result<Engine> {
+    async fn engine(&self, source: Source) -> Result<Engine> {
         let client = self.client().await?;
         let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency, source);
         Ok(Engine::new(gatherer, self.settings()))
@@ -329,12 +329,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     );
     cert.spawn_reloader(args.tls_reload_interval);
     let tls_config = tls::server_config(cert, provider)?;
-    let engine = args.cluster.engine(DiscoverySource::Shared).await?;
+    let engine = args.cluster.engine(Source::Index).await?;
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
     );
     let ready = Readiness::default();
+    {
+        let gatherer = engine.gatherer().clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some((synced, syncing, failing)) = gatherer.index_counts() {
+                    metrics.set_index_types(synced, syncing, failing);
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
     {
         // Ready once every watch has listed: before that a review would see no cluster facts.
         let ready = ready.clone();
@@ -346,7 +358,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                     Err(error) => tracing::warn!(%error, "Waiting for cluster facts"),
                 }
             }
-            tracing::info!("Cluster facts synced: ready");
+            // And the content index: every type synced or failing (a failing type is listed
+            // at review time).
+            while !gatherer.index_ready() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tracing::info!("Cluster facts and content index synced: ready");
             ready.set(true);
         });
     }
@@ -401,7 +418,7 @@ fn phase(ns: &Namespace) -> String {
 }
 
 async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
-    let engine = cluster.engine(DiscoverySource::PerCall).await?;
+    let engine = cluster.engine(Source::List).await?;
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)

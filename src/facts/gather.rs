@@ -32,6 +32,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use super::index::{self as content_index, Index};
 use super::{
     BackendState, ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts,
     ObjectFacts, Rbac, ResourceType, ServiceKey,
@@ -79,14 +80,17 @@ struct Stores {
 /// Cluster facts built from the watches at one watch generation.
 type Snapshot = (u64, Arc<ClusterFacts>);
 
-/// Where review-time discovery comes from.
+/// Where namespace facts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiscoverySource {
-    /// Aggregated discovery on every call (the one-shot CLI).
-    PerCall,
+pub enum Source {
+    /// Aggregated discovery and one metadata LIST per type on every call (the one-shot CLI:
+    /// it should not start hundreds of watches).
+    List,
     /// Aggregated discovery run in the background (every 30 s, as KCM's garbage collector,
-    /// and whenever a CRD or an APIService changes) and shared by every review (`serve`).
-    Shared,
+    /// and whenever a CRD or an APIService changes) and shared by every review, and a live
+    /// metadata index of every namespaced type (`serve`); a type the index cannot vouch for
+    /// (syncing, failing) is listed in the namespace, as with `List`.
+    Index,
 }
 
 /// How long after a CRD or APIService change the API server's aggregated discovery may still
@@ -138,6 +142,9 @@ impl SharedDiscovery {
 pub struct Gatherer {
     client: Client,
     shared_discovery: Option<Arc<SharedDiscovery>>,
+    index: Option<Arc<Index>>,
+    /// The watcher task of each indexed type.
+    index_tasks: Arc<Mutex<BTreeMap<ResourceType, tokio::task::AbortHandle>>>,
     call_timeout: Duration,
     concurrency: usize,
     stores: Stores,
@@ -193,11 +200,11 @@ impl Gatherer {
         client: Client,
         call_timeout: Duration,
         concurrency: usize,
-        source: DiscoverySource,
+        source: Source,
     ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let shared_discovery =
-            (source == DiscoverySource::Shared).then(|| Arc::new(SharedDiscovery::default()));
+            (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
         let stores = Stores {
             apiservices: watch_telling(&client, &generation, shared_discovery.clone()),
             crds: watch_telling(&client, &generation, shared_discovery.clone()),
@@ -212,9 +219,12 @@ impl Gatherer {
             roles: watch(&client, &generation),
             role_bindings: watch(&client, &generation),
         };
+        let index = (source == Source::Index).then(|| Arc::new(Index::default()));
         let this = Self {
             client,
             shared_discovery,
+            index,
+            index_tasks: Arc::default(),
             call_timeout,
             concurrency: concurrency.max(1),
             stores,
@@ -411,6 +421,7 @@ impl Gatherer {
         let changes = shared.changes.load(Ordering::SeqCst);
         let fetched = Instant::now();
         let discovery = self.fetch_discovery(deadline).await?;
+        self.sync_index(&discovery);
         shared.current.store(Some(Arc::new(DiscoveryResult {
             changes,
             fetched,
@@ -493,6 +504,75 @@ impl Gatherer {
         discovery: &Discovery,
         deadline: Instant,
     ) -> (NamespaceFacts, Vec<String>) {
+        self.namespace_relisting(namespace, discovery, deadline, &BTreeSet::new())
+            .await
+    }
+
+    /// Whether namespace content comes from the live index (`serve`).
+    pub fn indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// The index's health per state, `(synced, syncing, failing)`; `None` without an index.
+    pub fn index_counts(&self) -> Option<(usize, usize, usize)> {
+        self.index.as_ref().map(|i| i.counts())
+    }
+
+    /// Ready to answer from the index: discovery ran once and every indexed type has synced
+    /// or is failing (a broken type is listed at review time, it must not keep nsguard
+    /// unready). Always true without an index.
+    pub fn index_ready(&self) -> bool {
+        let Some(index) = &self.index else {
+            return true;
+        };
+        let discovered = self
+            .shared_discovery
+            .as_ref()
+            .is_some_and(|d| d.current.load().is_some());
+        discovered && index.ready()
+    }
+
+    /// Starts watching every type discovery serves that is not watched yet, and stops
+    /// watching the ones it no longer serves. Pods are not indexed: the checks need them
+    /// typed (node, phase), and a review lists them in its namespace only.
+    fn sync_index(&self, discovery: &Discovery) {
+        let Some(index) = &self.index else {
+            return;
+        };
+        let wanted: Vec<ResourceType> = discovery
+            .resources
+            .iter()
+            .filter(|r| r.listable && !is_pods(r))
+            .cloned()
+            .collect();
+        let mut tasks = self.index_tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in index.retain(&wanted) {
+            if let Some(task) = tasks.remove(&gone) {
+                task.abort();
+            }
+        }
+        for r in wanted {
+            let (t, new) = index.get_or_add(&r);
+            if new {
+                let task = tokio::spawn(content_index::run(
+                    self.client.clone(),
+                    r.clone(),
+                    Arc::downgrade(&t),
+                ));
+                tasks.insert(r, task.abort_handle());
+            }
+        }
+    }
+
+    /// As [`Gatherer::namespace`], but the types in `relist` are read with a consistent LIST
+    /// (no resourceVersion) whatever the index says: the confirmation before a deny.
+    pub async fn namespace_relisting(
+        &self,
+        namespace: Namespace,
+        discovery: &Discovery,
+        deadline: Instant,
+        relist: &BTreeSet<ResourceType>,
+    ) -> (NamespaceFacts, Vec<String>) {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let mut facts = NamespaceFacts {
             namespace,
@@ -500,19 +580,28 @@ impl Gatherer {
         };
         let mut not_checked = Vec::new();
 
-        let listable: Vec<ResourceType> = discovery
-            .resources
-            .iter()
-            .filter(|r| r.listable)
-            .cloned()
-            .collect();
-        let results: Vec<(ResourceType, Result<Listed, GatherError>)> =
-            futures::stream::iter(listable)
+        let mut results: Vec<(ResourceType, Result<Listed, GatherError>)> = Vec::new();
+        let mut to_list: Vec<ResourceType> = Vec::new();
+        for r in discovery.resources.iter().filter(|r| r.listable) {
+            let indexed = self
+                .index
+                .as_ref()
+                .filter(|_| !relist.contains(r))
+                .and_then(|i| i.get(r))
+                .and_then(|t| t.namespace(&name));
+            match indexed {
+                Some(objects) => results.push((r.clone(), Ok(Listed::Objects(objects)))),
+                None => to_list.push(r.clone()),
+            }
+        }
+        let listed: Vec<(ResourceType, Result<Listed, GatherError>)> =
+            futures::stream::iter(to_list)
                 .map(|r| {
                     let this = self.clone();
                     let name = name.clone();
+                    let consistent = relist.contains(&r);
                     async move {
-                        let listed = this.list_resource(&name, &r, deadline).await;
+                        let listed = this.list_resource(&name, &r, deadline, consistent).await;
                         (r, listed)
                     }
                     .boxed()
@@ -520,6 +609,7 @@ impl Gatherer {
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
+        results.extend(listed);
         for (resource, result) in results {
             match result {
                 Ok(Listed::Objects(objects)) if objects.is_empty() => {}
@@ -559,13 +649,14 @@ impl Gatherer {
         ns: &str,
         r: &ResourceType,
         deadline: Instant,
+        consistent: bool,
     ) -> Result<Listed, GatherError> {
         let what = format!("list {} in {ns}", r.group_resource());
-        if r.group.is_empty() && r.resource == "pods" {
+        if is_pods(r) {
             // Pods typed: the checks need the node and phase, as the controller's estimate does.
             let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
             let pods: Vec<Pod> = self
-                .paged(&what, deadline, |lp| {
+                .paged(&what, deadline, consistent, |lp| {
                     let api = api.clone();
                     async move { api.list(&lp).await.map(|l| (l.items, l.metadata.continue_)) }
                 })
@@ -581,7 +672,7 @@ impl Gatherer {
         };
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let objects = self
-            .paged(&what, deadline, |lp| {
+            .paged(&what, deadline, consistent, |lp| {
                 let api = api.clone();
                 async move {
                     api.list_metadata(&lp).await.map(|l| {
@@ -598,6 +689,7 @@ impl Gatherer {
         &self,
         what: &str,
         deadline: Instant,
+        consistent: bool,
         mut page: F,
     ) -> Result<Vec<T>, GatherError>
     where
@@ -613,7 +705,9 @@ impl Gatherer {
             let mut lp = ListParams::default().limit(PAGE);
             match token.take() {
                 Some(t) => lp = lp.continue_token(&t),
-                None => lp = lp.match_any(),
+                // A confirmation before a deny reads consistently (resourceVersion unset).
+                None if !consistent => lp = lp.match_any(),
+                None => {}
             }
             let (items, next) = self.call(what, deadline, page(lp)).await?;
             out.extend(items);
@@ -646,14 +740,21 @@ async fn refresh_discovery(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
             .fetch_discovery(fetched + gatherer.call_timeout)
             .await
         {
-            Ok(discovery) => shared.current.store(Some(Arc::new(DiscoveryResult {
-                changes,
-                fetched,
-                discovery,
-            }))),
+            Ok(discovery) => {
+                gatherer.sync_index(&discovery);
+                shared.current.store(Some(Arc::new(DiscoveryResult {
+                    changes,
+                    fetched,
+                    discovery,
+                })));
+            }
             Err(error) => tracing::warn!(%error, "Background discovery"),
         }
     }
+}
+
+fn is_pods(r: &ResourceType) -> bool {
+    r.group.is_empty() && r.resource == "pods"
 }
 
 enum Listed {
