@@ -21,7 +21,7 @@ use crate::admission::Admission;
 use crate::certs::{self, Ca};
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
-use crate::facts::gather::Gatherer;
+use crate::facts::gather::{Gatherer, Source};
 use crate::policy::{Mode, Policy};
 use crate::preflight::Engine;
 use crate::records::{Events, Metrics};
@@ -315,9 +315,9 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    async fn engine(&self) -> Result<Engine> {
+    async fn engine(&self, source: Source) -> Result<Engine> {
         let client = self.client().await?;
-        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency);
+        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency, source);
         Ok(Engine::new(gatherer, self.settings()))
     }
 }
@@ -336,12 +336,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(ca) => tls::server_config_verifying_clients(cert, provider, ca)?,
         None => tls::server_config(cert, provider)?,
     };
-    let engine = args.cluster.engine().await?;
+    let engine = args.cluster.engine(Source::Index).await?;
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
     );
     let ready = Readiness::default();
+    {
+        let gatherer = engine.gatherer().clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some((synced, syncing, failing)) = gatherer.index_counts() {
+                    metrics.set_index_types(synced, syncing, failing);
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
     {
         // Ready once every watch has listed: before that a review would see no cluster facts.
         let ready = ready.clone();
@@ -353,7 +365,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                     Err(error) => tracing::warn!(%error, "Waiting for cluster facts"),
                 }
             }
-            tracing::info!("Cluster facts synced: ready");
+            // And the content index: every type synced or failing (a failing type is listed
+            // at review time).
+            while !gatherer.index_ready() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tracing::info!("Cluster facts and content index synced: ready");
             ready.set(true);
         });
     }
@@ -408,7 +425,7 @@ fn phase(ns: &Namespace) -> String {
 }
 
 async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
-    let engine = cluster.engine().await?;
+    let engine = cluster.engine(Source::List).await?;
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)

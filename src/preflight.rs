@@ -1,7 +1,7 @@
 //! The preflight: facts -> checks -> report, shared by the webhook and the CLI. Concurrent
 //! preflights of the same namespace share one gathering.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,9 +11,18 @@ use k8s_openapi::api::core::v1::Namespace;
 use tokio::time::Instant;
 
 use crate::checks::{self, Settings};
-use crate::facts::Facts;
 use crate::facts::gather::{self, Gatherer};
-use crate::report::Report;
+use crate::facts::{Facts, ResourceType};
+use crate::report::{CheckId, Report};
+
+/// Findings whose evidence is namespace content, confirmed by a LIST before a deny.
+const CONFIRMED: [CheckId; 5] = [
+    CheckId::FinalizerController,
+    CheckId::FinalizerStuck,
+    CheckId::HostsConversionBackend,
+    CheckId::WebhookBackendUnavailable,
+    CheckId::HostsWebhookBackend,
+];
 
 type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 
@@ -41,9 +50,26 @@ impl Engine {
     }
 
     /// Gathers facts for `namespace` and runs every check, within `deadline`.
+    ///
+    /// With the live index, content may lag by milliseconds: before a deny that rests on
+    /// content (finalizers, objects a backend or a webhook matters for), the types the
+    /// namespace holds are read again with a consistent LIST and the checks run on that;
+    /// only what still holds is reported.
     pub async fn preflight(&self, namespace: Namespace, deadline: Instant) -> Report {
-        let facts = self.facts(namespace, deadline).await;
-        self.check(&facts)
+        let facts = self.facts(namespace.clone(), deadline).await;
+        let report = self.check(&facts);
+        if !self.gatherer.indexed() || !report.blocking().any(|f| CONFIRMED.contains(&f.check)) {
+            return report;
+        }
+        let relist: BTreeSet<ResourceType> = facts
+            .namespace
+            .content
+            .iter()
+            .map(|c| c.resource.clone())
+            .collect();
+        let fresh =
+            gather_facts(&self.gatherer, &self.settings, namespace, deadline, &relist).await;
+        self.check(&fresh)
     }
 
     /// Runs every check on facts already gathered.
@@ -69,7 +95,16 @@ impl Engine {
             return facts;
         }
         let settings = self.settings.clone();
-        Arc::new(gather_facts(&self.gatherer, &settings, namespace, deadline).await)
+        Arc::new(
+            gather_facts(
+                &self.gatherer,
+                &settings,
+                namespace,
+                deadline,
+                &BTreeSet::new(),
+            )
+            .await,
+        )
     }
 
     fn join_or_start(&self, namespace: &Namespace, deadline: Instant) -> (Gathering, Instant) {
@@ -84,7 +119,9 @@ impl Engine {
         let key = name.clone();
         let namespace = namespace.clone();
         let task = tokio::spawn(async move {
-            let facts = Arc::new(gather_facts(&gatherer, &settings, namespace, deadline).await);
+            let facts = Arc::new(
+                gather_facts(&gatherer, &settings, namespace, deadline, &BTreeSet::new()).await,
+            );
             inflight_map
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -116,6 +153,7 @@ async fn gather_facts(
     settings: &Settings,
     namespace: Namespace,
     deadline: Instant,
+    relist: &BTreeSet<ResourceType>,
 ) -> Facts {
     let name = namespace.metadata.name.clone().unwrap_or_default();
     let mut not_checked = Vec::new();
@@ -128,7 +166,7 @@ async fn gather_facts(
     };
     let (ns_facts, mut missed) = if not_checked.is_empty() {
         gatherer
-            .namespace(namespace, &cluster.discovery, deadline)
+            .namespace_relisting(namespace, &cluster.discovery, deadline, relist)
             .await
     } else {
         not_checked.push("namespace content".to_string());

@@ -30,6 +30,11 @@ struct FindingLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IndexLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -43,6 +48,7 @@ pub struct Metrics {
     duration: Histogram,
     ready: Gauge,
     certificate_expiry: Gauge,
+    index_types: Family<IndexLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -88,8 +94,18 @@ impl Default for Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
+        let index_types = Family::<IndexLabels, Gauge>::default();
+        registry.register(
+            "index_types",
+            "Namespaced types in the live content index by watch state (synced, syncing, failing)",
+            index_types.clone(),
+        );
+        for state in ["synced", "syncing", "failing"] {
+            index_types.get_or_create(&IndexLabels { state }).set(0);
+        }
         Self {
             registry,
+            index_types,
             reviews,
             findings,
             bad_requests,
@@ -136,6 +152,19 @@ impl Metrics {
     /// Records readiness (read from the flag at each scrape, so it is never stale).
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    /// Records how many indexed types are synced, syncing and failing.
+    pub fn set_index_types(&self, synced: usize, syncing: usize, failing: usize) {
+        for (state, n) in [
+            ("synced", synced),
+            ("syncing", syncing),
+            ("failing", failing),
+        ] {
+            self.index_types
+                .get_or_create(&IndexLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The gauge that holds the serving certificate's notAfter; the certificate loader sets

@@ -142,7 +142,8 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
         ("delete", "namespaces", "no"),
         ("update", "namespaces/finalize", "no"),
         ("get", "secrets", "no"),
-        ("watch", "secrets", "no"),
+        // The content index watches every type, metadata only.
+        ("watch", "secrets", "yes"),
         (
             "patch",
             "customresourcedefinitions.apiextensions.k8s.io",

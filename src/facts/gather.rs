@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
+
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -30,6 +32,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use super::index::{self as content_index, Index};
 use super::{
     BackendState, ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts,
     ObjectFacts, Rbac, ResourceType, ServiceKey,
@@ -77,10 +80,71 @@ struct Stores {
 /// Cluster facts built from the watches at one watch generation.
 type Snapshot = (u64, Arc<ClusterFacts>);
 
+/// Where namespace facts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Aggregated discovery and one metadata LIST per type on every call (the one-shot CLI:
+    /// it should not start hundreds of watches).
+    List,
+    /// Aggregated discovery run in the background (every 30 s, as KCM's garbage collector,
+    /// and whenever a CRD or an APIService changes) and shared by every review, and a live
+    /// metadata index of every namespaced type (`serve`); a type the index cannot vouch for
+    /// (syncing, failing) is listed in the namespace, as with `List`.
+    Index,
+}
+
+/// How long after a CRD or APIService change the API server's aggregated discovery may still
+/// be catching up: a shared result fetched sooner than this after the change is not trusted.
+const DISCOVERY_SETTLE: Duration = Duration::from_secs(2);
+/// The background discovery period, as KCM's garbage collector resyncs.
+const DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
+
+/// One shared discovery result.
+struct DiscoveryResult {
+    /// The CRD/APIService change count read before the calls were made.
+    changes: u64,
+    /// When the calls were made.
+    fetched: Instant,
+    discovery: Discovery,
+}
+
+/// Discovery shared by reviews, refreshed in the background.
+#[derive(Default)]
+struct SharedDiscovery {
+    current: ArcSwapOption<DiscoveryResult>,
+    /// CRD and APIService watch events seen.
+    changes: AtomicU64,
+    /// When the last CRD or APIService watch event arrived.
+    last_change: Mutex<Option<Instant>>,
+    wake: tokio::sync::Notify,
+}
+
+impl SharedDiscovery {
+    fn changed(&self) {
+        *self.last_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The shared result, if nothing it depends on changed since it was fetched and it was
+    /// fetched after discovery had time to settle.
+    fn current(&self) -> Option<Discovery> {
+        let current = self.current.load_full()?;
+        let last_change = *self.last_change.lock().unwrap_or_else(|e| e.into_inner());
+        let settled = last_change.is_none_or(|t| current.fetched >= t + DISCOVERY_SETTLE);
+        (current.changes == self.changes.load(Ordering::SeqCst) && settled)
+            .then(|| current.discovery.clone())
+    }
+}
+
 /// Gathers facts. Cheap to clone; clones share the watches and the snapshot.
 #[derive(Clone)]
 pub struct Gatherer {
     client: Client,
+    shared_discovery: Option<Arc<SharedDiscovery>>,
+    index: Option<Arc<Index>>,
+    /// The watcher task of each indexed type.
+    index_tasks: Arc<Mutex<BTreeMap<ResourceType, tokio::task::AbortHandle>>>,
     call_timeout: Duration,
     concurrency: usize,
     stores: Stores,
@@ -96,6 +160,19 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
+    watch_telling(client, generation, None)
+}
+
+/// A watch that also tells shared discovery about every change (CRDs and APIServices).
+fn watch_telling<K>(
+    client: &Client,
+    generation: &Arc<AtomicU64>,
+    discovery: Option<Arc<SharedDiscovery>>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
     let generation = generation.clone();
@@ -106,6 +183,9 @@ where
                 tracing::warn!(%error, kind = %K::kind(&K::DynamicType::default()), "Watch error");
             }
             generation.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = &discovery {
+                d.changed();
+            }
             std::future::ready(())
         });
     tokio::spawn(stream);
@@ -114,12 +194,20 @@ where
 
 impl Gatherer {
     /// Starts the watches. `call_timeout` bounds every API call, `concurrency` the lists in
-    /// flight for one namespace.
-    pub fn start(client: Client, call_timeout: Duration, concurrency: usize) -> Self {
+    /// flight for one namespace; `source` says whether discovery runs per call or in the
+    /// background.
+    pub fn start(
+        client: Client,
+        call_timeout: Duration,
+        concurrency: usize,
+        source: Source,
+    ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
+        let shared_discovery =
+            (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
         let stores = Stores {
-            apiservices: watch(&client, &generation),
-            crds: watch(&client, &generation),
+            apiservices: watch_telling(&client, &generation, shared_discovery.clone()),
+            crds: watch_telling(&client, &generation, shared_discovery.clone()),
             validating: watch(&client, &generation),
             mutating: watch(&client, &generation),
             nodes: watch(&client, &generation),
@@ -131,15 +219,23 @@ impl Gatherer {
             roles: watch(&client, &generation),
             role_bindings: watch(&client, &generation),
         };
-        Self {
+        let index = (source == Source::Index).then(|| Arc::new(Index::default()));
+        let this = Self {
             client,
+            shared_discovery,
+            index,
+            index_tasks: Arc::default(),
             call_timeout,
             concurrency: concurrency.max(1),
             stores,
             generation,
             snapshot: Arc::new(Mutex::new(None)),
             unreachable_seen: Arc::default(),
+        };
+        if let Some(shared) = &this.shared_discovery {
+            tokio::spawn(refresh_discovery(this.clone(), shared.clone()));
         }
+        this
     }
 
     /// Waits until every watch has listed once (readiness), or `timeout` passes.
@@ -313,8 +409,29 @@ impl Gatherer {
         facts
     }
 
-    /// Aggregated discovery, two calls, as the namespace controller runs it.
+    /// Aggregated discovery: the shared background result when it is current, else two calls.
     pub async fn discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
+        let Some(shared) = &self.shared_discovery else {
+            return self.fetch_discovery(deadline).await;
+        };
+        if let Some(d) = shared.current() {
+            return Ok(d);
+        }
+        // Not yet fetched, or a CRD/APIService changed since: fetch now, and share the result.
+        let changes = shared.changes.load(Ordering::SeqCst);
+        let fetched = Instant::now();
+        let discovery = self.fetch_discovery(deadline).await?;
+        self.sync_index(&discovery);
+        shared.current.store(Some(Arc::new(DiscoveryResult {
+            changes,
+            fetched,
+            discovery: discovery.clone(),
+        })));
+        Ok(discovery)
+    }
+
+    /// Aggregated discovery, two calls, as the namespace controller runs it.
+    async fn fetch_discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
         let core = self.call(
             "discovery /api",
             deadline,
@@ -387,6 +504,75 @@ impl Gatherer {
         discovery: &Discovery,
         deadline: Instant,
     ) -> (NamespaceFacts, Vec<String>) {
+        self.namespace_relisting(namespace, discovery, deadline, &BTreeSet::new())
+            .await
+    }
+
+    /// Whether namespace content comes from the live index (`serve`).
+    pub fn indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// The index's health per state, `(synced, syncing, failing)`; `None` without an index.
+    pub fn index_counts(&self) -> Option<(usize, usize, usize)> {
+        self.index.as_ref().map(|i| i.counts())
+    }
+
+    /// Ready to answer from the index: discovery ran once and every indexed type has synced
+    /// or is failing (a broken type is listed at review time, it must not keep nsguard
+    /// unready). Always true without an index.
+    pub fn index_ready(&self) -> bool {
+        let Some(index) = &self.index else {
+            return true;
+        };
+        let discovered = self
+            .shared_discovery
+            .as_ref()
+            .is_some_and(|d| d.current.load().is_some());
+        discovered && index.ready()
+    }
+
+    /// Starts watching every type discovery serves that is not watched yet, and stops
+    /// watching the ones it no longer serves. Pods are not indexed: the checks need them
+    /// typed (node, phase), and a review lists them in its namespace only.
+    fn sync_index(&self, discovery: &Discovery) {
+        let Some(index) = &self.index else {
+            return;
+        };
+        let wanted: Vec<ResourceType> = discovery
+            .resources
+            .iter()
+            .filter(|r| r.listable && !is_pods(r))
+            .cloned()
+            .collect();
+        let mut tasks = self.index_tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in index.retain(&wanted) {
+            if let Some(task) = tasks.remove(&gone) {
+                task.abort();
+            }
+        }
+        for r in wanted {
+            let (t, new) = index.get_or_add(&r);
+            if new {
+                let task = tokio::spawn(content_index::run(
+                    self.client.clone(),
+                    r.clone(),
+                    Arc::downgrade(&t),
+                ));
+                tasks.insert(r, task.abort_handle());
+            }
+        }
+    }
+
+    /// As [`Gatherer::namespace`], but the types in `relist` are read with a consistent LIST
+    /// (no resourceVersion) whatever the index says: the confirmation before a deny.
+    pub async fn namespace_relisting(
+        &self,
+        namespace: Namespace,
+        discovery: &Discovery,
+        deadline: Instant,
+        relist: &BTreeSet<ResourceType>,
+    ) -> (NamespaceFacts, Vec<String>) {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let mut facts = NamespaceFacts {
             namespace,
@@ -394,19 +580,28 @@ impl Gatherer {
         };
         let mut not_checked = Vec::new();
 
-        let listable: Vec<ResourceType> = discovery
-            .resources
-            .iter()
-            .filter(|r| r.listable)
-            .cloned()
-            .collect();
-        let results: Vec<(ResourceType, Result<Listed, GatherError>)> =
-            futures::stream::iter(listable)
+        let mut results: Vec<(ResourceType, Result<Listed, GatherError>)> = Vec::new();
+        let mut to_list: Vec<ResourceType> = Vec::new();
+        for r in discovery.resources.iter().filter(|r| r.listable) {
+            let indexed = self
+                .index
+                .as_ref()
+                .filter(|_| !relist.contains(r))
+                .and_then(|i| i.get(r))
+                .and_then(|t| t.namespace(&name));
+            match indexed {
+                Some(objects) => results.push((r.clone(), Ok(Listed::Objects(objects)))),
+                None => to_list.push(r.clone()),
+            }
+        }
+        let listed: Vec<(ResourceType, Result<Listed, GatherError>)> =
+            futures::stream::iter(to_list)
                 .map(|r| {
                     let this = self.clone();
                     let name = name.clone();
+                    let consistent = relist.contains(&r);
                     async move {
-                        let listed = this.list_resource(&name, &r, deadline).await;
+                        let listed = this.list_resource(&name, &r, deadline, consistent).await;
                         (r, listed)
                     }
                     .boxed()
@@ -414,6 +609,7 @@ impl Gatherer {
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
+        results.extend(listed);
         for (resource, result) in results {
             match result {
                 Ok(Listed::Objects(objects)) if objects.is_empty() => {}
@@ -453,13 +649,14 @@ impl Gatherer {
         ns: &str,
         r: &ResourceType,
         deadline: Instant,
+        consistent: bool,
     ) -> Result<Listed, GatherError> {
         let what = format!("list {} in {ns}", r.group_resource());
-        if r.group.is_empty() && r.resource == "pods" {
+        if is_pods(r) {
             // Pods typed: the checks need the node and phase, as the controller's estimate does.
             let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
             let pods: Vec<Pod> = self
-                .paged(&what, deadline, |lp| {
+                .paged(&what, deadline, consistent, |lp| {
                     let api = api.clone();
                     async move { api.list(&lp).await.map(|l| (l.items, l.metadata.continue_)) }
                 })
@@ -475,7 +672,7 @@ impl Gatherer {
         };
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let objects = self
-            .paged(&what, deadline, |lp| {
+            .paged(&what, deadline, consistent, |lp| {
                 let api = api.clone();
                 async move {
                     api.list_metadata(&lp).await.map(|l| {
@@ -492,6 +689,7 @@ impl Gatherer {
         &self,
         what: &str,
         deadline: Instant,
+        consistent: bool,
         mut page: F,
     ) -> Result<Vec<T>, GatherError>
     where
@@ -507,7 +705,9 @@ impl Gatherer {
             let mut lp = ListParams::default().limit(PAGE);
             match token.take() {
                 Some(t) => lp = lp.continue_token(&t),
-                None => lp = lp.match_any(),
+                // A confirmation before a deny reads consistently (resourceVersion unset).
+                None if !consistent => lp = lp.match_any(),
+                None => {}
             }
             let (items, next) = self.call(what, deadline, page(lp)).await?;
             out.extend(items);
@@ -517,6 +717,44 @@ impl Gatherer {
             }
         }
     }
+}
+
+/// Keeps shared discovery fresh: every [`DISCOVERY_PERIOD`], and after a CRD or APIService
+/// change both at once and again once discovery has had time to settle.
+async fn refresh_discovery(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
+    let mut settle_pending = false;
+    loop {
+        let wait = if settle_pending {
+            DISCOVERY_SETTLE + Duration::from_millis(100)
+        } else {
+            DISCOVERY_PERIOD
+        };
+        let woken = tokio::select! {
+            () = shared.wake.notified() => true,
+            () = tokio::time::sleep(wait) => false,
+        };
+        settle_pending = woken;
+        let changes = shared.changes.load(Ordering::SeqCst);
+        let fetched = Instant::now();
+        match gatherer
+            .fetch_discovery(fetched + gatherer.call_timeout)
+            .await
+        {
+            Ok(discovery) => {
+                gatherer.sync_index(&discovery);
+                shared.current.store(Some(Arc::new(DiscoveryResult {
+                    changes,
+                    fetched,
+                    discovery,
+                })));
+            }
+            Err(error) => tracing::warn!(%error, "Background discovery"),
+        }
+    }
+}
+
+fn is_pods(r: &ResourceType) -> bool {
+    r.group.is_empty() && r.resource == "pods"
 }
 
 enum Listed {

@@ -5,6 +5,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod finalizers;
 pub mod gather;
+pub mod index;
 
 use std::collections::BTreeMap;
 
