@@ -167,10 +167,25 @@ async fn a_review_without_finalized_objects_lists_no_content() {
         None,
     )
     .unwrap();
-    // Let discovery settle and the index see the ConfigMap.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    reviewed(cluster, &guard, &ns).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every type indexed (none syncing, none failing): a review then reads the index.
+    eventually(
+        "every indexed type synced",
+        Duration::from_secs(60),
+        || async {
+            let m = guard.metrics();
+            let count = |state: &str| {
+                m.lines()
+                    .find(|l| l.starts_with(&format!("nsguard_index_types{{state=\"{state}\"}}")))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            Ok((count("syncing") == Some(0)
+                && count("failing") == Some(0)
+                && count("synced") > Some(0))
+            .then_some(()))
+        },
+    )
+    .await;
     let in_ns = format!("/namespaces/{ns}/");
     let lists = |events: &[Value]| -> Vec<String> {
         events
@@ -181,9 +196,10 @@ async fn a_review_without_finalized_objects_lists_no_content() {
             .map(str::to_string)
             .collect()
     };
+    // The audit log is written before the API server answers, and nsguard decides (counts
+    // the review) only after its lists: once the review is counted, its lists are logged.
     let before = lists(&nsguard_audit(cluster)).len();
     reviewed(cluster, &guard, &ns).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let after = lists(&nsguard_audit(cluster));
     let new: Vec<&String> = after[before..].iter().collect();
     // Pods are listed per review (typed: node and phase), nothing else.

@@ -508,6 +508,28 @@ impl Gatherer {
             .await
     }
 
+    /// `(group, plural)` of CRDs converting through a webhook, and `(group, "")` of groups
+    /// served by an aggregated API server: types whose reads depend on a backend.
+    fn backed_types(&self) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for crd in self.stores.crds.state() {
+            let webhook = crd
+                .spec
+                .conversion
+                .as_ref()
+                .is_some_and(|c| c.strategy == "Webhook");
+            if webhook {
+                out.insert((crd.spec.group.clone(), crd.spec.names.plural.clone()));
+            }
+        }
+        for a in self.stores.apiservices.state() {
+            if let Some(spec) = a.spec.as_ref().filter(|s| s.service.is_some()) {
+                out.insert((spec.group.clone().unwrap_or_default(), String::new()));
+            }
+        }
+        out
+    }
+
     /// Whether namespace content comes from the live index (`serve`).
     pub fn indexed(&self) -> bool {
         self.index.is_some()
@@ -582,11 +604,18 @@ impl Gatherer {
 
         let mut results: Vec<(ResourceType, Result<Listed, GatherError>)> = Vec::new();
         let mut to_list: Vec<ResourceType> = Vec::new();
+        let backed = self.backed_types();
         for r in discovery.resources.iter().filter(|r| r.listable) {
+            // Reads of a type served through a webhook (conversion) or an aggregated server
+            // can break while its watch stays quiet: the index cannot vouch for them, so they
+            // are listed at every review, as the namespace controller will.
+            let trusted = !relist.contains(r)
+                && !backed.contains(&(r.group.clone(), r.resource.clone()))
+                && !backed.contains(&(r.group.clone(), String::new()));
             let indexed = self
                 .index
                 .as_ref()
-                .filter(|_| !relist.contains(r))
+                .filter(|_| trusted)
                 .and_then(|i| i.get(r))
                 .and_then(|t| t.namespace(&name));
             match indexed {

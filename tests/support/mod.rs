@@ -334,7 +334,11 @@ pub async fn denied(cluster: &LocalCluster, ns: &str, check: &str) -> String {
         || async {
             let out = kubectl_output(cluster, &dry, None)?;
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            Ok((!out.status.success() && err.contains(check)).then_some(()))
+            if !out.status.success() && err.contains(check) {
+                return Ok(Some(()));
+            }
+            // The last answer is what a timeout reports.
+            bail!("not (yet) denied by {check}: {err}")
         },
     )
     .await;
