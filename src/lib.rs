@@ -12,5 +12,6 @@ pub mod preflight;
 pub mod records;
 pub mod render;
 pub mod report;
+pub mod serve;
 pub mod server;
 pub mod teardown;

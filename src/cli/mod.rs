@@ -1,13 +1,18 @@
 //! The command line: `serve`, `check`, `audit`, `diagnose`, `delete`, `certs`, `completion`.
 //! Every flag has an `NSGUARD_*` variable.
 
+mod audit;
+mod certs;
+mod check;
 mod delete;
 
+pub use audit::audit;
+pub use certs::certs;
+pub use check::{check, diagnose};
 pub use delete::{DeleteArgs, delete};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,16 +22,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::time::Instant;
 
-use crate::admission::Admission;
-use crate::certs::{self, Ca};
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
 use crate::facts::gather::{Gatherer, Source};
-use crate::policy::{Mode, Policy};
+use crate::policy::Mode;
 use crate::preflight::Engine;
-use crate::records::{Events, Metrics};
-use crate::report::{CheckId, Report, Verdict};
-use crate::server::{self, Readiness, tls};
+use crate::report::CheckId;
 
 /// nsguard: stops namespace deletions that would hang in Terminating.
 #[derive(Debug, Parser)]
@@ -315,116 +316,24 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    async fn engine(&self, source: Source) -> Result<Engine> {
+    pub(crate) async fn engine(&self, source: Source) -> Result<Engine> {
         let client = self.client().await?;
         let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency, source);
         Ok(Engine::new(gatherer, self.settings()))
     }
 }
 
-/// Runs `nsguard serve`.
-pub async fn serve(args: ServeArgs) -> Result<()> {
-    let provider = tls::provider();
-    let metrics = Arc::new(Metrics::default());
-    let cert = Arc::new(
-        tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider.clone())
-            .context("loading the serving certificate")?
-            .with_expiry_gauge(metrics.certificate_expiry()),
-    );
-    cert.spawn_reloader(args.tls_reload_interval);
-    let tls_config = match &args.client_ca_file {
-        Some(ca) => tls::server_config_verifying_clients(cert, provider, ca)?,
-        None => tls::server_config(cert, provider)?,
-    };
-    let engine = args.cluster.engine(Source::Index).await?;
-    let events = Events::new(
-        engine.gatherer().client().clone(),
-        std::env::var("POD_NAME").ok(),
-    );
-    let ready = Readiness::default();
-    {
-        let gatherer = engine.gatherer().clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some((synced, syncing, failing)) = gatherer.index_counts() {
-                    metrics.set_index_types(synced, syncing, failing);
-                }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        });
-    }
-    {
-        // Ready once every watch has listed: before that a review would see no cluster facts.
-        let ready = ready.clone();
-        let gatherer = engine.gatherer().clone();
-        tokio::spawn(async move {
-            loop {
-                match gatherer.wait_synced(Duration::from_secs(30)).await {
-                    Ok(()) => break,
-                    Err(error) => tracing::warn!(%error, "Waiting for cluster facts"),
-                }
-            }
-            // And the content index: every type synced or failing (a failing type is listed
-            // at review time).
-            while !gatherer.index_ready() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            tracing::info!("Cluster facts and content index synced: ready");
-            ready.set(true);
-        });
-    }
-    let admission = Arc::new(Admission {
-        engine: Some(engine),
-        policy: Policy {
-            mode: args.mode,
-            bypass_groups: args.bypass_groups.clone(),
-            max_warnings: args.max_warnings,
-        },
-        check_timeout: args.cluster.check_timeout,
-        own_namespace: Some(args.own_namespace.clone()),
-        metrics: metrics.clone(),
-        events: Some(events),
-        slots: Some(Arc::new(tokio::sync::Semaphore::new(
-            args.max_concurrent_reviews.max(1),
-        ))),
-    });
-    server::serve(
-        args.listen,
-        args.admin_listen,
-        tls_config,
-        server::webhook_router(admission),
-        server::admin_router(ready.clone(), metrics),
-        ready,
-        args.shutdown_delay,
-    )
-    .await
-}
-
-/// The JSON document `check -o json` prints; `audit -o json` prints one per namespace.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckOutput<'a> {
-    /// Schema version of this document.
-    schema: &'static str,
-    /// The namespace's phase.
-    phase: String,
-    verdict: Verdict,
-    #[serde(flatten)]
-    report: &'a Report,
-}
-
 /// The schema version of the CLI's JSON documents.
 pub const JSON_SCHEMA: &str = "nsguard.io/v1";
 
-fn phase(ns: &Namespace) -> String {
+pub(crate) fn phase(ns: &Namespace) -> String {
     ns.status
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_else(|| "Active".into())
 }
 
-async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
+pub(crate) async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
     let engine = cluster.engine(Source::List).await?;
     engine
         .gatherer()
@@ -434,211 +343,16 @@ async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
     Ok(engine)
 }
 
-async fn read_namespace(engine: &Engine, name: &str, deadline: Instant) -> Result<Namespace> {
+pub(crate) async fn read_namespace(
+    engine: &Engine,
+    name: &str,
+    deadline: Instant,
+) -> Result<Namespace> {
     engine
         .gatherer()
         .read_namespace(name, deadline)
         .await?
         .with_context(|| format!("namespace {name} not found"))
-}
-
-/// Runs `nsguard check`; returns the exit code.
-pub async fn check(args: NamespaceArgs) -> Result<i32> {
-    args.format.not_policyreport("check")?;
-    let engine = synced_engine(&args.cluster).await?;
-    let deadline = Instant::now() + args.cluster.check_timeout;
-    let ns = read_namespace(&engine, &args.namespace, deadline).await?;
-    let phase = phase(&ns);
-    let report = engine.preflight(ns, deadline).await;
-    match args.format.output {
-        Output::Table => print!("{}", crate::render::table(&report)),
-        Output::PolicyReport => args.format.not_policyreport("check")?,
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&CheckOutput {
-                schema: JSON_SCHEMA,
-                phase,
-                verdict: report.verdict(),
-                report: &report,
-            })?
-        ),
-    }
-    Ok(report.verdict().exit_code())
-}
-
-/// Runs `nsguard diagnose`; returns the exit code.
-pub async fn diagnose(args: NamespaceArgs) -> Result<i32> {
-    args.format.not_policyreport("diagnose")?;
-    let engine = synced_engine(&args.cluster).await?;
-    let deadline = Instant::now() + args.cluster.check_timeout;
-    let ns = read_namespace(&engine, &args.namespace, deadline).await?;
-    let facts = engine.facts(ns, deadline).await;
-    let report = engine.check(&facts);
-    let d = crate::diagnose::diagnose(&facts, &report);
-    match args.format.output {
-        Output::Table => print!("{}", crate::diagnose::render(&d)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
-        Output::PolicyReport => args.format.not_policyreport("diagnose")?,
-    }
-    Ok(if d.blockers.is_empty() { 0 } else { 2 })
-}
-
-/// One namespace in an audit.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Audited {
-    namespace: String,
-    phase: String,
-    verdict: Verdict,
-    report: Report,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    diagnosis: Option<crate::diagnose::Diagnosis>,
-}
-
-/// Runs `nsguard audit`; returns the exit code.
-pub async fn audit(args: AuditArgs) -> Result<i32> {
-    use futures::StreamExt;
-    use std::io::IsTerminal;
-
-    let engine = synced_engine(&args.cluster).await?;
-    let deadline = Instant::now() + args.cluster.check_timeout;
-    let namespaces = engine
-        .gatherer()
-        .list_namespaces(args.selector.as_deref(), deadline)
-        .await?;
-    let total = namespaces.len();
-    let progress = std::io::stderr().is_terminal();
-    let mut done = 0usize;
-    let mut audited: Vec<Audited> = futures::stream::iter(namespaces)
-        .map(|ns| {
-            let engine = engine.clone();
-            let timeout = args.cluster.check_timeout;
-            async move {
-                let name = ns.metadata.name.clone().unwrap_or_default();
-                let phase = phase(&ns);
-                let facts = engine.facts(ns, Instant::now() + timeout).await;
-                let report = engine.check(&facts);
-                let diagnosis =
-                    (phase == "Terminating").then(|| crate::diagnose::diagnose(&facts, &report));
-                Audited {
-                    namespace: name,
-                    phase,
-                    verdict: report.verdict(),
-                    report,
-                    diagnosis,
-                }
-            }
-        })
-        .buffer_unordered(usize::from(args.concurrency))
-        .inspect(|a| {
-            done += 1;
-            if progress {
-                eprint!("\rchecked {done}/{total}: {:<40}", a.namespace);
-            }
-        })
-        .collect()
-        .await;
-    if progress {
-        eprintln!();
-    }
-    audited.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    match args.format.output {
-        Output::Table => print!("{}", render_audit(&audited)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "schema": JSON_SCHEMA,
-                "namespaces": audited,
-            }))?
-        ),
-        Output::PolicyReport => {
-            // The API server refuses new objects in a Terminating namespace: those get no
-            // report (the table and JSON diagnose them).
-            let (terminating, live): (Vec<&Audited>, Vec<&Audited>) =
-                audited.iter().partition(|a| a.diagnosis.is_some());
-            for a in terminating {
-                eprintln!("nsguard: no report for {}: it is Terminating", a.namespace);
-            }
-            let list = crate::policyreport::list(
-                args.policyreport_api,
-                live.into_iter().map(|a| &a.report),
-                crate::policyreport::Timestamp::now(),
-            );
-            println!("{}", serde_json::to_string_pretty(&list)?);
-        }
-    }
-    // Non-zero only for namespaces that would hang (or hang now): warnings, and a namespace
-    // Terminating while making progress, are not errors.
-    let would_hang = audited.iter().any(|a| match &a.diagnosis {
-        Some(d) => !d.blockers.is_empty(),
-        None => a.verdict == Verdict::WouldHang,
-    });
-    Ok(if would_hang {
-        Verdict::WouldHang.exit_code()
-    } else {
-        Verdict::Clean.exit_code()
-    })
-}
-
-fn render_audit(audited: &[Audited]) -> String {
-    let mut out = format!(
-        "{:<32} {:<12} {:<11} BLOCKERS\n",
-        "NAMESPACE", "PHASE", "VERDICT"
-    );
-    for a in audited {
-        let verdict = match &a.diagnosis {
-            Some(d) if d.blockers.is_empty() => "terminating",
-            Some(_) => "stuck",
-            None => a.verdict.as_str(),
-        };
-        let blockers: Vec<&str> = a
-            .report
-            .check_ids()
-            .into_iter()
-            .filter(|id| a.diagnosis.is_some() || a.report.blocking().any(|f| f.check == *id))
-            .map(CheckId::as_str)
-            .collect();
-        out.push_str(&format!(
-            "{:<32} {:<12} {:<11} {}\n",
-            a.namespace,
-            a.phase,
-            verdict,
-            if blockers.is_empty() {
-                "-".to_string()
-            } else {
-                blockers.join(",")
-            }
-        ));
-    }
-    for a in audited {
-        if let Some(d) = &a.diagnosis {
-            out.push('\n');
-            out.push_str(&crate::diagnose::render(d));
-        }
-    }
-    out
-}
-
-/// Runs `nsguard certs`.
-pub fn certs(args: CertsArgs) -> Result<()> {
-    let ca = Ca::new("nsguard-ca", args.days)?;
-    let first = args
-        .dns
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "nsguard".into());
-    let pair = ca.issue_server(&first, &args.dns, &args.ips, args.days)?;
-    let d = &args.out_dir;
-    certs::write_file(&d.join("ca.crt"), &ca.cert_pem(), false)?;
-    certs::write_file(&d.join("ca.key"), &ca.pair().key_pem, true)?;
-    certs::write_file(&d.join("tls.crt"), &pair.cert_pem, false)?;
-    certs::write_file(&d.join("tls.key"), &pair.key_pem, true)?;
-    eprintln!(
-        "wrote ca.crt, ca.key, tls.crt, tls.key to {}; caBundle:",
-        d.display()
-    );
-    println!("{}", ca.ca_bundle());
-    Ok(())
 }
 
 #[cfg(test)]
