@@ -179,10 +179,20 @@ impl Admission {
             .engine
             .as_ref()
             .and_then(|e| e.gatherer().namespace_known(&name, ns_uid.as_deref()));
-        // Counted as a fail-open decision like any incomplete preflight.
-        let slot = self.slots.as_ref().map(|s| s.clone().try_acquire_owned());
+        // A burst (a deletion storm) waits for a slot, but never past half of what is left of
+        // the deadline: then it fails open, counted as a fail-open decision like any
+        // incomplete preflight.
+        let slot = match &self.slots {
+            Some(slots) => {
+                let now = Instant::now();
+                let wait = deadline.saturating_duration_since(now) / 2;
+                let permit = tokio::time::timeout(wait, slots.clone().acquire_owned()).await;
+                Some(permit.ok().and_then(Result::ok))
+            }
+            None => None,
+        };
         let report = match (&self.engine, known) {
-            _ if matches!(slot, Some(Err(_))) => crate::report::Report {
+            _ if matches!(slot, Some(None)) => crate::report::Report {
                 namespace: name.clone(),
                 not_checked: vec![
                     "nsguard is at its limit of concurrent reviews (--max-concurrent-reviews)"

@@ -123,7 +123,7 @@ async fn without_a_cluster_the_preflight_fails_open_with_a_warning() {
 }
 
 #[tokio::test]
-async fn with_no_review_slot_left_it_fails_open_at_once_with_a_warning() {
+async fn with_no_review_slot_left_it_fails_open_within_its_deadline_with_a_warning() {
     let req = Request::post("/validate?timeout=10s")
         .header("content-type", "application/json")
         .body(Body::from(

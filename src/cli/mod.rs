@@ -154,9 +154,9 @@ pub struct ServeArgs {
     /// Warnings per response before "and N more".
     #[arg(long, env = "NSGUARD_MAX_WARNINGS", default_value_t = 8)]
     pub max_warnings: usize,
-    /// Reviews decided at once; over it a review fails open at once, with a warning, rather
-    /// than queue past the API server's deadline.
-    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 32)]
+    /// Reviews decided at once; a review over it waits for a slot for at most half of its
+    /// remaining deadline, then fails open with a warning (never a queue past the deadline).
+    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 64)]
     pub max_concurrent_reviews: usize,
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]

@@ -532,7 +532,38 @@ async fn main() -> Result<()> {
     }
     std::fs::write(&output, doc)?;
     eprintln!("bench: wrote {}", output.display());
+    let summary = summary(&rows, &storm, n, idle_rss);
+    let path = dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+    eprintln!("bench: wrote {}", path.display());
     Ok(())
+}
+
+/// The figures issue 12 asks for, by key; a figure this bench does not measure is `null`.
+fn summary(rows: &[Row], storm: &Storm, n: usize, idle_rss: f64) -> serde_json::Value {
+    let number = |x: f64| {
+        if x.is_finite() {
+            serde_json::json!((x * 1000.0).round() / 1000.0)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    let largest = rows.iter().find(|r| r.crds == 200 && r.objects == 5000);
+    let peak = rows.iter().map(|r| r.rss_mib).fold(f64::NAN, f64::max);
+    serde_json::json!({
+        "p99_ms_inside": largest.map(|r| number(r.inside[2])),
+        // The bench namespace holds ConfigMaps only: every decision is an allow.
+        "api_calls_per_allow": largest.map(|r| number(r.requests)),
+        "api_calls_per_deny": null,
+        "dry_run_overhead_ms_p50": largest.map(|r| number(r.e2e[0] - r.bare[0])),
+        "storm_namespaces": n,
+        "storm_runs": 1,
+        "storm_fail_opens": storm.fail_open,
+        "storm_timeouts": storm.webhook_errors,
+        "rss_peak_mib": number(peak),
+        "rss_idle_mib": number(idle_rss),
+        "ready_seconds": null,
+    })
 }
 
 fn render(rows: &[Row], storm: &Storm, n: usize) -> String {
