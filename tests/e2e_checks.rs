@@ -57,53 +57,6 @@ async fn slow_workload(cluster: &LocalCluster, ns: &str) {
     );
 }
 
-/// A CRD with versions v1 (stored) and v2 (preferred, so listing needs conversion) whose
-/// conversion webhook is Service `svc_ns/svc` on `port`.
-fn converting_crd(cluster: &LocalCluster, group: &str, svc: (&str, &str), port: u16) {
-    let (svc_ns, svc_name) = svc;
-    let version = |name: &str, storage: bool| {
-        format!(
-            "  - name: {name}\n    served: true\n    storage: {storage}\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-        )
-    };
-    apply(
-        cluster,
-        &format!(
-            "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.{group}
-spec:
-  group: {group}
-  scope: Namespaced
-  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}
-  versions:
-{v1}{v2}  conversion:
-    strategy: Webhook
-    webhook:
-      conversionReviewVersions: [v1]
-      clientConfig:
-        caBundle: {ca}
-        service: {{namespace: {svc_ns}, name: {svc_name}, port: {port}, path: /convert}}
-",
-            v1 = version("v1", true),
-            v2 = version("v2", false),
-            ca = cluster.ca().ca_bundle(),
-        ),
-    );
-    kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/widgets.{group}"),
-        ],
-        None,
-    )
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_backend_unavailable() {
     let _lock = CLUSTER_WIDE.read().await;

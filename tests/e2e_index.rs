@@ -12,8 +12,6 @@ use serde_json::Value;
 use support::nsguard::Nsguard;
 use support::*;
 
-const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
-
 fn apply(cluster: &LocalCluster, yaml: &str) {
     kubectl(cluster, &["apply", "-f", "-"], Some(yaml)).unwrap();
 }
@@ -62,33 +60,6 @@ spec:
         None,
     )
     .unwrap();
-}
-
-/// The audit log's events for nsguard's ServiceAccount.
-fn nsguard_audit(cluster: &LocalCluster) -> Vec<Value> {
-    let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["user"]["username"] == NSGUARD_USER)
-        .collect()
-}
-
-/// Makes the API server send nsguard a review of deleting `ns`.
-async fn reviewed(cluster: &'static LocalCluster, guard: &Nsguard, ns: &str) {
-    let before = guard.reviews();
-    eventually(
-        "nsguard to review the deletion",
-        Duration::from_secs(30),
-        || async {
-            let _ = kubectl(
-                cluster,
-                &["delete", "namespace", ns, "--dry-run=server"],
-                None,
-            );
-            Ok((guard.reviews() > before).then_some(()))
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,36 +11,6 @@ use serde_json::Value;
 use support::nsguard::Nsguard;
 use support::*;
 
-const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
-
-/// Makes the API server send nsguard a review of deleting `ns` (a server dry run, repeated
-/// until nsguard has counted one more review).
-async fn reviewed(cluster: &'static localcluster::LocalCluster, guard: &Nsguard, ns: &str) {
-    let before = guard.reviews();
-    eventually(
-        "nsguard to review the deletion",
-        Duration::from_secs(30),
-        || async {
-            let _ = kubectl(
-                cluster,
-                &["delete", "namespace", ns, "--dry-run=server"],
-                None,
-            );
-            Ok((guard.reviews() > before).then_some(()))
-        },
-    )
-    .await;
-}
-
-/// The audit log's events for nsguard's ServiceAccount.
-fn nsguard_audit(cluster: &localcluster::LocalCluster) -> Vec<Value> {
-    let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["user"]["username"] == NSGUARD_USER)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn nsguard_never_receives_a_secrets_data() {
     let _lock = CLUSTER_WIDE.read().await;

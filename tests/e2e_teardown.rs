@@ -36,52 +36,6 @@ fn get_json(cluster: &LocalCluster, args: &[&str]) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&kubectl(cluster, &all, None)?)?)
 }
 
-/// A CRD `widgets.<group>` with versions v1 (stored) and v2 (preferred, so listing and
-/// deleting at v2 needs conversion) whose conversion webhook is Service `ns/svc` on `port`.
-fn converting_crd(cluster: &LocalCluster, group: &str, (ns, svc): (&str, &str), port: u16) {
-    let version = |name: &str, storage: bool| {
-        format!(
-            "  - name: {name}\n    served: true\n    storage: {storage}\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
-        )
-    };
-    apply(
-        cluster,
-        &format!(
-            "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.{group}
-spec:
-  group: {group}
-  scope: Namespaced
-  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}
-  versions:
-{v1}{v2}  conversion:
-    strategy: Webhook
-    webhook:
-      conversionReviewVersions: [v1]
-      clientConfig:
-        caBundle: {ca}
-        service: {{namespace: {ns}, name: {svc}, port: {port}, path: /convert}}
-",
-            v1 = version("v1", true),
-            v2 = version("v2", false),
-            ca = cluster.ca().ca_bundle(),
-        ),
-    );
-    kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/widgets.{group}"),
-        ],
-        None,
-    )
-    .unwrap();
-}
-
 /// The operator's work: while its pod in `ns` exists and is Ready, removes `finalizer` from
 /// every `things` object being deleted there and records the object's name.
 struct ThingOperator {

@@ -365,3 +365,80 @@ pub async fn allowed_and_gone(cluster: &LocalCluster, client: &kube::Client, ns:
     wait_gone(client, ns).await;
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The user nsguard's ServiceAccount authenticates as.
+pub const NSGUARD_USER: &str = "system:serviceaccount:nsguard-system:nsguard";
+
+/// The audit log's events for nsguard's ServiceAccount.
+pub fn nsguard_audit(cluster: &LocalCluster) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["user"]["username"] == NSGUARD_USER)
+        .collect()
+}
+
+/// Makes the API server send nsguard a review of deleting `ns` (a server dry run, repeated
+/// until nsguard has counted one more review).
+pub async fn reviewed(cluster: &'static LocalCluster, guard: &nsguard::Nsguard, ns: &str) {
+    let before = guard.reviews();
+    eventually(
+        "nsguard to review the deletion",
+        Duration::from_secs(30),
+        || async {
+            let _ = kubectl(
+                cluster,
+                &["delete", "namespace", ns, "--dry-run=server"],
+                None,
+            );
+            Ok((guard.reviews() > before).then_some(()))
+        },
+    )
+    .await;
+}
+
+/// A CRD with versions v1 (stored) and v2 (preferred, so listing needs conversion) whose
+/// conversion webhook is Service `svc_ns/svc` on `port`.
+pub fn converting_crd(cluster: &LocalCluster, group: &str, svc: (&str, &str), port: u16) {
+    let (svc_ns, svc_name) = svc;
+    let version = |name: &str, storage: bool| {
+        format!(
+            "  - name: {name}\n    served: true\n    storage: {storage}\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+        )
+    };
+    cluster
+        .apply(&format!(
+            "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}
+  versions:
+{v1}{v2}  conversion:
+    strategy: Webhook
+    webhook:
+      conversionReviewVersions: [v1]
+      clientConfig:
+        caBundle: {ca}
+        service: {{namespace: {svc_ns}, name: {svc_name}, port: {port}, path: /convert}}
+",
+            v1 = version("v1", true),
+            v2 = version("v2", false),
+            ca = cluster.ca().ca_bundle(),
+        ))
+        .unwrap();
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/widgets.{group}"),
+        ],
+        None,
+    )
+    .unwrap();
+}
