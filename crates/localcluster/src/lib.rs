@@ -448,7 +448,10 @@ impl LocalCluster {
             let path = manifests.join(file);
             let yaml = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
+            // A test applying the same manifests at once makes `kubectl apply` race to
+            // AlreadyExists; the second apply then finds the object and updates it.
             self.apply(&yaml)
+                .or_else(|_| self.apply(&yaml))
                 .with_context(|| format!("applying {}", path.display()))?;
         }
         let path = self.service_account_kubeconfig("nsguard-system", "nsguard")?;
