@@ -156,8 +156,18 @@ pub async fn wait_gone(client: &Client, ns: &str) {
 }
 
 /// Runs kubectl with `args`, feeding `stdin`, and returns stdout; fails with stderr.
+///
+/// An `apply` that loses a create race to another test applying the same object at once
+/// (kubectl's GET found nothing, its POST met AlreadyExists) is run once more: the second
+/// apply finds the object and updates it.
 pub fn kubectl(cluster: &LocalCluster, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = kubectl_output(cluster, args, stdin)?;
+    let mut out = kubectl_output(cluster, args, stdin)?;
+    if !out.status.success()
+        && args.first() == Some(&"apply")
+        && String::from_utf8_lossy(&out.stderr).contains("AlreadyExists")
+    {
+        out = kubectl_output(cluster, args, stdin)?;
+    }
     if !out.status.success() {
         bail!(
             "kubectl {} failed: {}",

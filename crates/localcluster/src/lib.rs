@@ -448,10 +448,7 @@ impl LocalCluster {
             let path = manifests.join(file);
             let yaml = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            // A test applying the same manifests at once makes `kubectl apply` race to
-            // AlreadyExists; the second apply then finds the object and updates it.
             self.apply(&yaml)
-                .or_else(|_| self.apply(&yaml))
                 .with_context(|| format!("applying {}", path.display()))?;
         }
         let path = self.service_account_kubeconfig("nsguard-system", "nsguard")?;
@@ -472,8 +469,17 @@ impl LocalCluster {
         cmd
     }
 
-    /// `kubectl apply -f -` of `yaml`; fails with kubectl's stderr.
+    /// `kubectl apply -f -` of `yaml`; fails with kubectl's stderr. An apply that loses a
+    /// create race to another test applying the same object at once (kubectl's GET found
+    /// nothing, its POST met AlreadyExists) is run once more, and then updates the object.
     pub fn apply(&self, yaml: &str) -> Result<()> {
+        match self.apply_once(yaml) {
+            Err(e) if e.to_string().contains("AlreadyExists") => self.apply_once(yaml),
+            other => other,
+        }
+    }
+
+    fn apply_once(&self, yaml: &str) -> Result<()> {
         use std::io::Write;
         let mut child = self
             .kubectl()
