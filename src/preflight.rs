@@ -157,7 +157,7 @@ async fn gather_facts(
 ) -> Facts {
     let name = namespace.metadata.name.clone().unwrap_or_default();
     let mut not_checked = Vec::new();
-    let cluster = match gatherer.cluster(deadline).await {
+    let cluster = match gatherer.cluster(deadline, !relist.is_empty()).await {
         Ok(c) => c,
         Err(e) => {
             not_checked.push(format!("cluster facts: {e}"));

@@ -77,8 +77,20 @@ struct Stores {
     role_bindings: Store<RoleBinding>,
 }
 
-/// Cluster facts built from the watches at one watch generation.
-type Snapshot = (u64, Arc<ClusterFacts>);
+/// Cluster facts built from the watches at one watch generation and one discovery result.
+struct Snapshot {
+    /// The watch generation read before the stores were read.
+    generation: u64,
+    /// The discovery result the facts carry.
+    discovery_seq: u64,
+    facts: Arc<ClusterFacts>,
+}
+
+/// How long the snapshot builder lets a burst of watch events gather before it rebuilds.
+const SNAPSHOT_COALESCE: Duration = Duration::from_millis(5);
+/// How long a review that needs a newer snapshot waits for the builder before it builds one
+/// itself.
+const SNAPSHOT_WAIT: Duration = Duration::from_millis(500);
 
 /// Where namespace facts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +113,8 @@ const DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
 
 /// One shared discovery result.
 struct DiscoveryResult {
+    /// Increases with every result stored.
+    seq: u64,
     /// The CRD/APIService change count read before the calls were made.
     changes: u64,
     /// When the calls were made.
@@ -117,6 +131,8 @@ struct SharedDiscovery {
     /// When the last CRD or APIService watch event arrived.
     last_change: Mutex<Option<Instant>>,
     wake: tokio::sync::Notify,
+    /// The last `seq` given out.
+    seq: AtomicU64,
 }
 
 impl SharedDiscovery {
@@ -128,12 +144,23 @@ impl SharedDiscovery {
 
     /// The shared result, if nothing it depends on changed since it was fetched and it was
     /// fetched after discovery had time to settle.
-    fn current(&self) -> Option<Discovery> {
+    fn current(&self) -> Option<Arc<DiscoveryResult>> {
         let current = self.current.load_full()?;
         let last_change = *self.last_change.lock().unwrap_or_else(|e| e.into_inner());
         let settled = last_change.is_none_or(|t| current.fetched >= t + DISCOVERY_SETTLE);
-        (current.changes == self.changes.load(Ordering::SeqCst) && settled)
-            .then(|| current.discovery.clone())
+        (current.changes == self.changes.load(Ordering::SeqCst) && settled).then_some(current)
+    }
+
+    /// Stores a result fetched at `fetched` when `changes` changes had been seen.
+    fn store(&self, changes: u64, fetched: Instant, discovery: Discovery) -> Arc<DiscoveryResult> {
+        let result = Arc::new(DiscoveryResult {
+            seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
+            changes,
+            fetched,
+            discovery,
+        });
+        self.current.store(Some(result.clone()));
+        result
     }
 }
 
@@ -149,24 +176,37 @@ pub struct Gatherer {
     concurrency: usize,
     stores: Stores,
     generation: Arc<AtomicU64>,
-    snapshot: Arc<Mutex<Option<Snapshot>>>,
+    /// The cluster facts reviews read, rebuilt by the builder task after a change, never on
+    /// the request path unless the builder is late.
+    snapshot: Arc<ArcSwapOption<Snapshot>>,
+    /// Wakes the snapshot builder.
+    rebuild: Arc<tokio::sync::Notify>,
+    /// The generation of the last snapshot built, for reviews waiting on a newer one.
+    built: Arc<tokio::sync::watch::Sender<u64>>,
     /// When this process first saw each backend Service without ready endpoints; an entry
     /// goes when the backend is reachable again.
     unreachable_seen: Arc<Mutex<BTreeMap<ServiceKey, Timestamp>>>,
 }
 
-fn watch<K>(client: &Client, generation: &Arc<AtomicU64>) -> Store<K>
+/// What a watch event changes: the generation, and the snapshot builder is woken.
+#[derive(Clone)]
+struct Changed {
+    generation: Arc<AtomicU64>,
+    rebuild: Arc<tokio::sync::Notify>,
+}
+
+fn watch<K>(client: &Client, changed: &Changed) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
-    watch_telling(client, generation, None)
+    watch_telling(client, changed, None)
 }
 
 /// A watch that also tells shared discovery about every change (CRDs and APIServices).
 fn watch_telling<K>(
     client: &Client,
-    generation: &Arc<AtomicU64>,
+    changed: &Changed,
     discovery: Option<Arc<SharedDiscovery>>,
 ) -> Store<K>
 where
@@ -175,14 +215,15 @@ where
 {
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
-    let generation = generation.clone();
+    let changed = changed.clone();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .for_each(move |event| {
             if let Err(error) = &event {
                 tracing::warn!(%error, kind = %K::kind(&K::DynamicType::default()), "Watch error");
             }
-            generation.fetch_add(1, Ordering::Relaxed);
+            changed.generation.fetch_add(1, Ordering::SeqCst);
+            changed.rebuild.notify_one();
             if let Some(d) = &discovery {
                 d.changed();
             }
@@ -203,21 +244,26 @@ impl Gatherer {
         source: Source,
     ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
+        let rebuild = Arc::new(tokio::sync::Notify::new());
+        let changed = Changed {
+            generation: generation.clone(),
+            rebuild: rebuild.clone(),
+        };
         let shared_discovery =
             (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
         let stores = Stores {
-            apiservices: watch_telling(&client, &generation, shared_discovery.clone()),
-            crds: watch_telling(&client, &generation, shared_discovery.clone()),
-            validating: watch(&client, &generation),
-            mutating: watch(&client, &generation),
-            nodes: watch(&client, &generation),
-            namespaces: watch(&client, &generation),
-            services: watch(&client, &generation),
-            slices: watch(&client, &generation),
-            cluster_roles: watch(&client, &generation),
-            cluster_role_bindings: watch(&client, &generation),
-            roles: watch(&client, &generation),
-            role_bindings: watch(&client, &generation),
+            apiservices: watch_telling(&client, &changed, shared_discovery.clone()),
+            crds: watch_telling(&client, &changed, shared_discovery.clone()),
+            validating: watch(&client, &changed),
+            mutating: watch(&client, &changed),
+            nodes: watch(&client, &changed),
+            namespaces: watch(&client, &changed),
+            services: watch(&client, &changed),
+            slices: watch(&client, &changed),
+            cluster_roles: watch(&client, &changed),
+            cluster_role_bindings: watch(&client, &changed),
+            roles: watch(&client, &changed),
+            role_bindings: watch(&client, &changed),
         };
         let index = (source == Source::Index).then(|| Arc::new(Index::default()));
         let this = Self {
@@ -229,11 +275,14 @@ impl Gatherer {
             concurrency: concurrency.max(1),
             stores,
             generation,
-            snapshot: Arc::new(Mutex::new(None)),
+            snapshot: Arc::default(),
+            rebuild,
+            built: Arc::new(tokio::sync::watch::Sender::new(0)),
             unreachable_seen: Arc::default(),
         };
         if let Some(shared) = &this.shared_discovery {
             tokio::spawn(refresh_discovery(this.clone(), shared.clone()));
+            tokio::spawn(build_snapshots(this.clone(), shared.clone()));
         }
         this
     }
@@ -280,33 +329,55 @@ impl Gatherer {
         &self.client
     }
 
-    /// Cluster facts: the watched objects (a snapshot rebuilt only after a change) plus fresh
-    /// aggregated discovery.
-    pub async fn cluster(&self, deadline: Instant) -> Result<Arc<ClusterFacts>, GatherError> {
-        let discovery = self.discovery(deadline).await?;
-        let watched = self.watched_snapshot();
-        if watched.discovery == discovery {
-            return Ok(watched);
-        }
-        let mut facts = (*watched).clone();
-        facts.discovery = discovery;
-        Ok(Arc::new(facts))
-    }
-
-    fn watched_snapshot(&self) -> Arc<ClusterFacts> {
-        let generation = self.generation.load(Ordering::Relaxed);
-        let mut cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, facts)) = cached.as_ref()
-            && *g == generation
+    /// Cluster facts: the watched objects and aggregated discovery.
+    ///
+    /// With shared discovery (`serve`), the snapshot the builder task keeps is read as it is,
+    /// an `Arc` and no copy, as long as it carries the current discovery; watch events since
+    /// it was built are at most milliseconds old. With `fresh` (the confirmation before a
+    /// deny) the snapshot must include every watch event seen before the call: the review
+    /// waits for the builder, and builds one itself if the builder is late. Without shared
+    /// discovery (the CLI), discovery is fetched and the facts built on every call.
+    pub async fn cluster(
+        &self,
+        deadline: Instant,
+        fresh: bool,
+    ) -> Result<Arc<ClusterFacts>, GatherError> {
+        let Some(shared) = &self.shared_discovery else {
+            let discovery = self.fetch_discovery(deadline).await?;
+            return Ok(Arc::new(self.build_snapshot(discovery)));
+        };
+        let discovery = self.discovery_result(shared, deadline).await?;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let usable = |s: &Snapshot| {
+            s.discovery_seq >= discovery.seq && (!fresh || s.generation >= generation)
+        };
+        if let Some(s) = self.snapshot.load_full()
+            && usable(&s)
         {
-            return facts.clone();
+            return Ok(s.facts.clone());
         }
-        let facts = Arc::new(self.build_snapshot());
-        *cached = Some((generation, facts.clone()));
-        facts
+        self.rebuild.notify_one();
+        let mut built = self.built.subscribe();
+        let wait = async {
+            loop {
+                if let Some(s) = self.snapshot.load_full()
+                    && usable(&s)
+                {
+                    return s.facts.clone();
+                }
+                if built.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let until = deadline.min(Instant::now() + SNAPSHOT_WAIT);
+        match tokio::time::timeout_at(until, wait).await {
+            Ok(facts) => Ok(facts),
+            Err(_) => Ok(Arc::new(self.build_snapshot(discovery.discovery.clone()))),
+        }
     }
 
-    fn build_snapshot(&self) -> ClusterFacts {
+    fn build_snapshot(&self, discovery: Discovery) -> ClusterFacts {
         fn all<K: Resource + Clone>(s: &Store<K>) -> Vec<K>
         where
             K::DynamicType: Eq + Hash + Clone,
@@ -315,7 +386,7 @@ impl Gatherer {
         }
         let s = &self.stores;
         let mut facts = ClusterFacts {
-            discovery: Discovery::default(),
+            discovery,
             apiservices: all(&s.apiservices),
             crds: all(&s.crds),
             validating_webhooks: all(&s.validating),
@@ -409,11 +480,13 @@ impl Gatherer {
         facts
     }
 
-    /// Aggregated discovery: the shared background result when it is current, else two calls.
-    pub async fn discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
-        let Some(shared) = &self.shared_discovery else {
-            return self.fetch_discovery(deadline).await;
-        };
+    /// Aggregated discovery: the shared background result when it is current, else two
+    /// calls, whose result is then shared.
+    async fn discovery_result(
+        &self,
+        shared: &SharedDiscovery,
+        deadline: Instant,
+    ) -> Result<Arc<DiscoveryResult>, GatherError> {
         if let Some(d) = shared.current() {
             return Ok(d);
         }
@@ -422,12 +495,9 @@ impl Gatherer {
         let fetched = Instant::now();
         let discovery = self.fetch_discovery(deadline).await?;
         self.sync_index(&discovery);
-        shared.current.store(Some(Arc::new(DiscoveryResult {
-            changes,
-            fetched,
-            discovery: discovery.clone(),
-        })));
-        Ok(discovery)
+        let result = shared.store(changes, fetched, discovery);
+        self.rebuild.notify_one();
+        Ok(result)
     }
 
     /// Aggregated discovery, two calls, as the namespace controller runs it.
@@ -555,8 +625,9 @@ impl Gatherer {
     }
 
     /// Starts watching every type discovery serves that is not watched yet, and stops
-    /// watching the ones it no longer serves. Pods are not indexed: the checks need them
-    /// typed (node, phase), and a review lists them in its namespace only.
+    /// watching the ones it no longer serves. Pods are indexed by metadata like every type;
+    /// the checks need them typed (node, phase), so a review lists them in its namespace when
+    /// the index says there are some, and only then.
     fn sync_index(&self, discovery: &Discovery) {
         let Some(index) = &self.index else {
             return;
@@ -564,7 +635,7 @@ impl Gatherer {
         let wanted: Vec<ResourceType> = discovery
             .resources
             .iter()
-            .filter(|r| r.listable && !is_pods(r))
+            .filter(|r| r.listable)
             .cloned()
             .collect();
         let mut tasks = self.index_tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -580,6 +651,7 @@ impl Gatherer {
                     self.client.clone(),
                     r.clone(),
                     Arc::downgrade(&t),
+                    index.gate(),
                 ));
                 tasks.insert(r, task.abort_handle());
             }
@@ -619,6 +691,11 @@ impl Gatherer {
                 .and_then(|i| i.get(r))
                 .and_then(|t| t.namespace(&name));
             match indexed {
+                // Pods are read typed: an empty namespace needs no call, any pod needs one.
+                Some(objects) if is_pods(r) && objects.is_empty() => {
+                    results.push((r.clone(), Ok(Listed::Pods(Vec::new()))))
+                }
+                Some(_) if is_pods(r) => to_list.push(r.clone()),
                 Some(objects) => results.push((r.clone(), Ok(Listed::Objects(objects)))),
                 None => to_list.push(r.clone()),
             }
@@ -771,14 +848,32 @@ async fn refresh_discovery(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
         {
             Ok(discovery) => {
                 gatherer.sync_index(&discovery);
-                shared.current.store(Some(Arc::new(DiscoveryResult {
-                    changes,
-                    fetched,
-                    discovery,
-                })));
+                shared.store(changes, fetched, discovery);
+                gatherer.rebuild.notify_one();
             }
             Err(error) => tracing::warn!(%error, "Background discovery"),
         }
+    }
+}
+
+/// Keeps the cluster-facts snapshot current: woken by every watch event and every discovery
+/// result, it lets a burst gather for [`SNAPSHOT_COALESCE`], then builds one snapshot for
+/// every review to share. Reviews never copy the facts.
+async fn build_snapshots(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
+    loop {
+        gatherer.rebuild.notified().await;
+        tokio::time::sleep(SNAPSHOT_COALESCE).await;
+        let Some(discovery) = shared.current.load_full() else {
+            continue;
+        };
+        let generation = gatherer.generation.load(Ordering::SeqCst);
+        let facts = Arc::new(gatherer.build_snapshot(discovery.discovery.clone()));
+        gatherer.snapshot.store(Some(Arc::new(Snapshot {
+            generation,
+            discovery_seq: discovery.seq,
+            facts,
+        })));
+        gatherer.built.send_replace(generation);
     }
 }
 

@@ -64,6 +64,9 @@ pub enum Change {
     Apply(Entry),
     /// An object was deleted.
     Delete(Entry),
+    /// A watch (re)started from the last resourceVersion seen: the API server will replay
+    /// every change since, so a type that was failing only because its watch broke is whole.
+    Resumed,
     /// The list or the watch failed.
     Failed {
         /// Status code, if any.
@@ -140,6 +143,12 @@ impl TypeIndex {
                     s.health = Health::Synced;
                 }
             }
+            Change::Resumed => {
+                // Only after a complete list: a failed relist leaves the buffer in place.
+                if matches!(s.health, Health::Failing { .. }) && s.buffer.is_none() {
+                    s.health = Health::Synced;
+                }
+            }
             Change::Failed {
                 code,
                 class,
@@ -193,12 +202,27 @@ impl TypeIndex {
 }
 
 /// The index of every watched type.
-#[derive(Default)]
 pub struct Index {
     types: RwLock<BTreeMap<ResourceType, Arc<TypeIndex>>>,
+    /// Bounds the lists and watch starts in flight over every type ([`START_GATE`]).
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            types: RwLock::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(START_GATE)),
+        }
+    }
 }
 
 impl Index {
+    /// The gate every type's lists and watch starts pass through.
+    pub fn gate(&self) -> Arc<tokio::sync::Semaphore> {
+        self.gate.clone()
+    }
+
     /// The index of `r`, created (`Syncing`) if new; the second element says it was new.
     pub fn get_or_add(&self, r: &ResourceType) -> (Arc<TypeIndex>, bool) {
         let mut types = self.types.write().unwrap_or_else(|e| e.into_inner());
@@ -269,49 +293,78 @@ pub fn entry_of(o: &PartialObjectMeta<DynamicObject>) -> Entry {
     )
 }
 
-fn change_of(
-    event: Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
-) -> Change {
-    use watcher::Event;
-    match event {
-        Ok(Event::Init) => Change::Init,
-        Ok(Event::InitApply(o)) => Change::InitApply(entry_of(&o)),
-        Ok(Event::InitDone) => Change::InitDone,
-        Ok(Event::Apply(o)) => Change::Apply(entry_of(&o)),
-        Ok(Event::Delete(o)) => Change::Delete(entry_of(&o)),
-        Err(error) => {
-            let api = match &error {
-                watcher::Error::InitialListFailed(e)
-                | watcher::Error::WatchStartFailed(e)
-                | watcher::Error::WatchFailed(e) => match e {
-                    kube::Error::Api(status) => Some((status.code, status.message.clone())),
-                    _ => None,
-                },
-                watcher::Error::WatchError(status) => Some((status.code, status.message.clone())),
-                watcher::Error::NoResourceVersion => None,
-            };
-            match api {
-                Some((code, message)) => Change::Failed {
-                    code: Some(code),
-                    class: ListErrorClass::of(Some(code), &message),
-                    message,
-                },
-                None => Change::Failed {
-                    code: None,
-                    class: ListErrorClass::Own,
-                    message: error.to_string(),
-                },
-            }
+/// The `Failed` change for an error of a list or a watch.
+fn failed_of(error: &kube::Error) -> Change {
+    match error {
+        kube::Error::Api(status) => failed_status(status),
+        other => Change::Failed {
+            code: None,
+            class: ListErrorClass::Own,
+            message: other.to_string(),
+        },
+    }
+}
+
+fn failed_status(status: &kube::core::Status) -> Change {
+    Change::Failed {
+        code: Some(status.code),
+        class: ListErrorClass::of(Some(status.code), &status.message),
+        message: status.message.clone(),
+    }
+}
+
+/// `410 Gone`: the resourceVersion (or a list's continue token) is too old; list again.
+fn gone(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 410)
+}
+
+/// How many lists and watch starts may be in flight at once over every type: hundreds of
+/// types started together would otherwise meet API Priority and Fairness as one burst.
+pub const START_GATE: usize = 8;
+
+/// Page size of the index's lists.
+const LIST_PAGE: u32 = 500;
+
+/// Server-side timeout of one watch, as kube's watcher and client-go use (below the client's
+/// 295 s read timeout).
+const WATCH_TIMEOUT_S: u32 = 290;
+
+/// One consistent, paged, metadata-only list of every object of the type: the objects and
+/// the resourceVersion to watch from.
+async fn list_all(api: &Api<DynamicObject>) -> Result<(Vec<Entry>, String), kube::Error> {
+    let mut entries = Vec::new();
+    let mut lp = kube::api::ListParams::default().limit(LIST_PAGE);
+    let mut version = None;
+    loop {
+        let page = api.list_metadata(&lp).await?;
+        version.get_or_insert(page.metadata.resource_version.clone().unwrap_or_default());
+        entries.extend(page.items.iter().map(entry_of));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok((entries, version.unwrap_or_default())),
         }
     }
 }
 
-/// Runs the metadata-only watcher of one type into its index until the index is dropped from
-/// [`Index`] (the task holds only a weak reference) or the task is aborted. ListWatch, default
-/// page size: a consistent first list; never `streaming_lists()`.
-pub async fn run(client: Client, r: ResourceType, index: std::sync::Weak<TypeIndex>) {
+/// Runs the list-watch of one type into its index until the index is dropped from [`Index`]
+/// (the task holds only a weak reference) or the task is aborted.
+///
+/// nsguard runs its own loop rather than kube's `watcher` for one reason: health. kube's
+/// watcher says nothing when a watch restarts after an error, so a quiet type whose watch
+/// once failed to start (a 429 from API Priority and Fairness among hundreds of starts) would
+/// stay untrusted, and be listed at every review, until one of its objects changed. Here a
+/// watch that starts again from the last resourceVersion is [`Change::Resumed`]: the API
+/// server replays every event since, so the index is whole again. A `410 Gone` lists again.
+/// Lists and watch starts pass through `gate`; errors back off as kube's default backoff does.
+pub async fn run(
+    client: Client,
+    r: ResourceType,
+    index: std::sync::Weak<TypeIndex>,
+    gate: Arc<tokio::sync::Semaphore>,
+) {
     use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
+    use kube::api::WatchEvent;
+    use kube::runtime::utils::Backoff;
     let ar = ApiResource {
         group: r.group.clone(),
         version: r.version.clone(),
@@ -319,15 +372,91 @@ pub async fn run(client: Client, r: ResourceType, index: std::sync::Weak<TypeInd
         kind: r.kind.clone(),
         plural: r.resource.clone(),
     };
-    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar);
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = stream.next().await {
-        let Some(index) = index.upgrade() else {
-            return;
+    let api = Api::<DynamicObject>::all_with(client, &ar);
+    let mut backoff = watcher::DefaultBackoff::default();
+    let params = kube::api::WatchParams::default().timeout(WATCH_TIMEOUT_S);
+    // Applies a change if the index is still wanted; otherwise the task ends.
+    macro_rules! tell {
+        ($change:expr) => {
+            match index.upgrade() {
+                Some(t) => t.apply($change, Timestamp::now()),
+                None => return,
+            }
         };
-        index.apply(change_of(event), Timestamp::now());
+    }
+    macro_rules! pause {
+        () => {
+            tokio::time::sleep(backoff.next().unwrap_or(std::time::Duration::from_secs(30))).await
+        };
+    }
+    'list: loop {
+        let listed = {
+            let _permit = gate.acquire().await;
+            list_all(&api).await
+        };
+        let mut version = match listed {
+            Ok((entries, version)) => {
+                let Some(t) = index.upgrade() else { return };
+                let now = Timestamp::now();
+                t.apply(Change::Init, now);
+                for entry in entries {
+                    t.apply(Change::InitApply(entry), now);
+                }
+                t.apply(Change::InitDone, now);
+                version
+            }
+            Err(error) => {
+                tracing::debug!(%error, resource = %r.group_resource(), "Index list failed");
+                tell!(failed_of(&error));
+                pause!();
+                continue 'list;
+            }
+        };
+        loop {
+            let started = {
+                let _permit = gate.acquire().await;
+                api.watch_metadata(&params, &version).await
+            };
+            let stream = match started {
+                Ok(stream) => stream,
+                Err(error) if gone(&error) => continue 'list,
+                Err(error) => {
+                    tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
+                    tell!(failed_of(&error));
+                    pause!();
+                    continue;
+                }
+            };
+            tell!(Change::Resumed);
+            backoff.reset();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
+                        version = o.metadata.resource_version.clone().unwrap_or(version);
+                        tell!(Change::Apply(entry_of(&o)));
+                    }
+                    Ok(WatchEvent::Deleted(o)) => {
+                        version = o.metadata.resource_version.clone().unwrap_or(version);
+                        tell!(Change::Delete(entry_of(&o)));
+                    }
+                    Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
+                    Ok(WatchEvent::Error(status)) if status.code == 410 => continue 'list,
+                    Ok(WatchEvent::Error(status)) => {
+                        tell!(failed_status(&status));
+                        pause!();
+                        break;
+                    }
+                    Err(error) if gone(&error) => continue 'list,
+                    Err(error) => {
+                        tell!(failed_of(&error));
+                        pause!();
+                        break;
+                    }
+                }
+            }
+            // The watch ended (its timeout, or an error above): watch again from `version`.
+        }
     }
 }
 
@@ -441,6 +570,27 @@ mod tests {
         t.apply(Change::InitDone, at("12:03:00"));
         assert_eq!(t.health(), Health::Synced);
         assert_eq!(names(&t, "a"), Some(vec![]));
+    }
+
+    #[test]
+    fn a_watch_that_starts_again_makes_a_quiet_type_whole() {
+        // A quiet type: listed, then its watch fails to start (APF's 429) and no object ever
+        // changes. Resuming from the last resourceVersion is enough to trust it again.
+        let t = synced(&[obj("a", "x", &["f"])]);
+        t.apply(failed(429, "Too many requests"), at("12:00:01"));
+        assert_eq!(names(&t, "a"), None);
+        t.apply(Change::Resumed, at("12:00:02"));
+        assert_eq!(t.health(), Health::Synced);
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+    }
+
+    #[test]
+    fn resuming_during_a_relist_does_not_trust_a_partial_list() {
+        let t = synced(&[obj("a", "x", &[])]);
+        t.apply(Change::Init, at("12:00:01"));
+        t.apply(failed(500, "etcd timeout"), at("12:00:02"));
+        t.apply(Change::Resumed, at("12:00:03"));
+        assert_eq!(t.health().label(), "failing");
     }
 
     #[test]
