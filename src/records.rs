@@ -49,6 +49,7 @@ pub struct Metrics {
     ready: Gauge,
     certificate_expiry: Gauge,
     index_types: Family<IndexLabels, Gauge>,
+    index_objects: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,9 +104,16 @@ impl Default for Metrics {
         for state in ["synced", "syncing", "failing"] {
             index_types.get_or_create(&IndexLabels { state }).set(0);
         }
+        let index_objects = Gauge::default();
+        registry.register(
+            "index_objects",
+            "Objects held in the live content index, over every type (what its memory grows with)",
+            index_objects.clone(),
+        );
         Self {
             registry,
             index_types,
+            index_objects,
             reviews,
             findings,
             bad_requests,
@@ -152,6 +160,12 @@ impl Metrics {
     /// Records readiness (read from the flag at each scrape, so it is never stale).
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    /// Records how many objects the index holds.
+    pub fn set_index_objects(&self, objects: usize) {
+        self.index_objects
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 
     /// Records how many indexed types are synced, syncing and failing.

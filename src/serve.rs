@@ -41,6 +41,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 if let Some((synced, syncing, failing)) = gatherer.index_counts() {
                     metrics.set_index_types(synced, syncing, failing);
                 }
+                if let Some(objects) = gatherer.index_objects() {
+                    metrics.set_index_objects(objects);
+                }
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });

@@ -610,6 +610,11 @@ impl Gatherer {
         self.index.as_ref().map(|i| i.counts())
     }
 
+    /// Objects held in the index; `None` without an index.
+    pub fn index_objects(&self) -> Option<usize> {
+        self.index.as_ref().map(|i| i.objects())
+    }
+
     /// Ready to answer from the index: discovery ran once and every indexed type has synced
     /// or is failing (a broken type is listed at review time, it must not keep nsguard
     /// unready). Always true without an index.

@@ -260,6 +260,12 @@ impl Index {
         gone
     }
 
+    /// Objects held, over every type.
+    pub fn objects(&self) -> usize {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types.values().map(|t| t.len()).sum()
+    }
+
     /// How many types are in each state: `(synced, syncing, failing)`.
     pub fn counts(&self) -> (usize, usize, usize) {
         let types = self.types.read().unwrap_or_else(|e| e.into_inner());
