@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
+use crate::facts::gather::Limits;
 use crate::facts::gather::{Gatherer, Source};
 use crate::policy::Mode;
 use crate::preflight::Engine;
@@ -80,6 +81,11 @@ pub struct ClusterArgs {
     /// Lists in flight at once for one namespace.
     #[arg(long, env = "NSGUARD_LIST_CONCURRENCY", default_value_t = 16)]
     pub list_concurrency: usize,
+    /// API calls in flight at once over every preflight. A call over the bound is not made:
+    /// what it would have read is "not checked" and the review fails open with a warning
+    /// (never a queue past the deadline; the live index makes such calls rare).
+    #[arg(long, env = "NSGUARD_MAX_API_CALLS", default_value_t = 64)]
+    pub max_api_calls: usize,
     /// A check's severity: ID=block|warn|off (repeatable; comma-separated in the variable).
     #[arg(long = "check", env = "NSGUARD_CHECKS", value_delimiter = ',', value_parser = parse_check_setting)]
     pub checks: Vec<(CheckId, Setting)>,
@@ -318,7 +324,15 @@ impl ClusterArgs {
 
     pub(crate) async fn engine(&self, source: Source) -> Result<Engine> {
         let client = self.client().await?;
-        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency, source);
+        let gatherer = Gatherer::start(
+            client,
+            Limits {
+                call_timeout: self.call_timeout,
+                concurrency: self.list_concurrency,
+                api_calls: self.max_api_calls,
+            },
+            source,
+        );
         Ok(Engine::new(gatherer, self.settings()))
     }
 }

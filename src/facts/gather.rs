@@ -41,6 +41,17 @@ use super::{
 /// Page size for metadata lists, as kubectl and the controllers use.
 const PAGE: u32 = 2000;
 
+/// The bounds on the API calls a preflight makes.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Upper bound for one call.
+    pub call_timeout: Duration,
+    /// Lists in flight at once for one namespace.
+    pub concurrency: usize,
+    /// Calls in flight at once over every preflight.
+    pub api_calls: usize,
+}
+
 /// Errors gathering facts that are not about the namespace itself.
 #[derive(Debug, thiserror::Error)]
 pub enum GatherError {
@@ -58,6 +69,9 @@ pub enum GatherError {
     /// The watches have not listed everything yet.
     #[error("cluster facts are not synced yet")]
     NotReady,
+    /// nsguard's own bound on API calls in flight was reached: the call was not made.
+    #[error("{0}: not read, nsguard's API calls in flight are at their bound")]
+    Busy(String),
 }
 
 /// Watched cluster-scoped objects.
@@ -174,6 +188,8 @@ pub struct Gatherer {
     index_tasks: Arc<Mutex<BTreeMap<ResourceType, tokio::task::AbortHandle>>>,
     call_timeout: Duration,
     concurrency: usize,
+    /// Permits for API calls in flight over every preflight.
+    api_calls: Arc<tokio::sync::Semaphore>,
     stores: Stores,
     generation: Arc<AtomicU64>,
     /// The cluster facts reviews read, rebuilt by the builder task after a change, never on
@@ -234,15 +250,9 @@ where
 }
 
 impl Gatherer {
-    /// Starts the watches. `call_timeout` bounds every API call, `concurrency` the lists in
-    /// flight for one namespace; `source` says whether discovery runs per call or in the
-    /// background.
-    pub fn start(
-        client: Client,
-        call_timeout: Duration,
-        concurrency: usize,
-        source: Source,
-    ) -> Self {
+    /// Starts the watches. `limits` bound the preflight's API calls; `source` says whether
+    /// discovery runs per call or in the background.
+    pub fn start(client: Client, limits: Limits, source: Source) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let rebuild = Arc::new(tokio::sync::Notify::new());
         let changed = Changed {
@@ -271,8 +281,9 @@ impl Gatherer {
             shared_discovery,
             index,
             index_tasks: Arc::default(),
-            call_timeout,
-            concurrency: concurrency.max(1),
+            call_timeout: limits.call_timeout,
+            concurrency: limits.concurrency.max(1),
+            api_calls: Arc::new(tokio::sync::Semaphore::new(limits.api_calls.max(1))),
             stores,
             generation,
             snapshot: Arc::default(),
@@ -526,6 +537,9 @@ impl Gatherer {
         let budget = self
             .call_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
+        let Ok(_permit) = self.api_calls.try_acquire() else {
+            return Err(GatherError::Busy(what.to_string()));
+        };
         match tokio::time::timeout(budget, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => Err(GatherError::Api {
@@ -733,6 +747,7 @@ impl Gatherer {
                     facts.pods = pods;
                 }
                 Err(GatherError::Timeout(what)) => not_checked.push(what),
+                Err(e @ GatherError::Busy(_)) => not_checked.push(e.to_string()),
                 Err(GatherError::Api { what, source }) => match list_error(&source) {
                     (ListErrorClass::Gone, ..) => {}
                     (ListErrorClass::Own, code, message) => not_checked.push(match code {
@@ -997,6 +1012,36 @@ mod tests {
 
     fn at(t: &str) -> Timestamp {
         format!("2026-11-22T{t}Z").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_call_over_the_bound_is_not_made() {
+        // A server that is never reached: only the bound is under test.
+        let config = kube::Config::new("https://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let limits = Limits {
+            call_timeout: Duration::from_secs(1),
+            concurrency: 1,
+            api_calls: 1,
+        };
+        let g = Gatherer::start(client, limits, Source::List);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let held = g.api_calls.try_acquire().unwrap();
+        let made = std::sync::atomic::AtomicBool::new(false);
+        let refused = g
+            .call("list widgets in a", deadline, async {
+                made.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(matches!(refused, Err(GatherError::Busy(_))), "{refused:?}");
+        assert!(!made.load(Ordering::SeqCst));
+        drop(held);
+        assert!(
+            g.call("list widgets in a", deadline, async { Ok(()) })
+                .await
+                .is_ok()
+        );
     }
 
     fn slice(writes: &[&str]) -> EndpointSlice {
