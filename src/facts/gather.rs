@@ -216,7 +216,35 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
-    watch_telling(client, changed, None)
+    watch_telling(client, changed, None, |_| {})
+}
+
+/// What no check reads and every object may carry in bulk: managed fields and kubectl's
+/// last-applied copy of the whole object. Dropped on arrival, before the store keeps it.
+fn strip_common<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A CRD without its schemas (the bulk of a large CRD; the checks read names, versions,
+/// conversion and status).
+fn strip_crd(crd: &mut CustomResourceDefinition) {
+    for v in &mut crd.spec.versions {
+        v.schema = None;
+    }
+}
+
+/// A Node without its image list and volume records (kilobytes each; the checks read its
+/// conditions).
+fn strip_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+    }
 }
 
 /// A watch that also tells shared discovery about every change (CRDs and APIServices).
@@ -224,6 +252,7 @@ fn watch_telling<K>(
     client: &Client,
     changed: &Changed,
     discovery: Option<Arc<SharedDiscovery>>,
+    strip: fn(&mut K),
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -232,7 +261,11 @@ where
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client.clone());
     let changed = changed.clone();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    let events = watcher(api, watcher::Config::default()).modify(move |o| {
+        strip_common(o);
+        strip(o);
+    });
+    let stream = reflector::reflector(writer, events)
         .default_backoff()
         .for_each(move |event| {
             if let Err(error) = &event {
@@ -262,11 +295,11 @@ impl Gatherer {
         let shared_discovery =
             (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
         let stores = Stores {
-            apiservices: watch_telling(&client, &changed, shared_discovery.clone()),
-            crds: watch_telling(&client, &changed, shared_discovery.clone()),
+            apiservices: watch_telling(&client, &changed, shared_discovery.clone(), |_| {}),
+            crds: watch_telling(&client, &changed, shared_discovery.clone(), strip_crd),
             validating: watch(&client, &changed),
             mutating: watch(&client, &changed),
-            nodes: watch(&client, &changed),
+            nodes: watch_telling(&client, &changed, None, strip_node),
             namespaces: watch(&client, &changed),
             services: watch(&client, &changed),
             slices: watch(&client, &changed),
@@ -1012,6 +1045,49 @@ mod tests {
 
     fn at(t: &str) -> Timestamp {
         format!("2026-11-22T{t}Z").parse().unwrap()
+    }
+
+    #[test]
+    fn stores_keep_what_checks_read_and_drop_the_bulk() {
+        let mut crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "widgets.example.com",
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                    "nsguard.io/finalizer-controller": "team-a/widget-controller"
+                },
+                "managedFields": [{"manager": "kubectl"}]
+            },
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                              "schema": {"openAPIV3Schema": {"type": "object"}}}]
+            }
+        }))
+        .unwrap();
+        strip_common(&mut crd);
+        strip_crd(&mut crd);
+        let annotations = crd.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations.len(), 1);
+        assert!(annotations.contains_key("nsguard.io/finalizer-controller"));
+        assert!(crd.metadata.managed_fields.is_none());
+        assert_eq!(crd.spec.versions[0].name, "v1");
+        assert!(crd.spec.versions[0].storage);
+        assert!(crd.spec.versions[0].schema.is_none());
+        let mut node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "images": [{"names": ["registry.example/app:1"], "sizeBytes": 1}]
+            }
+        }))
+        .unwrap();
+        strip_node(&mut node);
+        let status = node.status.unwrap();
+        assert!(status.images.is_none());
+        assert_eq!(status.conditions.unwrap()[0].type_, "Ready");
     }
 
     #[tokio::test]
