@@ -1,5 +1,6 @@
-//! Certificates with rcgen: a CA, serving certificates for the webhook, and client
-//! certificates (used by the local control plane for its admin user).
+//! Certificates with rcgen: a CA and serving certificates for the webhook (`nsguard certs`).
+//! The local control plane's client certificates and token signing key are made in the
+//! `localcluster` crate, which tests and `make run` use; nsguard itself needs neither.
 //!
 //! Every key is ECDSA P-256. Nothing here touches the network or the cluster.
 
@@ -55,7 +56,7 @@ pub struct Pair {
     pub key_pem: String,
 }
 
-/// A certificate authority that can issue serving and client certificates.
+/// A certificate authority that issues the webhook's serving certificates.
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
     key_pem: String,
@@ -172,19 +173,6 @@ impl Ca {
         self.issue(params, "serving certificate")
     }
 
-    /// A client certificate: the API server reads the user from CN and groups from O.
-    pub fn issue_client(&self, user: &str, groups: &[&str], days: i64) -> Result<Pair, CertError> {
-        let mut params = base_params(user, days);
-        for group in groups {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, *group);
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(params, "client certificate")
-    }
-
     fn issue(&self, mut params: CertificateParams, what: &'static str) -> Result<Pair, CertError> {
         // Subject and Authority Key Identifiers: chain building by key, not by name.
         params.is_ca = IsCa::ExplicitNoCa;
@@ -197,12 +185,6 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
-}
-
-/// A bare key pair (for a service-account signing key): private and public PEM.
-pub fn signing_key() -> Result<(String, String), CertError> {
-    let key = new_key("signing key")?;
-    Ok((key.serialize_pem(), key.public_key_pem()))
 }
 
 /// Writes `contents` to `path`, creating the parent directory; key files get mode 0600.

@@ -57,7 +57,9 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         .inspect(|a| {
             done += 1;
             if progress {
-                eprint!("\rchecked {done}/{total}: {:<40}", a.namespace);
+                // Erase the line first (ANSI EL): padding would leave the tail of a name
+                // longer than the next one (names run to 63 characters).
+                eprint!("\r\x1b[Kchecked {done}/{total}: {}", a.namespace);
             }
         })
         .collect()

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod demo;
 mod kubelet;
+mod pki;
 mod process;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -28,6 +29,7 @@ use nsguard::certs::{self, Ca};
 
 use kubelet::Kubelet;
 pub use kubelet::NODE_NAME;
+use pki::{ClientIssuer, signing_key};
 use process::Process;
 
 /// How long any one start-up step may take before the start fails with the process logs.
@@ -126,27 +128,23 @@ impl LocalCluster {
             self.ca
                 .issue_server("kube-apiserver", &["localhost".into()], &[LOOPBACK], 7)?;
         write_pair(&pki, "apiserver", &serving)?;
-        let admin = self
-            .ca
-            .issue_client("localcluster-admin", &["system:masters"], 7)?;
+        let ca_pair = self.ca.pair();
+        let clients = ClientIssuer::new(&ca_pair)?;
+        let admin = clients.issue("localcluster-admin", Some("system:masters"), 7)?;
         write_pair(&pki, "admin", &admin)?;
         // kubeadm's identity for the controller-manager, bound by the API server's bootstrap
         // RBAC to system:kube-controller-manager.
-        let kcm = self
-            .ca
-            .issue_client("system:kube-controller-manager", &[], 7)?;
+        let kcm = clients.issue("system:kube-controller-manager", None, 7)?;
         write_pair(&pki, "controller-manager", &kcm)?;
         // The controller-manager's csrsigning controller signs with the cluster CA.
-        certs::write_file(&pki.join("ca.key"), &self.ca.pair().key_pem, true)?;
-        let (sa_key, sa_pub) = certs::signing_key()?;
+        certs::write_file(&pki.join("ca.key"), &ca_pair.key_pem, true)?;
+        let (sa_key, sa_pub) = signing_key()?;
         certs::write_file(&pki.join("sa.key"), &sa_key, true)?;
         certs::write_file(&pki.join("sa.pub"), &sa_pub, false)?;
         certs::write_file(&pki.join("audit-policy.yaml"), AUDIT_POLICY, false)?;
         // The API server presents a client certificate to every webhook, as a cluster admin
         // configures it for webhooks that verify their caller (nsguard's --client-ca-file).
-        let webhook_client = self
-            .ca
-            .issue_client("kube-apiserver-webhook-client", &[], 7)?;
+        let webhook_client = clients.issue("kube-apiserver-webhook-client", None, 7)?;
         write_pair(&pki, "webhook-client", &webhook_client)?;
         let webhook_kubeconfig = pki.join("webhook-kubeconfig.yaml");
         certs::write_file(
