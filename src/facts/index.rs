@@ -324,6 +324,15 @@ fn gone(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 410)
 }
 
+/// The index missed events (its watch expired): not trusted until the relist is done.
+fn expired() -> Change {
+    Change::Failed {
+        code: Some(410),
+        class: ListErrorClass::Own,
+        message: "watch expired (410 Gone): listing again".to_string(),
+    }
+}
+
 /// How many lists and watch starts may be in flight at once over every type: hundreds of
 /// types started together would otherwise meet API Priority and Fairness as one burst.
 pub const START_GATE: usize = 8;
@@ -425,7 +434,10 @@ pub async fn run(
             };
             let stream = match started {
                 Ok(stream) => stream,
-                Err(error) if gone(&error) => continue 'list,
+                Err(error) if gone(&error) => {
+                    tell!(expired());
+                    continue 'list;
+                }
                 Err(error) => {
                     tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
                     tell!(failed_of(&error));
@@ -447,13 +459,21 @@ pub async fn run(
                         tell!(Change::Delete(entry_of(&o)));
                     }
                     Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
-                    Ok(WatchEvent::Error(status)) if status.code == 410 => continue 'list,
+                    // The API server answers an expired resourceVersion with 200 and then
+                    // this event: the `Resumed` above was premature, so untrust until listed.
+                    Ok(WatchEvent::Error(status)) if status.code == 410 => {
+                        tell!(expired());
+                        continue 'list;
+                    }
                     Ok(WatchEvent::Error(status)) => {
                         tell!(failed_status(&status));
                         pause!();
                         break;
                     }
-                    Err(error) if gone(&error) => continue 'list,
+                    Err(error) if gone(&error) => {
+                        tell!(expired());
+                        continue 'list;
+                    }
                     Err(error) => {
                         tell!(failed_of(&error));
                         pause!();
