@@ -634,6 +634,105 @@ mod tests {
         assert_eq!(names(&t, "a"), None);
     }
 
+    /// A mock API server for one type: lists answer with one object; the `n`th watch start
+    /// (from 0) answers as `watch(n)` says: `Err(code)`, or a stream of the given lines that
+    /// then stays open.
+    fn mock(
+        watch: impl Fn(usize) -> Result<Vec<String>, u16> + Send + Sync + 'static,
+    ) -> (
+        Client,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let lists = Arc::new(AtomicUsize::new(0));
+        let watches = Arc::new(AtomicUsize::new(0));
+        let (l, w) = (lists.clone(), watches.clone());
+        let watch = Arc::new(watch);
+        let service = tower::service_fn(move |req: axum::http::Request<kube::client::Body>| {
+            let watching = req.uri().query().unwrap_or("").contains("watch=true");
+            let answer = if watching {
+                watch(w.fetch_add(1, Ordering::SeqCst))
+            } else {
+                l.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![])
+            };
+            async move {
+                let response = match answer {
+                    Err(code) => axum::http::Response::builder().status(code).body(axum::body::Body::from(
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": "mock", "reason": "TooManyRequests", "code": code})
+                        .to_string(),
+                    )),
+                    Ok(_) if !watching => axum::http::Response::builder().body(axum::body::Body::from(
+                        serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                            "metadata": {"resourceVersion": "10"},
+                            "items": [{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                                "metadata": {"name": "x", "namespace": "a", "finalizers": ["f"]}}]})
+                        .to_string(),
+                    )),
+                    Ok(lines) => {
+                        let lines = futures::stream::iter(lines.into_iter().map(|l| {
+                            Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("{l}\n")))
+                        }));
+                        let body = futures::StreamExt::chain(lines, futures::stream::pending());
+                        axum::http::Response::builder().body(axum::body::Body::from_stream(body))
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response.unwrap())
+            }
+        });
+        (Client::new(service, "default"), lists, watches)
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_type_whose_watch_failed_to_start_is_trusted_once_it_starts() {
+        use std::sync::atomic::Ordering;
+        // The first watch start meets API Priority and Fairness (429); the second starts, and
+        // no object ever changes.
+        let (client, _, watches) = mock(|n| if n == 0 { Err(429) } else { Ok(vec![]) });
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("the first watch start fails", || {
+            t.health().label() == "failing"
+        })
+        .await;
+        assert_eq!(names(&t, "a"), None);
+        until("the watch starts again", || {
+            watches.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        until("the type is trusted", || t.health() == Health::Synced).await;
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_expired_watch_lists_again_and_is_not_trusted_meanwhile() {
+        use std::sync::atomic::Ordering;
+        let gone = serde_json::json!({"type": "ERROR", "object": {"kind": "Status",
+            "apiVersion": "v1", "status": "Failure", "message": "too old resource version",
+            "reason": "Expired", "code": 410}})
+        .to_string();
+        let (client, lists, _) =
+            mock(move |n| Ok(if n == 0 { vec![gone.clone()] } else { vec![] }));
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("listed again", || lists.load(Ordering::SeqCst) >= 2).await;
+        until("trusted after the relist", || t.health() == Health::Synced).await;
+        task.abort();
+    }
+
     fn rt(resource: &str) -> ResourceType {
         ResourceType {
             group: "example.com".into(),
