@@ -135,6 +135,15 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     let before = calls(&nsguard_audit(cluster));
     let answered = post_forged(guard.port, &ca, 1000);
     assert_eq!(answered, 1000, "every forged review answered over HTTP/1.1");
+    // With the default per-client rate limit (a burst of 400): a forged review is answered
+    // before it could take a token, so a forger sharing the API server's address cannot
+    // spend the API server's budget.
+    assert!(
+        guard
+            .metrics()
+            .contains("nsguard_reviews_rate_limited_total 0\n"),
+        "forged reviews took rate-limit tokens"
+    );
     // Wait for anything nsguard might still do (Events are written in the background) to
     // reach the audit log: a real review afterwards is the marker.
     let ns = create_namespace_with(&client, "marker", &guard.labels(), &[]).await;
@@ -159,6 +168,163 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     // The real review listed; the thousand forged ones did not.
     assert!(calls(&events) > before);
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+}
+
+/// Posts `count` reviews of deleting namespace `ns` (uid `uid`) to nsguard over one HTTP/1.1
+/// keep-alive connection from the loopback address `source` (so from a peer other than the
+/// API server's 127.0.0.1); prints a JSON list with one outcome per review: `denied`,
+/// `limited` (allowed, warning of the rate limit) or anything else as it came.
+const REVIEW_FLOOD: &str = r#"
+import http.client, json, ssl, sys
+port, ca, fixture, source, ns, ns_uid, count = sys.argv[1:8]
+review = json.load(open(fixture))
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx, timeout=30,
+                                   source_address=(source, 0))
+out = []
+for i in range(int(count)):
+    uid = "00000000-0000-0000-0001-%012d" % i
+    review["request"]["uid"] = uid
+    review["request"]["name"] = ns
+    review["request"]["namespace"] = ns
+    review["request"]["oldObject"]["metadata"]["name"] = ns
+    review["request"]["oldObject"]["metadata"]["uid"] = ns_uid
+    conn.request("POST", "/validate?timeout=10s", body=json.dumps(review),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    r = doc.get("response", {})
+    if resp.status == 200 and r.get("uid") == uid and r.get("allowed") is False:
+        out.append("denied")
+    elif resp.status == 200 and r.get("allowed") and "rate limit for this client" in json.dumps(r.get("warnings")):
+        out.append("limited")
+    else:
+        out.append("%d %s" % (resp.status, json.dumps(doc)))
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_rate_limit_is_let_through_unchecked_at_no_api_cost() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    const BURST: usize = 5;
+    const RATE: usize = 2;
+    let guard = Nsguard::start(
+        cluster,
+        &[
+            "--mode=enforce",
+            &format!("--peer-burst={BURST}"),
+            &format!("--peer-rate-limit={RATE}"),
+        ],
+    )
+    .await;
+    // A namespace nsguard denies: a finalizer nobody removes. Every real decision confirms
+    // the blocker with a fresh LIST of the namespace's gadgets before denying.
+    let group = "ratelimit.security.nsguard.test";
+    install_crd(cluster, group, "gadgets", "Gadget").await;
+    let ns = create_namespace_with(&client, "ratelimit", &guard.labels(), &[]).await;
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
+        )),
+    )
+    .unwrap();
+    denied(cluster, &ns, "finalizer-controller").await;
+    let uid = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get(&ns)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let ca = cluster.dir().join("pki/ca.crt");
+    let fixture = localcluster::workspace_root().join("tests/fixtures/namespace-delete.json");
+    let flood = |source: &str, count: usize| -> Vec<String> {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(REVIEW_FLOOD)
+            .arg(guard.port.to_string())
+            .arg(&ca)
+            .arg(&fixture)
+            .arg(source)
+            .arg(&ns)
+            .arg(&uid)
+            .arg(count.to_string())
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let limited_metric = || {
+        guard
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("nsguard_reviews_rate_limited_total "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("nsguard_reviews_rate_limited_total")
+    };
+    // The confirming LISTs of this namespace in the audit log, once a review of another
+    // namespace afterwards (the marker) shows nsguard's earlier calls are all written.
+    let lists = async || {
+        let marker = create_namespace_with(&client, "marker", &guard.labels(), &[]).await;
+        reviewed(cluster, &guard, &marker).await;
+        kubectl(
+            cluster,
+            &["delete", "namespace", &marker, "--wait=false"],
+            None,
+        )
+        .unwrap();
+        let path = format!("/namespaces/{ns}/gadgets");
+        nsguard_audit(cluster)
+            .iter()
+            .filter(|e| e["verb"] == "list")
+            .filter(|e| e["requestURI"].as_str().unwrap_or_default().contains(&path))
+            .count()
+    };
+
+    // What one real decision costs, from a client of its own (127.0.0.3).
+    let before = lists().await;
+    assert_eq!(flood("127.0.0.3", 1), ["denied"]);
+    let one = lists().await - before;
+    assert!(one >= 1, "a deny is confirmed by a LIST");
+
+    // A flood from 127.0.0.2: its burst is decided, the rest let through unchecked.
+    let limited_before = limited_metric();
+    let started = std::time::Instant::now();
+    let outcomes = flood("127.0.0.2", 40);
+    let refilled = RATE * (started.elapsed().as_secs() as usize + 1);
+    let decided = outcomes.iter().filter(|o| *o == "denied").count();
+    let limited = outcomes.iter().filter(|o| *o == "limited").count();
+    assert_eq!(
+        decided + limited,
+        40,
+        "only denials and fail-opens: {outcomes:?}"
+    );
+    assert!(
+        outcomes[..BURST].iter().all(|o| o == "denied"),
+        "the burst gets real decisions: {outcomes:?}"
+    );
+    assert!(
+        decided <= BURST + refilled,
+        "{decided} decided, at most {BURST} + {refilled} refilled"
+    );
+    assert_eq!(limited_metric() - limited_before, limited);
+    // No API call for the ones over the limit.
+    let flood_lists = lists().await - before - one;
+    assert!(
+        flood_lists <= decided * one,
+        "{flood_lists} LISTs for {decided} decisions of {one} each: the {limited} over the limit made calls"
+    );
+    eprintln!(
+        "flood of 40 from one client: {decided} decided, {limited} let through unchecked; {flood_lists} LISTs ({one} per decision)"
+    );
+    // Another client's budget is its own.
+    assert_eq!(flood("127.0.0.3", 1), ["denied"]);
+    clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &ns);
+    allowed_and_gone(cluster, &client, &ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,16 +496,19 @@ except Exception as e:
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_client_ca_only_the_api_server_is_served() {
     let _lock = CLUSTER_WIDE.read().await;
-    let (cluster, _) = cluster().await;
+    let (cluster, client) = cluster().await;
     let pki = cluster.dir().join("pki");
     let ca = pki.join("ca.crt");
     // Started means the API server's own calls got through: it presents its webhook client
     // certificate (AdmissionConfiguration kubeconfig) signed by that CA.
+    // A per-client limit of one review a second: the API server, verified, is exempt.
     let guard = Nsguard::start(
         cluster,
         &[
             "--mode=enforce",
             &format!("--client-ca-file={}", ca.display()),
+            "--peer-burst=1",
+            "--peer-rate-limit=1",
         ],
     )
     .await;
@@ -363,6 +532,25 @@ async fn with_a_client_ca_only_the_api_server_is_served() {
         &pki.join("webhook-client.key"),
     ]);
     assert_eq!(with_cert, "200");
+    // Five reviews by the API server, as fast as kubectl runs: none is over the limit.
+    let ns = create_namespace_with(&client, "mtls", &guard.labels(), &[]).await;
+    let before = guard.reviews();
+    for _ in 0..5 {
+        kubectl(
+            cluster,
+            &["delete", "namespace", &ns, "--dry-run=server"],
+            None,
+        )
+        .unwrap();
+    }
+    assert_eq!(guard.reviews(), before + 5);
+    assert!(
+        guard
+            .metrics()
+            .contains("nsguard_reviews_rate_limited_total 0\n"),
+        "the API server, verified, was rate limited"
+    );
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }
 
 /// An OpenSSL-based client under load: POSTs a review over and over, a new connection (so a

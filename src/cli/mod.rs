@@ -158,6 +158,15 @@ pub struct ServeArgs {
     /// remaining deadline, then fails open with a warning (never a queue past the deadline).
     #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 64)]
     pub max_concurrent_reviews: usize,
+    /// Namespace DELETE reviews a second from one client address after a burst of
+    /// --peer-burst; a review over it is allowed unchecked with a warning (fail-open). Clients
+    /// with a certificate verified against --client-ca-file are exempt. 0: no limit.
+    #[arg(long, env = "NSGUARD_PEER_RATE_LIMIT", default_value_t = 100)]
+    pub peer_rate_limit: u32,
+    /// Reviews one client address may send at once before --peer-rate-limit applies: enough
+    /// for the API server's deletion storms. 0: no limit.
+    #[arg(long, env = "NSGUARD_PEER_BURST", default_value_t = 400)]
+    pub peer_burst: u32,
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
