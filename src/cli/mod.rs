@@ -99,6 +99,11 @@ pub struct ClusterArgs {
     /// webhook-backend-unavailable blocks (a warning until then).
     #[arg(long, env = "NSGUARD_BACKEND_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub backend_grace: Duration,
+    /// A namespaced type nsguard never lists nor watches, as RESOURCE or RESOURCE.GROUP
+    /// (`secrets`: a ClusterRole without Secrets, manifests/overlays/no-secrets); every report
+    /// then says it was not checked (repeatable; comma-separated in the variable).
+    #[arg(long = "skip-resource", env = "NSGUARD_SKIP_RESOURCES", value_delimiter = ',', value_parser = parse_skip_resource)]
+    pub skip_resources: Vec<String>,
 }
 
 /// `nsguard completion`.
@@ -283,6 +288,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// `secrets`, `widgets.example.com`: lower case, as `kubectl api-resources` names them.
+fn parse_skip_resource(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let valid = !s.is_empty()
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: expected a resource as RESOURCE or RESOURCE.GROUP, e.g. secrets"
+        ))
+    }
+}
+
 fn parse_check_setting(s: &str) -> Result<(CheckId, Setting), String> {
     let (id, setting) = s
         .split_once('=')
@@ -327,7 +349,13 @@ impl ClusterArgs {
 
     pub(crate) async fn engine(&self, source: Source) -> Result<Engine> {
         let client = self.client().await?;
-        let gatherer = Gatherer::start(client, self.call_timeout, self.list_concurrency, source);
+        let gatherer = Gatherer::start(
+            client,
+            self.call_timeout,
+            self.list_concurrency,
+            source,
+            self.skip_resources.iter().cloned().collect(),
+        );
         Ok(Engine::new(gatherer, self.settings()))
     }
 }
@@ -382,6 +410,14 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown check")
         );
+        assert_eq!(parse_skip_resource("secrets"), Ok("secrets".into()));
+        assert_eq!(
+            parse_skip_resource(" widgets.example.com"),
+            Ok("widgets.example.com".into())
+        );
+        for bad in ["", "Secrets", "secrets.", "a/b"] {
+            assert!(parse_skip_resource(bad).is_err(), "{bad:?}");
+        }
         assert!(
             parse_check_setting("list-failure=maybe")
                 .unwrap_err()

@@ -147,6 +147,8 @@ pub struct Gatherer {
     index_tasks: Arc<Mutex<BTreeMap<ResourceType, tokio::task::AbortHandle>>>,
     call_timeout: Duration,
     concurrency: usize,
+    /// Types left out of discovery (`--skip-resource`, `resource.group`).
+    skip: Arc<BTreeSet<String>>,
     stores: Stores,
     generation: Arc<AtomicU64>,
     snapshot: Arc<Mutex<Option<Snapshot>>>,
@@ -195,12 +197,13 @@ where
 impl Gatherer {
     /// Starts the watches. `call_timeout` bounds every API call, `concurrency` the lists in
     /// flight for one namespace; `source` says whether discovery runs per call or in the
-    /// background.
+    /// background; the types in `skip` are left out of discovery, so never listed nor watched.
     pub fn start(
         client: Client,
         call_timeout: Duration,
         concurrency: usize,
         source: Source,
+        skip: BTreeSet<String>,
     ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let shared_discovery =
@@ -227,6 +230,7 @@ impl Gatherer {
             index_tasks: Arc::default(),
             call_timeout,
             concurrency: concurrency.max(1),
+            skip: Arc::new(skip),
             stores,
             generation,
             snapshot: Arc::new(Mutex::new(None)),
@@ -443,7 +447,7 @@ impl Gatherer {
             self.client.list_api_groups_aggregated(),
         );
         let (core, apis) = tokio::try_join!(core, apis)?;
-        Ok(Discovery::from_aggregated(&core, &apis))
+        Ok(Discovery::from_aggregated(&core, &apis).skipping(&self.skip))
     }
 
     /// Runs one API call within the deadline and the per-call timeout.
