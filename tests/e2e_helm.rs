@@ -207,8 +207,14 @@ fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
 /// as the overlays' (labels aside): chart and kustomize never drift apart.
 #[test]
 fn the_chart_and_the_overlays_render_the_same_objects() {
-    for (overlay, source) in [("enforce", "generate"), ("cert-manager", "certManager")] {
-        let chart = template(&source_args(source));
+    for (overlay, source, extra) in [
+        ("enforce", "generate", None),
+        ("cert-manager", "certManager", None),
+        ("no-secrets", "generate", Some("secrets.check=false")),
+    ] {
+        let mut set = source_args(source);
+        set.extend(extra.map(String::from));
+        let chart = template(&set);
         let kust = kustomize(overlay);
         for k in &kust {
             let (kind, name) = (k["kind"].as_str().unwrap(), &k["metadata"]["name"]);

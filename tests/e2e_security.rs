@@ -1,7 +1,9 @@
 //! Least privilege and hostile input, proven on the real control plane: the API server's own
 //! audit log (every request of nsguard's ServiceAccount, with its response) shows nsguard
-//! never receives a Secret's data; forged reviews cost no API call and make no Event; an
-//! HTTP/1.1 client gets answers as the API server's HTTP/2 does.
+//! never receives a Secret's data, and with the no-secrets overlay's role never asks for
+//! Secrets at all; forged reviews cost no API call and make no Event; a client over its rate
+//! limit is let through unchecked at no API cost; an HTTP/1.1 client gets answers as the API
+//! server's HTTP/2 does.
 
 mod support;
 
@@ -708,4 +710,186 @@ async fn a_certificate_rotated_under_load_fails_no_handshake() {
     assert!(denied_calls > 0);
     clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &ns);
     allowed_and_gone(cluster, &client, &ns).await;
+}
+
+/// The built-in API groups the no-secrets overlay grants (and the core group, ""): a 403 on
+/// any of them would be a gap in its rules.
+const BUILT_IN_GROUPS: [&str; 19] = [
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_no_secrets_role_nsguard_never_asks_for_secrets_and_says_so() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    // The overlay's ClusterRole, as kustomize renders it, bound to a ServiceAccount of its
+    // own (the API server audits it too), so the other tests keep nsguard's usual role.
+    cluster.nsguard_kubeconfig().unwrap();
+    let overlay = localcluster::workspace_root().join("manifests/overlays/no-secrets");
+    let rendered = kubectl(cluster, &["kustomize", overlay.to_str().unwrap()], None).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+    let mut role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("the overlay's ClusterRole")
+        .clone();
+    role["metadata"] = serde_json::json!({"name": "nsguard-no-secrets"});
+    kubectl(cluster, &["apply", "-f", "-"], Some(&role.to_string())).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: nsguard-no-secrets, namespace: nsguard-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: nsguard-no-secrets}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: nsguard-no-secrets}
+subjects:
+- {kind: ServiceAccount, name: nsguard-no-secrets, namespace: nsguard-system}
+",
+        ),
+    )
+    .unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"NSGUARD_SKIP_RESOURCES","value":"secrets"}"#),
+        "the overlay passes the option: {env}"
+    );
+    let as_sa = cluster
+        .service_account_kubeconfig("nsguard-system", "nsguard-no-secrets")
+        .unwrap();
+
+    let ns = create_namespace_with(&client, "nosecrets", &[], &[]).await;
+    kubectl(
+        cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            &ns,
+            "--from-literal=password=hunter2-topsecret",
+        ],
+        None,
+    )
+    .unwrap();
+    kubectl(cluster, &["create", "configmap", "c1", "-n", &ns], None).unwrap();
+    // The option as the overlay's Deployment passes it, in the environment.
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(args)
+            .env("KUBECONFIG", &as_sa)
+            .env("NSGUARD_LOG", "warn")
+            .env("NSGUARD_SKIP_RESOURCES", "secrets")
+            .output()
+            .expect("running nsguard")
+    };
+    let json = run(&["check", &ns, "-o", "json"]);
+    let report: Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert_eq!(
+        report["notCheckedByChoice"],
+        serde_json::json!(["secrets"]),
+        "{report}"
+    );
+    // CRDs other tests installed are outside the role (a 403, advisory); built-in types never.
+    assert!(
+        report["notChecked"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    let table = run(&["check", &ns]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(
+            "not checked: secrets (--skip-resource): one left with a finalizer could hang the deletion"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("the deletion would complete"), "{text}");
+
+    // The audit log: the preflight listed the namespace's ConfigMaps as that ServiceAccount,
+    // never touched Secrets, and was refused nothing on a built-in type.
+    let user = "system:serviceaccount:nsguard-system:nsguard-no-secrets";
+    let configmaps = format!("/api/v1/namespaces/{ns}/configmaps");
+    let events = eventually(
+        "the audit log to show the preflight's lists",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
+            let events: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["user"]["username"] == user)
+                .collect();
+            let listed = events.iter().any(|e| {
+                e["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(&configmaps)
+            });
+            Ok(listed.then_some(events))
+        },
+    )
+    .await;
+    let on_secrets: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["objectRef"]["resource"] == "secrets"
+                || e["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("/secrets")
+        })
+        .collect();
+    assert!(on_secrets.is_empty(), "requests on Secrets: {on_secrets:?}");
+    let forbidden: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .filter(|e| {
+            BUILT_IN_GROUPS.contains(&e["objectRef"]["apiGroup"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        forbidden.is_empty(),
+        "the role misses built-in types: {forbidden:#?}"
+    );
+    let types_listed = events
+        .iter()
+        .filter(|e| e["verb"] == "list" && e["responseStatus"]["code"] == 200)
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("/namespaces/{ns}/"))
+        })
+        .count();
+    eprintln!(
+        "no-secrets role: {} requests audited, {types_listed} lists of the namespace's types, 0 on Secrets, 0 refused on built-in types",
+        events.len()
+    );
+    assert!(types_listed > 10, "the preflight listed the built-in types");
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }
