@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
 use crate::preflight::Engine;
+use crate::ratelimit::{Peer, PeerLimit};
 use crate::records::{Events, Metrics};
 
 /// Everything a review needs.
@@ -32,6 +33,9 @@ pub struct Admission {
     /// Review slots (`--max-concurrent-reviews`); none left: fail open at once with a
     /// warning, never a queue past the API server's deadline. `None`: unbounded.
     pub slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// The per-peer rate limit (`--peer-rate-limit`, `--peer-burst`); a review over it fails
+    /// open at once with a warning. `None`: no limit.
+    pub peer_limit: Option<PeerLimit>,
 }
 
 /// Time kept back from the API server's timeout for answering.
@@ -64,8 +68,18 @@ pub fn parse_timeout(query: Option<&str>) -> Option<Duration> {
 }
 
 impl Admission {
-    /// Answers one AdmissionReview body.
+    /// Answers one AdmissionReview body from an unknown peer (no per-peer limit applies).
     pub async fn review(&self, body: &[u8], timeout: Option<Duration>) -> Reply {
+        self.review_from(body, timeout, None).await
+    }
+
+    /// Answers one AdmissionReview body sent by `peer`.
+    pub async fn review_from(
+        &self,
+        body: &[u8],
+        timeout: Option<Duration>,
+        peer: Option<Peer>,
+    ) -> Reply {
         let started = Instant::now();
         let raw: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
@@ -113,7 +127,7 @@ impl Admission {
         if req.operation != Operation::Delete {
             return bad_request(&self.metrics, "operation mismatch".into());
         }
-        self.decide(&req, namespace, timeout, started).await
+        self.decide(&req, namespace, timeout, peer, started).await
     }
 
     fn allow_untouched(&self, raw: &Value) -> Reply {
@@ -130,6 +144,7 @@ impl Admission {
         req: &AdmissionRequest<Namespace>,
         namespace: Namespace,
         timeout: Option<Duration>,
+        peer: Option<Peer>,
         started: Instant,
     ) -> Reply {
         let name = namespace
@@ -141,7 +156,7 @@ impl Admission {
         // logged while deciding carries this review's uid and namespace, whatever else the
         // executor interleaves.
         let span = tracing::info_span!("review", uid = %req.uid, namespace = %name, user = %req.user_info.username.clone().unwrap_or_default(), dry_run = req.dry_run);
-        self.decide_in_span(req, namespace, name, timeout, started)
+        self.decide_in_span(req, namespace, name, timeout, peer, started)
             .instrument(span)
             .await
     }
@@ -152,6 +167,7 @@ impl Admission {
         namespace: Namespace,
         name: String,
         timeout: Option<Duration>,
+        peer: Option<Peer>,
         started: Instant,
     ) -> Reply {
         let mut resp = AdmissionResponse::from(req);
@@ -179,10 +195,23 @@ impl Admission {
             .engine
             .as_ref()
             .and_then(|e| e.gatherer().namespace_known(&name, ns_uid.as_deref()));
+        // A peer over its rate limit is answered at once: allowed with a warning, no preflight,
+        // no API call, no Event. Forged reviews (unknown namespaces) cost nothing anyway and
+        // take no token, so a forger sharing the API server's address cannot spend its budget.
+        let rate_limited = known != Some(false)
+            && self
+                .peer_limit
+                .as_ref()
+                .zip(peer)
+                .is_some_and(|(limit, peer)| !limit.admit(peer, std::time::Instant::now()));
+        if rate_limited {
+            self.metrics.rate_limited();
+        }
         // A burst (a deletion storm) waits for a slot, but never past half of what is left of
         // the deadline: then it fails open, counted as a fail-open decision like any
         // incomplete preflight.
         let slot = match &self.slots {
+            _ if rate_limited => None,
             Some(slots) => {
                 let now = Instant::now();
                 let wait = deadline.saturating_duration_since(now) / 2;
@@ -192,6 +221,13 @@ impl Admission {
             None => None,
         };
         let report = match (&self.engine, known) {
+            _ if rate_limited => crate::report::Report {
+                namespace: name.clone(),
+                not_checked: vec![
+                    "nsguard's rate limit for this client was reached (--peer-rate-limit)".into(),
+                ],
+                ..Default::default()
+            },
             _ if matches!(slot, Some(None)) => crate::report::Report {
                 namespace: name.clone(),
                 not_checked: vec![

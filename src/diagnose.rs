@@ -265,7 +265,15 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         blockers,
         advisories,
         steps,
-        not_checked: report.not_checked.clone(),
+        not_checked: report
+            .not_checked
+            .iter()
+            .cloned()
+            .chain(
+                crate::render::not_checked_by_choice(report)
+                    .map(|c| c.trim_start_matches("not checked: ").to_string()),
+            )
+            .collect(),
     }
 }
 

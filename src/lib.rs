@@ -9,6 +9,7 @@ pub mod facts;
 pub mod policy;
 pub mod policyreport;
 pub mod preflight;
+pub mod ratelimit;
 pub mod records;
 pub mod render;
 pub mod report;

@@ -157,6 +157,13 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
             Mode::Audit => Outcome::Audited,
         }
     };
+    // Types skipped by choice are a standing caveat: said first (never cut by the bound), and
+    // not a reason to fail open or to count the answer as warned.
+    if policy.mode != Mode::Audit
+        && let Some(caveat) = render::not_checked_by_choice(report)
+    {
+        warnings.insert(0, caveat);
+    }
     Decision {
         allowed: outcome != Outcome::Denied,
         outcome,
@@ -290,6 +297,35 @@ mod tests {
         assert_eq!(
             d,
             decide(&report(blocking, advisory, incomplete), &policy, &ctx)
+        );
+    }
+
+    #[rstest]
+    #[case(Mode::Enforce, false, Outcome::Allowed, true)]
+    #[case(Mode::Enforce, true, Outcome::Denied, true)]
+    #[case(Mode::Warn, false, Outcome::Allowed, true)]
+    #[case(Mode::Audit, false, Outcome::Allowed, false)]
+    fn types_skipped_by_choice_are_a_warning_that_changes_no_outcome(
+        #[case] mode: Mode,
+        #[case] blocking: bool,
+        #[case] outcome: Outcome,
+        #[case] warns: bool,
+    ) {
+        let mut r = report(blocking, false, false);
+        r.not_checked_by_choice = vec!["secrets".into()];
+        let policy = Policy {
+            mode,
+            max_warnings: 1,
+            ..Default::default()
+        };
+        let d = decide(&r, &policy, &RequestContext::default());
+        assert_eq!(d.outcome, outcome, "{d:?}");
+        assert_eq!(
+            d.warnings
+                .first()
+                .is_some_and(|w| w.starts_with("not checked: secrets (--skip-resource)")),
+            warns,
+            "{d:?}"
         );
     }
 

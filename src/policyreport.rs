@@ -188,6 +188,11 @@ pub fn results(report: &Report, now: Timestamp) -> Vec<ReportResult> {
             now,
         )
     }));
+    // Types skipped by choice (--skip-resource): a warning, since nsguard never read them.
+    out.extend(
+        crate::render::not_checked_by_choice(report)
+            .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Warn, caveat, now)),
+    );
     if out.is_empty() {
         out.push(result(
             PREFLIGHT_RULE.into(),
@@ -279,6 +284,7 @@ mod tests {
             ],
             handled: vec![],
             not_checked: vec!["list of widgets.example.com: timed out".into()],
+            not_checked_by_choice: vec![],
         }
     }
 

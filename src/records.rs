@@ -45,6 +45,7 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     findings: Family<FindingLabels, Counter>,
     bad_requests: Family<ErrorLabels, Counter>,
+    rate_limited: Counter,
     duration: Histogram,
     ready: Gauge,
     certificate_expiry: Gauge,
@@ -72,6 +73,12 @@ impl Default for Metrics {
             "bad_requests",
             "Requests refused as malformed or too large",
             bad_requests.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "reviews_rate_limited",
+            "Namespace DELETE reviews over their client's rate limit, allowed unchecked (also counted as fail_open)",
+            rate_limited.clone(),
         );
         let duration = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -117,6 +124,7 @@ impl Default for Metrics {
             reviews,
             findings,
             bad_requests,
+            rate_limited,
             duration,
             ready,
             certificate_expiry,
@@ -155,6 +163,11 @@ impl Metrics {
     /// Counts a refused request (`malformed` or `too_large`).
     pub fn bad_request(&self, kind: &'static str) {
         self.bad_requests.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Counts a review over its client's rate limit (`--peer-rate-limit`).
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Records readiness (read from the flag at each scrape, so it is never stale).

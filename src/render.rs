@@ -31,6 +31,17 @@ pub fn finding_warnings(report: &Report) -> Vec<String> {
         .collect()
 }
 
+/// The standing caveat of `--skip-resource`, when types were left out: nsguard never read
+/// them, so what they hold is not known. Starts with `not checked: `, as it is shown.
+pub fn not_checked_by_choice(report: &Report) -> Option<String> {
+    (!report.not_checked_by_choice.is_empty()).then(|| {
+        format!(
+            "not checked: {} (--skip-resource): one left with a finalizer could hang the deletion",
+            report.not_checked_by_choice.join(", ")
+        )
+    })
+}
+
 /// Sanitized, cut to length, at most `max` of them and then one that says how many more.
 pub fn bound_warnings(warnings: Vec<String>, max: usize, namespace: &str) -> Vec<String> {
     let total = warnings.len();
@@ -88,7 +99,11 @@ pub fn table(report: &Report) -> String {
     };
     out.push_str(&format!("namespace {}: {verdict}\n", report.namespace));
     if report.findings.is_empty() && report.not_checked.is_empty() {
-        out.push_str("  no findings: the deletion would complete\n");
+        if report.not_checked_by_choice.is_empty() {
+            out.push_str("  no findings: the deletion would complete\n");
+        } else {
+            out.push_str("  no findings in what was checked\n");
+        }
     }
     out.push_str(&format!(
         "{:<10} {:<30} {}\n",
@@ -118,6 +133,9 @@ pub fn table(report: &Report) -> String {
     for n in &report.not_checked {
         out.push_str(&format!("not checked: {n}\n"));
     }
+    if let Some(caveat) = not_checked_by_choice(report) {
+        out.push_str(&format!("{caveat}\n"));
+    }
     out
 }
 
@@ -135,5 +153,23 @@ mod tests {
         assert_eq!(out[1].chars().count(), WARNING_MAX_CHARS);
         assert_eq!(out[2], "and 2 more: run nsguard check team-a");
         assert!(out.iter().all(|w| !w.chars().any(char::is_control)));
+    }
+
+    #[test]
+    fn types_skipped_by_choice_are_a_caveat_in_the_table() {
+        let mut report = Report {
+            namespace: "team-a".into(),
+            ..Default::default()
+        };
+        assert!(table(&report).contains("the deletion would complete"));
+        assert_eq!(not_checked_by_choice(&report), None);
+        report.not_checked_by_choice = vec!["secrets".into()];
+        let t = table(&report);
+        assert!(!t.contains("the deletion would complete"), "{t}");
+        assert!(t.contains("not checked: secrets (--skip-resource)"), "{t}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["notCheckedByChoice"], serde_json::json!(["secrets"]));
+        let caveat = not_checked_by_choice(&report).unwrap();
+        assert!(caveat.chars().count() <= WARNING_MAX_CHARS, "{caveat}");
     }
 }

@@ -247,6 +247,11 @@ pub struct Report {
     pub handled: Vec<Handled>,
     /// What could not be checked (deadline, API errors not about this namespace).
     pub not_checked: Vec<String>,
+    /// Types not checked by choice (`--skip-resource`, as `resource.group`): never read, so an
+    /// object of one of them left with a finalizer would hang the deletion unseen. A standing
+    /// caveat, not a failure: the decision does not fail open for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_checked_by_choice: Vec<String>,
 }
 
 impl Report {

@@ -10,6 +10,7 @@ use crate::admission::Admission;
 use crate::cli::ServeArgs;
 use crate::facts::gather::Source;
 use crate::policy::Policy;
+use crate::ratelimit::PeerLimit;
 use crate::records::{Events, Metrics};
 use crate::server::{self, Readiness, tls};
 
@@ -82,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         slots: Some(Arc::new(tokio::sync::Semaphore::new(
             args.max_concurrent_reviews.max(1),
         ))),
+        peer_limit: PeerLimit::new(args.peer_rate_limit, args.peer_burst),
     });
     server::serve(
         args.listen,

@@ -208,13 +208,14 @@ fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
 /// kustomize never drift apart.
 #[test]
 fn the_chart_and_the_overlays_render_the_same_objects() {
-    let mut audit = source_args("generate");
-    audit.push("mode=audit".into());
-    for (overlay, set) in [
-        ("enforce", source_args("generate")),
-        ("audit", audit),
-        ("cert-manager", source_args("certManager")),
+    for (overlay, source, extra) in [
+        ("enforce", "generate", None),
+        ("audit", "generate", Some("mode=audit")),
+        ("cert-manager", "certManager", None),
+        ("no-secrets", "generate", Some("secrets.check=false")),
     ] {
+        let mut set = source_args(source);
+        set.extend(extra.map(String::from));
         let chart = template(&set);
         let kust = kustomize(overlay);
         for c in &chart {

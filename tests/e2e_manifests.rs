@@ -58,7 +58,7 @@ async fn every_overlay_passes_a_server_side_dry_run() {
     .unwrap();
     install_crd(cluster, "cert-manager.io", "issuers", "Issuer").await;
     install_crd(cluster, "cert-manager.io", "certificates", "Certificate").await;
-    for overlay in ["enforce", "audit", "cert-manager"] {
+    for overlay in ["enforce", "audit", "cert-manager", "no-secrets"] {
         let dir = manifests(&format!("overlays/{overlay}"));
         let out = kubectl(
             cluster,
@@ -87,6 +87,26 @@ async fn every_overlay_passes_a_server_side_dry_run() {
             rendered.contains(&format!("name: NSGUARD_MODE\n          value: {mode}")),
             "{overlay}: {rendered}"
         );
+        // Only the no-secrets overlay skips Secrets, and then no rule of its role reaches
+        // them (RBAC has no deny: neither a wildcard group, nor the core group's wildcard).
+        let skips = rendered.contains("name: NSGUARD_SKIP_RESOURCES\n          value: secrets");
+        assert_eq!(skips, overlay == "no-secrets", "{overlay}: {rendered}");
+        if skips {
+            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+            let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+            for rule in role["rules"].as_array().unwrap() {
+                let has = |field: &str, v: &str| {
+                    rule[field]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == v))
+                };
+                let core = has("apiGroups", "") || has("apiGroups", "*");
+                assert!(
+                    !(core && (has("resources", "*") || has("resources", "secrets"))),
+                    "{overlay}: a rule reaches Secrets: {rule}"
+                );
+            }
+        }
         for must in [
             "failurePolicy: Ignore",
             "sideEffects: None",

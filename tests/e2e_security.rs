@@ -1,7 +1,9 @@
 //! Least privilege and hostile input, proven on the real control plane: the API server's own
 //! audit log (every request of nsguard's ServiceAccount, with its response) shows nsguard
-//! never receives a Secret's data; forged reviews cost no API call and make no Event; an
-//! HTTP/1.1 client gets answers as the API server's HTTP/2 does.
+//! never receives a Secret's data, and with the no-secrets overlay's role never asks for
+//! Secrets at all; forged reviews cost no API call and make no Event; a client over its rate
+//! limit is let through unchecked at no API cost; an HTTP/1.1 client gets answers as the API
+//! server's HTTP/2 does.
 
 mod support;
 
@@ -135,6 +137,15 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     let before = calls(&nsguard_audit(cluster));
     let answered = post_forged(guard.port, &ca, 1000);
     assert_eq!(answered, 1000, "every forged review answered over HTTP/1.1");
+    // With the default per-client rate limit (a burst of 400): a forged review is answered
+    // before it could take a token, so a forger sharing the API server's address cannot
+    // spend the API server's budget.
+    assert!(
+        guard
+            .metrics()
+            .contains("nsguard_reviews_rate_limited_total 0\n"),
+        "forged reviews took rate-limit tokens"
+    );
     // Wait for anything nsguard might still do (Events are written in the background) to
     // reach the audit log: a real review afterwards is the marker.
     let ns = create_namespace_with(&client, "marker", &guard.labels(), &[]).await;
@@ -159,6 +170,163 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
     // The real review listed; the thousand forged ones did not.
     assert!(calls(&events) > before);
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+}
+
+/// Posts `count` reviews of deleting namespace `ns` (uid `uid`) to nsguard over one HTTP/1.1
+/// keep-alive connection from the loopback address `source` (so from a peer other than the
+/// API server's 127.0.0.1); prints a JSON list with one outcome per review: `denied`,
+/// `limited` (allowed, warning of the rate limit) or anything else as it came.
+const REVIEW_FLOOD: &str = r#"
+import http.client, json, ssl, sys
+port, ca, fixture, source, ns, ns_uid, count = sys.argv[1:8]
+review = json.load(open(fixture))
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx, timeout=30,
+                                   source_address=(source, 0))
+out = []
+for i in range(int(count)):
+    uid = "00000000-0000-0000-0001-%012d" % i
+    review["request"]["uid"] = uid
+    review["request"]["name"] = ns
+    review["request"]["namespace"] = ns
+    review["request"]["oldObject"]["metadata"]["name"] = ns
+    review["request"]["oldObject"]["metadata"]["uid"] = ns_uid
+    conn.request("POST", "/validate?timeout=10s", body=json.dumps(review),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    r = doc.get("response", {})
+    if resp.status == 200 and r.get("uid") == uid and r.get("allowed") is False:
+        out.append("denied")
+    elif resp.status == 200 and r.get("allowed") and "rate limit for this client" in json.dumps(r.get("warnings")):
+        out.append("limited")
+    else:
+        out.append("%d %s" % (resp.status, json.dumps(doc)))
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_over_its_rate_limit_is_let_through_unchecked_at_no_api_cost() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    const BURST: usize = 5;
+    const RATE: usize = 2;
+    let guard = Nsguard::start(
+        cluster,
+        &[
+            "--mode=enforce",
+            &format!("--peer-burst={BURST}"),
+            &format!("--peer-rate-limit={RATE}"),
+        ],
+    )
+    .await;
+    // A namespace nsguard denies: a finalizer nobody removes. Every real decision confirms
+    // the blocker with a fresh LIST of the namespace's gadgets before denying.
+    let group = "ratelimit.security.nsguard.test";
+    install_crd(cluster, group, "gadgets", "Gadget").await;
+    let ns = create_namespace_with(&client, "ratelimit", &guard.labels(), &[]).await;
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
+        )),
+    )
+    .unwrap();
+    denied(cluster, &ns, "finalizer-controller").await;
+    let uid = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get(&ns)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let ca = cluster.dir().join("pki/ca.crt");
+    let fixture = localcluster::workspace_root().join("tests/fixtures/namespace-delete.json");
+    let flood = |source: &str, count: usize| -> Vec<String> {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(REVIEW_FLOOD)
+            .arg(guard.port.to_string())
+            .arg(&ca)
+            .arg(&fixture)
+            .arg(source)
+            .arg(&ns)
+            .arg(&uid)
+            .arg(count.to_string())
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let limited_metric = || {
+        guard
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("nsguard_reviews_rate_limited_total "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("nsguard_reviews_rate_limited_total")
+    };
+    // The confirming LISTs of this namespace in the audit log, once a review of another
+    // namespace afterwards (the marker) shows nsguard's earlier calls are all written.
+    let lists = async || {
+        let marker = create_namespace_with(&client, "marker", &guard.labels(), &[]).await;
+        reviewed(cluster, &guard, &marker).await;
+        kubectl(
+            cluster,
+            &["delete", "namespace", &marker, "--wait=false"],
+            None,
+        )
+        .unwrap();
+        let path = format!("/namespaces/{ns}/gadgets");
+        nsguard_audit(cluster)
+            .iter()
+            .filter(|e| e["verb"] == "list")
+            .filter(|e| e["requestURI"].as_str().unwrap_or_default().contains(&path))
+            .count()
+    };
+
+    // What one real decision costs, from a client of its own (127.0.0.3).
+    let before = lists().await;
+    assert_eq!(flood("127.0.0.3", 1), ["denied"]);
+    let one = lists().await - before;
+    assert!(one >= 1, "a deny is confirmed by a LIST");
+
+    // A flood from 127.0.0.2: its burst is decided, the rest let through unchecked.
+    let limited_before = limited_metric();
+    let started = std::time::Instant::now();
+    let outcomes = flood("127.0.0.2", 40);
+    let refilled = RATE * (started.elapsed().as_secs() as usize + 1);
+    let decided = outcomes.iter().filter(|o| *o == "denied").count();
+    let limited = outcomes.iter().filter(|o| *o == "limited").count();
+    assert_eq!(
+        decided + limited,
+        40,
+        "only denials and fail-opens: {outcomes:?}"
+    );
+    assert!(
+        outcomes[..BURST].iter().all(|o| o == "denied"),
+        "the burst gets real decisions: {outcomes:?}"
+    );
+    assert!(
+        decided <= BURST + refilled,
+        "{decided} decided, at most {BURST} + {refilled} refilled"
+    );
+    assert_eq!(limited_metric() - limited_before, limited);
+    // No API call for the ones over the limit.
+    let flood_lists = lists().await - before - one;
+    assert!(
+        flood_lists <= decided * one,
+        "{flood_lists} LISTs for {decided} decisions of {one} each: the {limited} over the limit made calls"
+    );
+    eprintln!(
+        "flood of 40 from one client: {decided} decided, {limited} let through unchecked; {flood_lists} LISTs ({one} per decision)"
+    );
+    // Another client's budget is its own.
+    assert_eq!(flood("127.0.0.3", 1), ["denied"]);
+    clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &ns);
+    allowed_and_gone(cluster, &client, &ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,16 +498,19 @@ except Exception as e:
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_client_ca_only_the_api_server_is_served() {
     let _lock = CLUSTER_WIDE.read().await;
-    let (cluster, _) = cluster().await;
+    let (cluster, client) = cluster().await;
     let pki = cluster.dir().join("pki");
     let ca = pki.join("ca.crt");
     // Started means the API server's own calls got through: it presents its webhook client
     // certificate (AdmissionConfiguration kubeconfig) signed by that CA.
+    // A per-client limit of one review a second: the API server, verified, is exempt.
     let guard = Nsguard::start(
         cluster,
         &[
             "--mode=enforce",
             &format!("--client-ca-file={}", ca.display()),
+            "--peer-burst=1",
+            "--peer-rate-limit=1",
         ],
     )
     .await;
@@ -363,6 +534,25 @@ async fn with_a_client_ca_only_the_api_server_is_served() {
         &pki.join("webhook-client.key"),
     ]);
     assert_eq!(with_cert, "200");
+    // Five reviews by the API server, as fast as kubectl runs: none is over the limit.
+    let ns = create_namespace_with(&client, "mtls", &guard.labels(), &[]).await;
+    let before = guard.reviews();
+    for _ in 0..5 {
+        kubectl(
+            cluster,
+            &["delete", "namespace", &ns, "--dry-run=server"],
+            None,
+        )
+        .unwrap();
+    }
+    assert_eq!(guard.reviews(), before + 5);
+    assert!(
+        guard
+            .metrics()
+            .contains("nsguard_reviews_rate_limited_total 0\n"),
+        "the API server, verified, was rate limited"
+    );
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }
 
 /// An OpenSSL-based client under load: POSTs a review over and over, a new connection (so a
@@ -520,4 +710,186 @@ async fn a_certificate_rotated_under_load_fails_no_handshake() {
     assert!(denied_calls > 0);
     clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &ns);
     allowed_and_gone(cluster, &client, &ns).await;
+}
+
+/// The built-in API groups the no-secrets overlay grants (and the core group, ""): a 403 on
+/// any of them would be a gap in its rules.
+const BUILT_IN_GROUPS: [&str; 19] = [
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_no_secrets_role_nsguard_never_asks_for_secrets_and_says_so() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    // The overlay's ClusterRole, as kustomize renders it, bound to a ServiceAccount of its
+    // own (the API server audits it too), so the other tests keep nsguard's usual role.
+    cluster.nsguard_kubeconfig().unwrap();
+    let overlay = localcluster::workspace_root().join("manifests/overlays/no-secrets");
+    let rendered = kubectl(cluster, &["kustomize", overlay.to_str().unwrap()], None).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+    let mut role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("the overlay's ClusterRole")
+        .clone();
+    role["metadata"] = serde_json::json!({"name": "nsguard-no-secrets"});
+    kubectl(cluster, &["apply", "-f", "-"], Some(&role.to_string())).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: nsguard-no-secrets, namespace: nsguard-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: nsguard-no-secrets}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: nsguard-no-secrets}
+subjects:
+- {kind: ServiceAccount, name: nsguard-no-secrets, namespace: nsguard-system}
+",
+        ),
+    )
+    .unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"NSGUARD_SKIP_RESOURCES","value":"secrets"}"#),
+        "the overlay passes the option: {env}"
+    );
+    let as_sa = cluster
+        .service_account_kubeconfig("nsguard-system", "nsguard-no-secrets")
+        .unwrap();
+
+    let ns = create_namespace_with(&client, "nosecrets", &[], &[]).await;
+    kubectl(
+        cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            &ns,
+            "--from-literal=password=hunter2-topsecret",
+        ],
+        None,
+    )
+    .unwrap();
+    kubectl(cluster, &["create", "configmap", "c1", "-n", &ns], None).unwrap();
+    // The option as the overlay's Deployment passes it, in the environment.
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(args)
+            .env("KUBECONFIG", &as_sa)
+            .env("NSGUARD_LOG", "warn")
+            .env("NSGUARD_SKIP_RESOURCES", "secrets")
+            .output()
+            .expect("running nsguard")
+    };
+    let json = run(&["check", &ns, "-o", "json"]);
+    let report: Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json:?}"));
+    assert_eq!(
+        report["notCheckedByChoice"],
+        serde_json::json!(["secrets"]),
+        "{report}"
+    );
+    // CRDs other tests installed are outside the role (a 403, advisory); built-in types never.
+    assert!(
+        report["notChecked"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    let table = run(&["check", &ns]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(
+            "not checked: secrets (--skip-resource): one left with a finalizer could hang the deletion"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("the deletion would complete"), "{text}");
+
+    // The audit log: the preflight listed the namespace's ConfigMaps as that ServiceAccount,
+    // never touched Secrets, and was refused nothing on a built-in type.
+    let user = "system:serviceaccount:nsguard-system:nsguard-no-secrets";
+    let configmaps = format!("/api/v1/namespaces/{ns}/configmaps");
+    let events = eventually(
+        "the audit log to show the preflight's lists",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(cluster.audit_log()).unwrap_or_default();
+            let events: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["user"]["username"] == user)
+                .collect();
+            let listed = events.iter().any(|e| {
+                e["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(&configmaps)
+            });
+            Ok(listed.then_some(events))
+        },
+    )
+    .await;
+    let on_secrets: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["objectRef"]["resource"] == "secrets"
+                || e["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("/secrets")
+        })
+        .collect();
+    assert!(on_secrets.is_empty(), "requests on Secrets: {on_secrets:?}");
+    let forbidden: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .filter(|e| {
+            BUILT_IN_GROUPS.contains(&e["objectRef"]["apiGroup"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        forbidden.is_empty(),
+        "the role misses built-in types: {forbidden:#?}"
+    );
+    let types_listed = events
+        .iter()
+        .filter(|e| e["verb"] == "list" && e["responseStatus"]["code"] == 200)
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("/namespaces/{ns}/"))
+        })
+        .count();
+    eprintln!(
+        "no-secrets role: {} requests audited, {types_listed} lists of the namespace's types, 0 on Secrets, 0 refused on built-in types",
+        events.len()
+    );
+    assert!(types_listed > 10, "the preflight listed the built-in types");
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }

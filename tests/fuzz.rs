@@ -915,6 +915,7 @@ fn the_admission_path_survives_generated_and_mutated_reviews() {
         metrics: Arc::new(Metrics::default()),
         events: None,
         slots: None,
+        peer_limit: None,
     }));
 
     // Shrinking re-runs a failing case hundreds of times: print its first panic in full, and

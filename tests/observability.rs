@@ -150,6 +150,7 @@ async fn exposition() -> String {
         metrics: metrics.clone(),
         events: None,
         slots: None,
+        peer_limit: None,
     });
     for body in [b"{not json".to_vec(), vec![b' '; BODY_LIMIT + 1]] {
         let req = Request::post("/validate")

@@ -138,6 +138,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
         findings,
         handled: finalizer_controller::handled(facts),
         not_checked: facts.not_checked.clone(),
+        not_checked_by_choice: facts.cluster.discovery.skipped.clone(),
     }
 }
 

@@ -105,6 +105,11 @@ pub struct ClusterArgs {
     /// webhook-backend-unavailable blocks (a warning until then).
     #[arg(long, env = "NSGUARD_BACKEND_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub backend_grace: Duration,
+    /// A namespaced type nsguard never lists nor watches, as RESOURCE or RESOURCE.GROUP
+    /// (`secrets`: a ClusterRole without Secrets, manifests/overlays/no-secrets); every report
+    /// then says it was not checked (repeatable; comma-separated in the variable).
+    #[arg(long = "skip-resource", env = "NSGUARD_SKIP_RESOURCES", value_delimiter = ',', value_parser = parse_skip_resource)]
+    pub skip_resources: Vec<String>,
 }
 
 /// `nsguard completion`.
@@ -164,6 +169,15 @@ pub struct ServeArgs {
     /// remaining deadline, then fails open with a warning (never a queue past the deadline).
     #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 64)]
     pub max_concurrent_reviews: usize,
+    /// Namespace DELETE reviews a second from one client address after a burst of
+    /// --peer-burst; a review over it is allowed unchecked with a warning (fail-open). Clients
+    /// with a certificate verified against --client-ca-file are exempt. 0: no limit.
+    #[arg(long, env = "NSGUARD_PEER_RATE_LIMIT", default_value_t = 100)]
+    pub peer_rate_limit: u32,
+    /// Reviews one client address may send at once before --peer-rate-limit applies: enough
+    /// for the API server's deletion storms. 0: no limit.
+    #[arg(long, env = "NSGUARD_PEER_BURST", default_value_t = 400)]
+    pub peer_burst: u32,
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
@@ -280,6 +294,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// `secrets`, `widgets.example.com`: lower case, as `kubectl api-resources` names them.
+fn parse_skip_resource(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let valid = !s.is_empty()
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: expected a resource as RESOURCE or RESOURCE.GROUP, e.g. secrets"
+        ))
+    }
+}
+
 fn parse_check_setting(s: &str) -> Result<(CheckId, Setting), String> {
     let (id, setting) = s
         .split_once('=')
@@ -332,6 +363,7 @@ impl ClusterArgs {
                 api_calls: self.max_api_calls,
             },
             source,
+            self.skip_resources.iter().cloned().collect(),
         );
         Ok(Engine::new(gatherer, self.settings()))
     }
@@ -387,6 +419,14 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown check")
         );
+        assert_eq!(parse_skip_resource("secrets"), Ok("secrets".into()));
+        assert_eq!(
+            parse_skip_resource(" widgets.example.com"),
+            Ok("widgets.example.com".into())
+        );
+        for bad in ["", "Secrets", "secrets.", "a/b"] {
+            assert!(parse_skip_resource(bad).is_err(), "{bad:?}");
+        }
         assert!(
             parse_check_setting("list-failure=maybe")
                 .unwrap_err()

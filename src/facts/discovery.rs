@@ -48,6 +48,9 @@ pub struct Discovery {
     pub resources: Vec<ResourceType>,
     /// Group-versions whose discovery is `Stale` ("group/version").
     pub stale: Vec<String>,
+    /// Types the cluster serves that were left out on purpose (`--skip-resource`), as
+    /// `resource.group`: never listed nor watched, so every report says they were not checked.
+    pub skipped: Vec<String>,
 }
 
 impl Discovery {
@@ -103,6 +106,23 @@ impl Discovery {
         out.stale.sort();
         out
     }
+
+    /// Leaves out the types named in `skip` (`resource.group`, `secrets` for core) and
+    /// records those the cluster serves in [`Discovery::skipped`].
+    pub fn skipping(mut self, skip: &BTreeSet<String>) -> Self {
+        if skip.is_empty() {
+            return self;
+        }
+        self.resources.retain(|r| {
+            let gr = r.group_resource();
+            if skip.contains(&gr) {
+                self.skipped.push(gr);
+                return false;
+            }
+            true
+        });
+        self
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +168,35 @@ mod tests {
                 "example.com/v2 widgets true"
             ]
         );
+        assert!(d.skipped.is_empty());
+    }
+
+    #[test]
+    fn skipped_types_are_left_out_and_recorded() {
+        let core = list(
+            serde_json::json!({"items": [{"metadata": {"name": ""}, "versions": [
+            {"version": "v1", "resources": [
+                {"resource": "pods", "scope": "Namespaced", "verbs": ["list", "delete"]},
+                {"resource": "secrets", "scope": "Namespaced", "verbs": ["list", "watch", "delete"]},
+                {"resource": "configmaps", "scope": "Namespaced", "verbs": ["list", "delete"]}
+            ]}]}]}),
+        );
+        let apis = list(serde_json::json!({"items": [
+            {"metadata": {"name": "example.com"}, "versions": [{"version": "v1", "resources": [
+                {"resource": "secrets", "scope": "Namespaced", "verbs": ["list", "delete"]}
+            ]}]}
+        ]}));
+        let skip: BTreeSet<String> = ["secrets".to_string(), "absent.example.com".to_string()]
+            .into_iter()
+            .collect();
+        let d = Discovery::from_aggregated(&core, &apis).skipping(&skip);
+        let names: Vec<String> = d.resources.iter().map(|r| r.group_resource()).collect();
+        // Only the core type: a CRD's `secrets` in another group is another type.
+        assert_eq!(names, vec!["configmaps", "pods", "secrets.example.com"]);
+        // Recorded only when the cluster serves it.
+        assert_eq!(d.skipped, vec!["secrets"]);
+        let d = Discovery::from_aggregated(&core, &apis).skipping(&BTreeSet::new());
+        assert_eq!(d.resources.len(), 4);
+        assert!(d.skipped.is_empty());
     }
 }

@@ -190,6 +190,8 @@ pub struct Gatherer {
     concurrency: usize,
     /// Permits for API calls in flight over every preflight.
     api_calls: Arc<tokio::sync::Semaphore>,
+    /// Types left out of discovery (`--skip-resource`, `resource.group`).
+    skip: Arc<BTreeSet<String>>,
     stores: Stores,
     generation: Arc<AtomicU64>,
     /// The cluster facts reviews read, rebuilt by the builder task after a change, never on
@@ -284,8 +286,9 @@ where
 
 impl Gatherer {
     /// Starts the watches. `limits` bound the preflight's API calls; `source` says whether
-    /// discovery runs per call or in the background.
-    pub fn start(client: Client, limits: Limits, source: Source) -> Self {
+    /// discovery runs per call or in the background; the types in `skip` are left out of
+    /// discovery, so never listed nor watched.
+    pub fn start(client: Client, limits: Limits, source: Source, skip: BTreeSet<String>) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let rebuild = Arc::new(tokio::sync::Notify::new());
         let changed = Changed {
@@ -317,6 +320,7 @@ impl Gatherer {
             call_timeout: limits.call_timeout,
             concurrency: limits.concurrency.max(1),
             api_calls: Arc::new(tokio::sync::Semaphore::new(limits.api_calls.max(1))),
+            skip: Arc::new(skip),
             stores,
             generation,
             snapshot: Arc::default(),
@@ -557,7 +561,7 @@ impl Gatherer {
             self.client.list_api_groups_aggregated(),
         );
         let (core, apis) = tokio::try_join!(core, apis)?;
-        Ok(Discovery::from_aggregated(&core, &apis))
+        Ok(Discovery::from_aggregated(&core, &apis).skipping(&self.skip))
     }
 
     /// Runs one API call within the deadline and the per-call timeout.
@@ -1100,7 +1104,7 @@ mod tests {
             concurrency: 1,
             api_calls: 1,
         };
-        let g = Gatherer::start(client, limits, Source::List);
+        let g = Gatherer::start(client, limits, Source::List, BTreeSet::new());
         let deadline = Instant::now() + Duration::from_secs(1);
         let held = g.api_calls.try_acquire().unwrap();
         let made = std::sync::atomic::AtomicBool::new(false);

@@ -4,19 +4,25 @@
 pub mod tls;
 
 use hyper_util::rt::TokioTimer;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::RustlsAcceptor;
+use tokio::net::TcpStream;
 
 use crate::admission::{Admission, parse_timeout};
+use crate::ratelimit::Peer;
 use crate::records::Metrics;
 
 /// Bodies larger than this get 413. Namespace reviews are a few KiB; the API server's own
@@ -36,6 +42,7 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn validate(
     State(admission): State<Arc<Admission>>,
+    peer: Option<Extension<Peer>>,
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
@@ -71,7 +78,9 @@ async fn validate(
                 );
             }
         };
-    let (status, json) = admission.review(&body, parse_timeout(q.as_deref())).await;
+    let (status, json) = admission
+        .review_from(&body, parse_timeout(q.as_deref()), peer.map(|p| p.0))
+        .await;
     (status, axum::Json(json)).into_response()
 }
 
@@ -152,8 +161,7 @@ pub async fn serve(
     let handle = axum_server::Handle::new();
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
     // A client that opens a connection and never finishes the handshake is cut off.
-    let acceptor =
-        axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(Duration::from_secs(5));
+    let acceptor = PeerAcceptor(RustlsAcceptor::new(tls).handshake_timeout(Duration::from_secs(5)));
     let mut server = axum_server::bind(listen)
         .acceptor(acceptor)
         .handle(handle.clone());
@@ -187,6 +195,32 @@ pub async fn serve(
     server.serve(webhook.into_make_service()).await?;
     admin_task.abort();
     Ok(())
+}
+
+/// The TLS acceptor, then the connection's [`Peer`] (source address, and whether it presented
+/// a verified client certificate) put on every request it carries, for the per-peer rate
+/// limit. With `--client-ca-file` the handshake refuses clients without a verified
+/// certificate, so a certificate present here has been verified.
+#[derive(Clone)]
+struct PeerAcceptor(RustlsAcceptor);
+
+type TlsStream = <RustlsAcceptor as Accept<TcpStream, Router>>::Stream;
+
+impl Accept<TcpStream, Router> for PeerAcceptor {
+    type Stream = TlsStream;
+    type Service = Router;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<(TlsStream, Router)>> + Send>>;
+
+    fn accept(&self, stream: TcpStream, service: Router) -> Self::Future {
+        let addr = stream.peer_addr();
+        let handshake = self.0.accept(stream, service);
+        Box::pin(async move {
+            let ip = addr?.ip();
+            let (stream, service) = handshake.await?;
+            let verified = stream.get_ref().1.peer_certificates().is_some();
+            Ok((stream, service.layer(Extension(Peer { ip, verified }))))
+        })
+    }
 }
 
 async fn shutdown_signal() {

@@ -648,13 +648,14 @@ pub fn pod_is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-/// Records nsguard's requests with request and response bodies, nothing else.
+/// Records nsguard's requests with request and response bodies, nothing else: its
+/// ServiceAccount, and the one the tests of manifests/overlays/no-secrets bind its role to.
 const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
 - level: RequestResponse
-  users: ["system:serviceaccount:nsguard-system:nsguard"]
+  users: ["system:serviceaccount:nsguard-system:nsguard", "system:serviceaccount:nsguard-system:nsguard-no-secrets"]
 - level: None
 "#;
 
