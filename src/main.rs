@@ -3,11 +3,6 @@
 use clap::{CommandFactory, FromArgMatches};
 use nsguard::cli::{self, Cli, Command};
 
-/// One allocator for every build, so `make bench` measures what the image runs (the image is
-/// a static musl binary, whose own malloc is slow under threads and holds on to freed memory).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Parses the command line; installed as `kubectl-nsguard`, help and errors say
 /// `kubectl nsguard`.
 fn parse() -> Cli {
