@@ -1,14 +1,17 @@
-//! The only place nsguard talks to the API server (besides writing Events in `records`).
+//! The gatherer: the only place nsguard talks to the API server (besides writing Events in
+//! `records`). It holds the three sources of facts and hands reviews what they read:
 //!
-//! Cluster-scoped facts come from watches (kube-runtime reflectors) that are started once and
-//! kept fresh; a snapshot is rebuilt only when a watched object changed. Namespace facts are
-//! listed at the time of the preflight: aggregated discovery (two calls), then one
-//! metadata-only, paged list per namespaced resource type with bounded concurrency and a
-//! timeout on every call, and one typed list of pods.
+//! - shared aggregated discovery, refreshed in the background (`serve`) or fetched per call
+//!   (the CLI);
+//! - the cluster snapshot ([`super::snapshot`]), rebuilt by a task after watch events;
+//! - namespace content: from the live index ([`super::index`]) for the types it can vouch
+//!   for, else one metadata-only, paged list per type with bounded concurrency and a timeout
+//!   on every call (all of them for the CLI), and pods typed when the namespace has some.
+//!
+//! Every API call a review makes passes one bound ([`Limits::api_calls`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,26 +19,18 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{ApiResource, DynamicObject, ListParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{self};
 use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::index::{self as content_index, Index};
+use super::snapshot::{Changed, SNAPSHOT_COALESCE, SNAPSHOT_WAIT, Snapshot, Stores, Tell};
 use super::{
-    BackendState, ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts,
-    ObjectFacts, Rbac, ResourceType, ServiceKey,
+    ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts, ObjectFacts,
+    ResourceType, ServiceKey,
 };
 
 /// Page size for metadata lists, as kubectl and the controllers use.
@@ -73,38 +68,6 @@ pub enum GatherError {
     #[error("{0}: not read, nsguard's API calls in flight are at their bound")]
     Busy(String),
 }
-
-/// Watched cluster-scoped objects.
-#[derive(Clone)]
-struct Stores {
-    apiservices: Store<APIService>,
-    crds: Store<CustomResourceDefinition>,
-    validating: Store<ValidatingWebhookConfiguration>,
-    mutating: Store<MutatingWebhookConfiguration>,
-    nodes: Store<Node>,
-    namespaces: Store<Namespace>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    cluster_roles: Store<ClusterRole>,
-    cluster_role_bindings: Store<ClusterRoleBinding>,
-    roles: Store<Role>,
-    role_bindings: Store<RoleBinding>,
-}
-
-/// Cluster facts built from the watches at one watch generation and one discovery result.
-struct Snapshot {
-    /// The watch generation read before the stores were read.
-    generation: u64,
-    /// The discovery result the facts carry.
-    discovery_seq: u64,
-    facts: Arc<ClusterFacts>,
-}
-
-/// How long the snapshot builder lets a burst of watch events gather before it rebuilds.
-const SNAPSHOT_COALESCE: Duration = Duration::from_millis(5);
-/// How long a review that needs a newer snapshot waits for the builder before it builds one
-/// itself.
-const SNAPSHOT_WAIT: Duration = Duration::from_millis(500);
 
 /// Where namespace facts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,84 +169,6 @@ pub struct Gatherer {
     unreachable_seen: Arc<Mutex<BTreeMap<ServiceKey, Timestamp>>>,
 }
 
-/// What a watch event changes: the generation, and the snapshot builder is woken.
-#[derive(Clone)]
-struct Changed {
-    generation: Arc<AtomicU64>,
-    rebuild: Arc<tokio::sync::Notify>,
-}
-
-fn watch<K>(client: &Client, changed: &Changed) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    watch_telling(client, changed, None, |_| {})
-}
-
-/// What no check reads and every object may carry in bulk: managed fields and kubectl's
-/// last-applied copy of the whole object. Dropped on arrival, before the store keeps it.
-fn strip_common<K: Resource>(o: &mut K) {
-    let meta = o.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// A CRD without its schemas (the bulk of a large CRD; the checks read names, versions,
-/// conversion and status).
-fn strip_crd(crd: &mut CustomResourceDefinition) {
-    for v in &mut crd.spec.versions {
-        v.schema = None;
-    }
-}
-
-/// A Node without its image list and volume records (kilobytes each; the checks read its
-/// conditions).
-fn strip_node(node: &mut Node) {
-    if let Some(status) = node.status.as_mut() {
-        status.images = None;
-        status.volumes_attached = None;
-        status.volumes_in_use = None;
-    }
-}
-
-/// A watch that also tells shared discovery about every change (CRDs and APIServices).
-fn watch_telling<K>(
-    client: &Client,
-    changed: &Changed,
-    discovery: Option<Arc<SharedDiscovery>>,
-    strip: fn(&mut K),
-) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
-    let changed = changed.clone();
-    let events = watcher(api, watcher::Config::default()).modify(move |o| {
-        strip_common(o);
-        strip(o);
-    });
-    let stream = reflector::reflector(writer, events)
-        .default_backoff()
-        .for_each(move |event| {
-            if let Err(error) = &event {
-                tracing::warn!(%error, kind = %K::kind(&K::DynamicType::default()), "Watch error");
-            }
-            changed.generation.fetch_add(1, Ordering::SeqCst);
-            changed.rebuild.notify_one();
-            if let Some(d) = &discovery {
-                d.changed();
-            }
-            std::future::ready(())
-        });
-    tokio::spawn(stream);
-    reader
-}
-
 impl Gatherer {
     /// Starts the watches. `limits` bound the preflight's API calls; `source` says whether
     /// discovery runs per call or in the background; the types in `skip` are left out of
@@ -297,20 +182,10 @@ impl Gatherer {
         };
         let shared_discovery =
             (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
-        let stores = Stores {
-            apiservices: watch_telling(&client, &changed, shared_discovery.clone(), |_| {}),
-            crds: watch_telling(&client, &changed, shared_discovery.clone(), strip_crd),
-            validating: watch(&client, &changed),
-            mutating: watch(&client, &changed),
-            nodes: watch_telling(&client, &changed, None, strip_node),
-            namespaces: watch(&client, &changed),
-            services: watch(&client, &changed),
-            slices: watch(&client, &changed),
-            cluster_roles: watch(&client, &changed),
-            cluster_role_bindings: watch(&client, &changed),
-            roles: watch(&client, &changed),
-            role_bindings: watch(&client, &changed),
-        };
+        let tell = shared_discovery
+            .clone()
+            .map(|d| -> Tell { Arc::new(move || d.changed()) });
+        let stores = Stores::start(&client, &changed, tell);
         let index = (source == Source::Index).then(|| Arc::new(Index::default()));
         let this = Self {
             client,
@@ -337,21 +212,7 @@ impl Gatherer {
 
     /// Waits until every watch has listed once (readiness), or `timeout` passes.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), GatherError> {
-        let s = &self.stores;
-        let all = async {
-            s.apiservices.wait_until_ready().await.ok();
-            s.crds.wait_until_ready().await.ok();
-            s.validating.wait_until_ready().await.ok();
-            s.mutating.wait_until_ready().await.ok();
-            s.nodes.wait_until_ready().await.ok();
-            s.namespaces.wait_until_ready().await.ok();
-            s.services.wait_until_ready().await.ok();
-            s.slices.wait_until_ready().await.ok();
-            s.cluster_roles.wait_until_ready().await.ok();
-            s.cluster_role_bindings.wait_until_ready().await.ok();
-            s.roles.wait_until_ready().await.ok();
-            s.role_bindings.wait_until_ready().await.ok();
-        };
+        let all = self.stores.wait_until_ready();
         tokio::time::timeout(timeout, all)
             .await
             .map_err(|_| GatherError::NotReady)
@@ -392,7 +253,9 @@ impl Gatherer {
     ) -> Result<Arc<ClusterFacts>, GatherError> {
         let Some(shared) = &self.shared_discovery else {
             let discovery = self.fetch_discovery(deadline).await?;
-            return Ok(Arc::new(self.build_snapshot(discovery)));
+            return Ok(Arc::new(
+                self.stores.build(discovery, &self.unreachable_seen),
+            ));
         };
         let discovery = self.discovery_result(shared, deadline).await?;
         let generation = self.generation.load(Ordering::SeqCst);
@@ -421,111 +284,11 @@ impl Gatherer {
         let until = deadline.min(Instant::now() + SNAPSHOT_WAIT);
         match tokio::time::timeout_at(until, wait).await {
             Ok(facts) => Ok(facts),
-            Err(_) => Ok(Arc::new(self.build_snapshot(discovery.discovery.clone()))),
+            Err(_) => Ok(Arc::new(
+                self.stores
+                    .build(discovery.discovery.clone(), &self.unreachable_seen),
+            )),
         }
-    }
-
-    fn build_snapshot(&self, discovery: Discovery) -> ClusterFacts {
-        fn all<K: Resource + Clone>(s: &Store<K>) -> Vec<K>
-        where
-            K::DynamicType: Eq + Hash + Clone,
-        {
-            s.state().iter().map(|o| (**o).clone()).collect()
-        }
-        let s = &self.stores;
-        let mut facts = ClusterFacts {
-            discovery,
-            apiservices: all(&s.apiservices),
-            crds: all(&s.crds),
-            validating_webhooks: all(&s.validating),
-            mutating_webhooks: all(&s.mutating),
-            backends: BTreeMap::new(),
-            nodes: all(&s.nodes),
-            terminating: s
-                .namespaces
-                .state()
-                .iter()
-                .filter(|n| {
-                    n.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Terminating")
-                })
-                .map(|n| (**n).clone())
-                .collect(),
-            namespace_phases: s
-                .namespaces
-                .state()
-                .iter()
-                .filter_map(|n| {
-                    let phase = n
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.phase.clone())
-                        .unwrap_or_else(|| "Active".to_string());
-                    Some((n.metadata.name.clone()?, phase))
-                })
-                .collect(),
-            rbac: Rbac {
-                cluster_roles: all(&s.cluster_roles),
-                cluster_role_bindings: all(&s.cluster_role_bindings),
-                roles: all(&s.roles),
-                role_bindings: all(&s.role_bindings),
-            },
-        };
-        let keys = referenced_services(&facts);
-        let services = s.services.state();
-        let slices = s.slices.state();
-        let now = now();
-        let mut seen = self
-            .unreachable_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for key in keys {
-            let service = services.iter().find(|svc| {
-                svc.metadata.namespace.as_deref() == Some(&key.namespace)
-                    && svc.metadata.name.as_deref() == Some(&key.name)
-            });
-            let exists = service.is_some();
-            let external = service
-                .and_then(|svc| svc.spec.as_ref())
-                .and_then(|spec| spec.type_.as_deref())
-                == Some("ExternalName");
-            let own_slices: Vec<&EndpointSlice> = slices
-                .iter()
-                .filter(|sl| {
-                    sl.metadata.namespace.as_deref() == Some(&key.namespace)
-                        && sl
-                            .metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get("kubernetes.io/service-name"))
-                            == Some(&key.name)
-                })
-                .map(|sl| &**sl)
-                .collect();
-            let ready_endpoints = own_slices
-                .iter()
-                .flat_map(|sl| sl.endpoints.iter().flatten())
-                .filter(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-                .count();
-            let mut state = BackendState {
-                exists,
-                ready_endpoints,
-                external,
-                unreachable_since: None,
-            };
-            if state.reachable() || !exists {
-                seen.remove(&key);
-            } else {
-                let first_seen = *seen.entry(key.clone()).or_insert(now);
-                let created = service.and_then(|svc| svc.metadata.creation_timestamp.as_ref());
-                state.unreachable_since = Some(unreachable_since(
-                    first_seen,
-                    &own_slices,
-                    created.map(|t| t.0),
-                ));
-            }
-            facts.backends.insert(key, state);
-        }
-        facts
     }
 
     /// Aggregated discovery: the shared background result when it is current, else two
@@ -924,7 +687,11 @@ async fn build_snapshots(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
             continue;
         };
         let generation = gatherer.generation.load(Ordering::SeqCst);
-        let facts = Arc::new(gatherer.build_snapshot(discovery.discovery.clone()));
+        let facts = Arc::new(
+            gatherer
+                .stores
+                .build(discovery.discovery.clone(), &gatherer.unreachable_seen),
+        );
         gatherer.snapshot.store(Some(Arc::new(Snapshot {
             generation,
             discovery_seq: discovery.seq,
@@ -967,74 +734,6 @@ fn list_error(source: &kube::Error) -> (ListErrorClass, Option<u16>, String) {
     }
 }
 
-/// Services that an APIService, a webhook or a CRD conversion webhook sends traffic to.
-pub fn referenced_services(facts: &ClusterFacts) -> BTreeSet<ServiceKey> {
-    let mut keys = BTreeSet::new();
-    let mut add = |ns: &str, name: &str| {
-        keys.insert(ServiceKey {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        });
-    };
-    for a in &facts.apiservices {
-        if let Some(s) = a.spec.as_ref().and_then(|s| s.service.as_ref())
-            && let (Some(ns), Some(name)) = (&s.namespace, &s.name)
-        {
-            add(ns, name);
-        }
-    }
-    let validating = facts
-        .validating_webhooks
-        .iter()
-        .flat_map(|c| c.webhooks.iter().flatten())
-        .map(|w| &w.client_config);
-    let mutating = facts
-        .mutating_webhooks
-        .iter()
-        .flat_map(|c| c.webhooks.iter().flatten())
-        .map(|w| &w.client_config);
-    for s in validating
-        .chain(mutating)
-        .filter_map(|c| c.service.as_ref())
-    {
-        add(&s.namespace, &s.name);
-    }
-    for crd in &facts.crds {
-        if let Some(s) = crd
-            .spec
-            .conversion
-            .as_ref()
-            .and_then(|c| c.webhook.as_ref())
-            .and_then(|w| w.client_config.as_ref())
-            .and_then(|c| c.service.as_ref())
-        {
-            add(&s.namespace, &s.name);
-        }
-    }
-    keys
-}
-
-/// Since when a Service that exists has had no ready endpoints: the earlier of when this
-/// process first saw it so and the last write to its EndpointSlices (the endpointslice
-/// controller empties them when the last pod goes), or, without slices, the Service's creation.
-/// A later write to an empty slice only moves the time later, never past `first_seen`.
-fn unreachable_since(
-    first_seen: Timestamp,
-    slices: &[&EndpointSlice],
-    service_created: Option<Timestamp>,
-) -> Timestamp {
-    let last_write = if slices.is_empty() {
-        service_created
-    } else {
-        slices
-            .iter()
-            .flat_map(|sl| sl.metadata.managed_fields.iter().flatten())
-            .filter_map(|m| m.time.as_ref().map(|t| t.0))
-            .max()
-    };
-    last_write.map_or(first_seen, |t| t.min(first_seen))
-}
-
 /// The current time, as the checks compare ages against it.
 pub fn now() -> Timestamp {
     Timestamp::now()
@@ -1043,56 +742,7 @@ pub fn now() -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
     use rstest::rstest;
-
-    fn at(t: &str) -> Timestamp {
-        format!("2026-11-22T{t}Z").parse().unwrap()
-    }
-
-    #[test]
-    fn stores_keep_what_checks_read_and_drop_the_bulk() {
-        let mut crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "widgets.example.com",
-                "annotations": {
-                    "kubectl.kubernetes.io/last-applied-configuration": "{...}",
-                    "nsguard.io/finalizer-controller": "team-a/widget-controller"
-                },
-                "managedFields": [{"manager": "kubectl"}]
-            },
-            "spec": {
-                "group": "example.com",
-                "scope": "Namespaced",
-                "names": {"plural": "widgets", "kind": "Widget"},
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                              "schema": {"openAPIV3Schema": {"type": "object"}}}]
-            }
-        }))
-        .unwrap();
-        strip_common(&mut crd);
-        strip_crd(&mut crd);
-        let annotations = crd.metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations.len(), 1);
-        assert!(annotations.contains_key("nsguard.io/finalizer-controller"));
-        assert!(crd.metadata.managed_fields.is_none());
-        assert_eq!(crd.spec.versions[0].name, "v1");
-        assert!(crd.spec.versions[0].storage);
-        assert!(crd.spec.versions[0].schema.is_none());
-        let mut node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "n1"},
-            "status": {
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "images": [{"names": ["registry.example/app:1"], "sizeBytes": 1}]
-            }
-        }))
-        .unwrap();
-        strip_node(&mut node);
-        let status = node.status.unwrap();
-        assert!(status.images.is_none());
-        assert_eq!(status.conditions.unwrap()[0].type_, "Ready");
-    }
 
     #[tokio::test]
     async fn a_call_over_the_bound_is_not_made() {
@@ -1121,42 +771,6 @@ mod tests {
             g.call("list widgets in a", deadline, async { Ok(()) })
                 .await
                 .is_ok()
-        );
-    }
-
-    fn slice(writes: &[&str]) -> EndpointSlice {
-        let mut sl = EndpointSlice::default();
-        sl.metadata.managed_fields = Some(
-            writes
-                .iter()
-                .map(|t| ManagedFieldsEntry {
-                    time: Some(Time(at(t))),
-                    ..Default::default()
-                })
-                .collect(),
-        );
-        sl
-    }
-
-    #[rstest]
-    // Each string is one slice's managedFields times, comma-separated; nsguard first saw the
-    // backend empty at 11:58:00, the Service was created at 11:30:00.
-    #[case::emptied_before_nsguard_started(&["11:50:00,11:40:00"], "11:50:00")]
-    #[case::newest_write_over_all_slices(&["11:40:00", "11:52:00"], "11:52:00")]
-    #[case::never_later_than_first_seen(&["11:59:59"], "11:58:00")]
-    #[case::no_slices_since_the_service_was_created(&[], "11:30:00")]
-    fn since_when_a_backend_has_no_ready_endpoints(
-        #[case] writes: &[&str],
-        #[case] expected: &str,
-    ) {
-        let slices: Vec<EndpointSlice> = writes
-            .iter()
-            .map(|w| slice(&w.split(',').collect::<Vec<_>>()))
-            .collect();
-        let refs: Vec<&EndpointSlice> = slices.iter().collect();
-        assert_eq!(
-            unreachable_since(at("11:58:00"), &refs, Some(at("11:30:00"))),
-            at(expected)
         );
     }
 

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod finalizers;
 pub mod gather;
 pub mod index;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 
