@@ -201,3 +201,86 @@ async fn gather_facts(
         not_checked,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::gather::{Limits, Source};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A mock API server whose aggregated discovery answers after `delay` (every other read
+    /// answers empty at once, watches stay open); counts the discovery calls.
+    fn slow_discovery(delay: Duration) -> (kube::Client, Arc<AtomicUsize>) {
+        let discoveries = Arc::new(AtomicUsize::new(0));
+        let counted = discoveries.clone();
+        let service = tower::service_fn(move |req: axum::http::Request<kube::client::Body>| {
+            let path = req.uri().path().to_string();
+            let watching = req.uri().query().unwrap_or("").contains("watch=true");
+            let discovery = path == "/api" || path == "/apis";
+            if discovery {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            async move {
+                let body = if watching {
+                    axum::body::Body::from_stream(futures::stream::pending::<
+                        Result<axum::body::Bytes, std::io::Error>,
+                    >())
+                } else if discovery {
+                    tokio::time::sleep(delay).await;
+                    axum::body::Body::from(
+                        r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}"#,
+                    )
+                } else {
+                    axum::body::Body::from(
+                        r#"{"kind":"List","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}"#,
+                    )
+                };
+                Ok::<_, std::convert::Infallible>(
+                    axum::http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .unwrap(),
+                )
+            }
+        });
+        (kube::Client::new(service, "default"), discoveries)
+    }
+
+    fn namespace(name: &str) -> Namespace {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.to_string());
+        ns
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_review_then_its_retry_gets_a_real_answer() {
+        let (client, discoveries) = slow_discovery(Duration::from_millis(300));
+        let limits = Limits {
+            call_timeout: Duration::from_secs(5),
+            concurrency: 4,
+            api_calls: 16,
+        };
+        let engine = Engine::new(
+            Gatherer::start(client, limits, Source::List, BTreeSet::new()),
+            Settings::default(),
+        );
+        // The API server gives up on the first review (its caller goes away) while its
+        // gathering is still waiting for discovery.
+        let first = engine.facts(namespace("team-a"), Instant::now() + Duration::from_secs(2));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), first)
+                .await
+                .is_err()
+        );
+        // The gathering started: aggregated discovery is two calls, /api and /apis.
+        assert_eq!(discoveries.load(Ordering::SeqCst), 2);
+        // The retry joins that gathering, which went on without its first caller, and gets
+        // facts with nothing left unchecked; nothing was read twice.
+        let facts = engine
+            .facts(namespace("team-a"), Instant::now() + Duration::from_secs(5))
+            .await;
+        assert!(facts.not_checked.is_empty(), "{:?}", facts.not_checked);
+        assert_eq!(discoveries.load(Ordering::SeqCst), 2);
+        assert_eq!(facts.name, "team-a");
+    }
+}
