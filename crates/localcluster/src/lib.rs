@@ -506,23 +506,29 @@ impl LocalCluster {
     }
 
     /// Restarts kube-apiserver in place, as a control-plane upgrade or a crash-looping static
-    /// pod does: SIGTERM (its graceful shutdown; SIGKILL after 60 s), then the same executable
-    /// with the same flags, so the same port, certificates and etcd data. Every kubeconfig
-    /// points at that port, so the controller-manager, the kubelet and any client reconnect
-    /// on their own. Returns how long it was down: from the SIGTERM until `/readyz` says ok.
-    pub async fn restart_apiserver(&mut self) -> Result<Duration> {
+    /// pod does: SIGTERM (its graceful shutdown; SIGKILL after `grace`), then the same
+    /// executable with the same flags, so the same port, certificates and etcd data. Every
+    /// kubeconfig points at that port, so the controller-manager, the kubelet and any client
+    /// reconnect on their own. Returns once the new process's `/readyz` says ok.
+    pub async fn restart_apiserver(&mut self, grace: Duration) -> Result<ApiServerRestart> {
         let started = Instant::now();
-        self.processes
+        let killed = self
+            .processes
             .iter_mut()
             .find(|p| p.name() == "kube-apiserver")
             .context("this cluster has no kube-apiserver")?
-            .restart(Duration::from_secs(60))?;
+            .restart(grace)?;
+        let stopped = started.elapsed();
         let kubeconfig = self.kubeconfig.clone();
         self.wait_for("the restarted kube-apiserver's /readyz", || {
             apiserver_ready(&kubeconfig)
         })
         .await?;
-        Ok(started.elapsed())
+        Ok(ApiServerRestart {
+            down: started.elapsed(),
+            stopped,
+            killed,
+        })
     }
 
     fn signal_controller_manager(&self, signal: i32) {
@@ -568,6 +574,17 @@ impl LocalCluster {
             p.stop(Duration::from_secs(10));
         }
     }
+}
+
+/// How a [`LocalCluster::restart_apiserver`] went.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiServerRestart {
+    /// From the SIGTERM until the new process's `/readyz` said ok.
+    pub down: Duration,
+    /// From the SIGTERM until the old process had exited.
+    pub stopped: Duration,
+    /// The old process did not exit within the grace and got SIGKILL.
+    pub killed: bool,
 }
 
 /// kube-controller-manager frozen; resumed when dropped (also when a test panics).

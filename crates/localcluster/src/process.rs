@@ -36,16 +36,17 @@ impl Process {
     }
 
     /// Stops the process (as [`Process::stop`]) and starts it again with the same
-    /// executable and arguments, its output appended to the same log.
-    pub(crate) fn restart(&mut self, grace: Duration) -> Result<()> {
-        self.stop(grace);
+    /// executable and arguments, its output appended to the same log. Says whether the stop
+    /// needed SIGKILL.
+    pub(crate) fn restart(&mut self, grace: Duration) -> Result<bool> {
+        let killed = self.stop(grace);
         let out = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
         self.child = start(&self.bin, &self.args, out)?;
         tracing::debug!(name = self.name, pid = self.child.id(), "Restarted");
-        Ok(())
+        Ok(killed)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -72,26 +73,29 @@ impl Process {
         }
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub(crate) fn stop(&mut self, grace: Duration) {
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`; says whether SIGKILL was
+    /// needed.
+    pub(crate) fn stop(&mut self, grace: Duration) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+            return false;
         }
         let Ok(pid) = i32::try_from(self.child.id()) else {
             let _ = self.child.kill();
-            return;
+            let _ = self.child.wait();
+            return true;
         };
         // SAFETY: kill(2) with a PID we own (our unreaped child) has no memory effects.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        true
     }
 }
 
