@@ -38,7 +38,7 @@ use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
 /// Label on every storm namespace; its value names the scenario.
 const STORM_LABEL: &str = "nsguard.io/faults";
 /// How long every namespace of a storm has to be gone, from the first DELETE.
-const GONE_DEADLINE: Duration = Duration::from_secs(180);
+const GONE_DEADLINE: Duration = Duration::from_secs(300);
 /// How long nsguard's index has to be synced again after the API server restart.
 const RESYNC_DEADLINE: Duration = Duration::from_secs(180);
 /// How often nsguard refreshes `nsguard_index_types` (serve.rs): the resolution of the resync
