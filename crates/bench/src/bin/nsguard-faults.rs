@@ -410,8 +410,12 @@ async fn wait_decisions(guard: &Nsguard, base: f64, n: f64) -> Result<f64> {
 
 /// Seconds from `started` until no namespace labelled `scenario` is left, or how many are left
 /// at the deadline. List errors (the API server down) count as not yet.
-async fn wait_gone(client: &Client, scenario: &str, started: Instant) -> (Option<f64>, usize) {
-    let api = Api::<Namespace>::all(client.clone());
+async fn wait_gone(
+    client: Client,
+    scenario: &'static str,
+    started: Instant,
+) -> (Option<f64>, usize) {
+    let api = Api::<Namespace>::all(client);
     let lp = ListParams::default().labels(&format!("{STORM_LABEL}={scenario}"));
     let mut left = usize::MAX;
     loop {
@@ -556,12 +560,14 @@ async fn scenario_kill(
     let base = guard.decisions().await;
     let started = Instant::now();
     let handles = send_storm(client, &names);
+    // Watched from the start, so that nothing later in the scenario delays the reading.
+    let gone = tokio::spawn(wait_gone(client.clone(), "kill", started));
     let decided_at_kill = wait_decisions(guard, base, (n / 2) as f64).await?;
     guard.kill()?;
     eprintln!("faults: nsguard killed after {decided_at_kill} decisions; starting it again");
     let restart_ready_s = guard.start().await?.as_secs_f64();
     let deletions = collect(handles).await?;
-    let (gone_s, left) = wait_gone(client, "kill", started).await;
+    let (gone_s, left) = gone.await.context("watching the namespaces go")?;
     let fail_opens_metric = metric(&scrape(client).await?) - fail_open_before;
     let after_fault = dry_run(cluster, client, guard).await?;
     Ok(Kill {
@@ -740,6 +746,7 @@ async fn scenario_restart(
     let base = guard.decisions().await;
     let started = Instant::now();
     let handles = send_storm(client, &names);
+    let gone = tokio::spawn(wait_gone(client.clone(), "restart", started));
     let decided_before = wait_decisions(guard, base, (n / 2) as f64).await?;
     let t0 = Instant::now();
     let mut restarted = None;
@@ -785,7 +792,7 @@ async fn scenario_restart(
     let restarted = restarted.context("the restart said nothing")?;
     let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
     let deletions = collect(handles).await?;
-    let (gone_s, left) = wait_gone(client, "restart", started).await;
+    let (gone_s, left) = gone.await.context("watching the namespaces go")?;
     let stuck = match resynced_s {
         Some(_) => None,
         None => Some(index_types(guard).await),
