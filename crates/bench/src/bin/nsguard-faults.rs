@@ -1020,12 +1020,20 @@ fn render(
 /// What this run's figures say, in words.
 fn reading(kill: &Kill, restart: &Restart, baseline: &DryRun) -> String {
     let mut s = String::from("What this run shows:\n\n");
-    let lost = kill.n as f64 - kill.decided_at_kill;
+    let cut_off = (kill.reviews.decided as f64 + kill.fail_opens_metric - kill.n as f64).max(0.0);
     let _ = writeln!(
         s,
-        "- Killing nsguard loses the reviews it holds: {} of the {lost} reviews not yet answered at the kill failed open on the API server's side ({}), and {} deletion failed{}.",
+        "- Killing nsguard loses the reviews it holds: nsguard had answered {} when it got SIGKILL, and the API server failed {} open ({}){}; {} deletion failed{}.",
+        kill.decided_at_kill,
         kill.fail_opens_metric,
         counts(&kill.fail_opens_log),
+        if cut_off > 0.0 {
+            format!(
+                ", {cut_off} of them reviews nsguard had decided and logged but whose answer the kill cut off"
+            )
+        } else {
+            String::new()
+        },
         kill.client.failed_calls,
         if kill.client.failed_calls == 0 && kill.gone_s.is_some() {
             ": every namespace went, unchecked where its review was lost"
@@ -1033,18 +1041,24 @@ fn reading(kill: &Kill, restart: &Restart, baseline: &DryRun) -> String {
             ""
         }
     );
+    let nsguard_fail_open = restart
+        .reviews
+        .by_outcome
+        .get("fail_open")
+        .copied()
+        .unwrap_or(0);
     let _ = writeln!(
         s,
-        "- The API server's graceful shutdown drains the requests it holds: {} DELETE call failed, and the reviews under way when it stopped accepting requests were answered (slowest {:.0} ms); nsguard's own LISTs for them were refused, so {} of them failed open inside nsguard ({}).",
+        "- The API server's graceful shutdown drains the requests it holds: {} DELETE call failed, and every review under way when it stopped accepting requests was answered (slowest {:.0} ms). {}",
         restart.client.failed_calls,
         restart.reviews.max_ms,
-        restart
-            .reviews
-            .by_outcome
-            .get("fail_open")
-            .copied()
-            .unwrap_or(0),
-        counts(&restart.reviews.by_outcome)
+        if nsguard_fail_open > 0 {
+            format!(
+                "nsguard's own LISTs for {nsguard_fail_open} of them were refused, so those failed open inside nsguard, with a warning."
+            )
+        } else {
+            "None of nsguard's LISTs for them was refused this time (how many are is a matter of timing: those under way in nsguard at the SIGTERM fail open inside nsguard, with a warning).".to_string()
+        }
     );
     if restart.resynced_s.is_none() {
         let _ = writeln!(
