@@ -9,10 +9,12 @@ HELM := tests/helm/build.sh
 TEST_THREADS ?= 2
 # Decisions per measurement in `make bench`.
 BENCH_DECISIONS ?= 200
+# Namespaces per deletion storm in `make faults`.
+FAULTS_NAMESPACES ?= 200
 # Generated and mutated AdmissionReviews in `make fuzz` (`make test` runs 2000).
 CASES ?= 100000
 
-.PHONY: controlplane helm build test lint run cluster bench fuzz
+.PHONY: controlplane helm build test lint run cluster bench faults fuzz
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -58,3 +60,10 @@ bench:
 	cargo build -q --release --workspace --bins; \
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)
+
+## faults: nsguard killed, then kube-apiserver restarted, in the middle of a deletion storm on the local control plane (not a test); writes the figures into docs/reliability.md
+faults:
+	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
+	cargo build -q --release -p nsguard -p nsguard-bench --bin nsguard --bin nsguard-faults; \
+	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_FAULTS_DATE=$$(date -u +%F) \
+	  target/release/nsguard-faults target/release/nsguard docs/reliability.md $(FAULTS_NAMESPACES)

@@ -3,8 +3,9 @@
 //! answers 503), or a conversion webhook failure. A 401 or 403 for nsguard's own identity is a
 //! gap in nsguard's RBAC, not a blocker: advisory, "not checked". A 404 (the type went away
 //! since discovery) and nsguard's own trouble (timeouts, transport and decode errors,
-//! throttling) are not findings: the gatherer skips the first and records the others as not
-//! checked, which makes the decision fail open; should one reach this check, it says nothing.
+//! throttling, the API server's 503 while it shuts down) are not findings: the gatherer skips
+//! the first and records the others as not checked, which makes the decision fail open; should
+//! one reach this check, it says nothing.
 
 use crate::facts::{Facts, ListErrorClass};
 use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
@@ -78,6 +79,7 @@ mod tests {
     #[case::nsguards_own_credentials(Some(401), "Unauthorized", Some(Severity::Advisory))]
     #[case::gone_since_discovery(Some(404), "not found", None)]
     #[case::throttled(Some(429), "too many requests", None)]
+    #[case::api_server_shutting_down(Some(503), "apiserver is shutting down", None)]
     #[case::no_answer(None, "ServiceError: too many open files", None)]
     fn a_failing_list_blocks_only_when_the_controller_would_fail_too(
         #[case] code: Option<u16>,

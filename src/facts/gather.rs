@@ -809,6 +809,11 @@ mod tests {
         ListErrorClass::Own
     )]
     #[case::not_implemented(api(501, "not implemented"), ListErrorClass::Own)]
+    #[case::api_server_shutting_down(api(503, "apiserver is shutting down"), ListErrorClass::Own)]
+    #[case::api_server_shutting_down_retry_after(
+        api(503, "The apiserver is shutting down, please try again later."),
+        ListErrorClass::Own
+    )]
     #[case::transport(
         kube::Error::Service(Box::new(std::io::Error::other(
             "Too many open files (os error 24)"

@@ -150,7 +150,8 @@ pub enum ListErrorClass {
     /// 404: the type went away since discovery; there is nothing to delete.
     Gone,
     /// Anything else (429, 410, 406, other statuses; timeouts, transport and decode errors,
-    /// which carry no status): nsguard's own trouble, not the namespace's.
+    /// which carry no status; the API server's own 503 while it shuts down): nsguard's own
+    /// trouble, not the namespace's.
     Own,
 }
 
@@ -160,6 +161,13 @@ impl ListErrorClass {
     pub fn of(code: Option<u16>, message: &str) -> Self {
         if message.contains("conversion webhook") {
             return Self::Controller;
+        }
+        // kube-apiserver in its graceful shutdown (a restart, an upgrade) answers every new
+        // request 503 "apiserver is shutting down" (with --shutdown-send-retry-after: "The
+        // apiserver is shutting down, please try again later."): the moment's trouble, not
+        // this namespace's. Seen denying a clean namespace in `make faults`.
+        if code == Some(503) && message.contains("apiserver is shutting down") {
+            return Self::Own;
         }
         match code {
             Some(500 | 502 | 503 | 504) => Self::Controller,

@@ -248,17 +248,8 @@ impl LocalCluster {
         )?;
 
         let kubeconfig = self.kubeconfig.clone();
-        self.wait_for("kube-apiserver /readyz", || async {
-            let Ok(client) = client_for(&kubeconfig).await else {
-                return Ok(false);
-            };
-            let req = http::Request::get("/readyz").body(Vec::new())?;
-            Ok(client
-                .request_text(req)
-                .await
-                .is_ok_and(|body| body == "ok"))
-        })
-        .await
+        self.wait_for("kube-apiserver /readyz", || apiserver_ready(&kubeconfig))
+            .await
     }
 
     async fn start_controller_manager(&mut self) -> Result<()> {
@@ -512,6 +503,32 @@ impl LocalCluster {
         Paused(self)
     }
 
+    /// Restarts kube-apiserver in place, as a control-plane upgrade or a crash-looping static
+    /// pod does: SIGTERM (its graceful shutdown; SIGKILL after `grace`), then the same
+    /// executable with the same flags, so the same port, certificates and etcd data. Every
+    /// kubeconfig points at that port, so the controller-manager, the kubelet and any client
+    /// reconnect on their own. Returns once the new process's `/readyz` says ok.
+    pub async fn restart_apiserver(&mut self, grace: Duration) -> Result<ApiServerRestart> {
+        let started = Instant::now();
+        let killed = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name() == "kube-apiserver")
+            .context("this cluster has no kube-apiserver")?
+            .restart(grace)?;
+        let stopped = started.elapsed();
+        let kubeconfig = self.kubeconfig.clone();
+        self.wait_for("the restarted kube-apiserver's /readyz", || {
+            apiserver_ready(&kubeconfig)
+        })
+        .await?;
+        Ok(ApiServerRestart {
+            down: started.elapsed(),
+            stopped,
+            killed,
+        })
+    }
+
     fn signal_controller_manager(&self, signal: i32) {
         for p in self
             .processes
@@ -557,6 +574,17 @@ impl LocalCluster {
     }
 }
 
+/// How a [`LocalCluster::restart_apiserver`] went.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiServerRestart {
+    /// From the SIGTERM until the new process's `/readyz` said ok.
+    pub down: Duration,
+    /// From the SIGTERM until the old process had exited.
+    pub stopped: Duration,
+    /// The old process did not exit within the grace and got SIGKILL.
+    pub killed: bool,
+}
+
 /// kube-controller-manager frozen; resumed when dropped (also when a test panics).
 pub struct Paused<'a>(&'a LocalCluster);
 
@@ -578,6 +606,19 @@ impl Drop for LocalCluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Whether the API server behind `kubeconfig` answers `/readyz` with `ok` (a new client each
+/// time: no connection kept from before a restart).
+async fn apiserver_ready(kubeconfig: &Path) -> Result<bool> {
+    let Ok(client) = client_for(kubeconfig).await else {
+        return Ok(false);
+    };
+    let req = http::Request::get("/readyz").body(Vec::new())?;
+    Ok(client
+        .request_text(req)
+        .await
+        .is_ok_and(|body| body == "ok"))
 }
 
 async fn client_for(kubeconfig: &Path) -> Result<Client> {

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-/// A started control-plane process with its log file.
+/// A started control-plane process with its log file, and what it was started with, so that
+/// it can be started again in place.
 pub(crate) struct Process {
     name: String,
+    bin: PathBuf,
+    args: Vec<String>,
     child: Child,
     log: PathBuf,
 }
@@ -21,20 +24,29 @@ impl Process {
     pub(crate) fn spawn(name: &str, bin: &Path, args: &[String], dir: &Path) -> Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .env("NO_PROXY", "127.0.0.1,localhost");
-        let child =
-            spawn_from_keeper(cmd).with_context(|| format!("starting {}", bin.display()))?;
+        let child = start(bin, args, out)?;
         tracing::debug!(name, pid = child.id(), "Started");
         Ok(Self {
             name: name.to_string(),
+            bin: bin.to_path_buf(),
+            args: args.to_vec(),
             child,
             log,
         })
+    }
+
+    /// Stops the process (as [`Process::stop`]) and starts it again with the same
+    /// executable and arguments, its output appended to the same log. Says whether the stop
+    /// needed SIGKILL.
+    pub(crate) fn restart(&mut self, grace: Duration) -> Result<bool> {
+        let killed = self.stop(grace);
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        self.child = start(&self.bin, &self.args, out)?;
+        tracing::debug!(name = self.name, pid = self.child.id(), "Restarted");
+        Ok(killed)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -61,27 +73,40 @@ impl Process {
         }
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub(crate) fn stop(&mut self, grace: Duration) {
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`; says whether SIGKILL was
+    /// needed.
+    pub(crate) fn stop(&mut self, grace: Duration) -> bool {
         if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+            return false;
         }
         let Ok(pid) = i32::try_from(self.child.id()) else {
             let _ = self.child.kill();
-            return;
+            let _ = self.child.wait();
+            return true;
         };
         // SAFETY: kill(2) with a PID we own (our unreaped child) has no memory effects.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        true
     }
+}
+
+fn start(bin: &Path, args: &[String], out: File) -> Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    spawn_from_keeper(cmd).with_context(|| format!("starting {}", bin.display()))
 }
 
 /// Spawns `cmd` from one thread that lives as long as the process.
