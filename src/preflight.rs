@@ -15,8 +15,11 @@ use crate::facts::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
 use crate::report::{CheckId, Report};
 
-/// Findings whose evidence is namespace content, confirmed by a LIST before a deny.
-const CONFIRMED: [CheckId; 5] = [
+/// Findings whose evidence is namespace content (or a failed list of it), confirmed by a LIST
+/// before a deny: a list that failed once for a moment (an etcd leader change, a restart) is
+/// not evidence of a hang; one that fails again is.
+const CONFIRMED: [CheckId; 6] = [
+    CheckId::ListFailure,
     CheckId::FinalizerController,
     CheckId::FinalizerStuck,
     CheckId::HostsConversionBackend,
@@ -66,6 +69,13 @@ impl Engine {
             .content
             .iter()
             .map(|c| c.resource.clone())
+            .chain(
+                facts
+                    .namespace
+                    .list_failures
+                    .iter()
+                    .map(|f| f.resource.clone()),
+            )
             .collect();
         let fresh =
             gather_facts(&self.gatherer, &self.settings, namespace, deadline, &relist).await;
