@@ -216,45 +216,8 @@ async fn gather_facts(
 mod tests {
     use super::*;
     use crate::facts::gather::{Limits, Source};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A mock API server whose aggregated discovery answers after `delay` (every other read
-    /// answers empty at once, watches stay open); counts the discovery calls.
-    fn slow_discovery(delay: Duration) -> (kube::Client, Arc<AtomicUsize>) {
-        let discoveries = Arc::new(AtomicUsize::new(0));
-        let counted = discoveries.clone();
-        let service = tower::service_fn(move |req: axum::http::Request<kube::client::Body>| {
-            let path = req.uri().path().to_string();
-            let watching = req.uri().query().unwrap_or("").contains("watch=true");
-            let discovery = path == "/api" || path == "/apis";
-            if discovery {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-            async move {
-                let body = if watching {
-                    axum::body::Body::from_stream(futures::stream::pending::<
-                        Result<axum::body::Bytes, std::io::Error>,
-                    >())
-                } else if discovery {
-                    tokio::time::sleep(delay).await;
-                    axum::body::Body::from(
-                        r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}"#,
-                    )
-                } else {
-                    axum::body::Body::from(
-                        r#"{"kind":"List","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}"#,
-                    )
-                };
-                Ok::<_, std::convert::Infallible>(
-                    axum::http::Response::builder()
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .unwrap(),
-                )
-            }
-        });
-        (kube::Client::new(service, "default"), discoveries)
-    }
+    use crate::facts::testing::slow_discovery;
+    use std::sync::atomic::Ordering;
 
     fn namespace(name: &str) -> Namespace {
         let mut ns = Namespace::default();

@@ -85,6 +85,9 @@ pub enum Source {
 /// How long after a CRD or APIService change the API server's aggregated discovery may still
 /// be catching up: a shared result fetched sooner than this after the change is not trusted.
 const DISCOVERY_SETTLE: Duration = Duration::from_secs(2);
+/// How old (from the start of its calls) a discovery result fetched during the settle window
+/// may be and still serve a review that finds the shared result unsettled.
+const DISCOVERY_SHARE: Duration = Duration::from_millis(250);
 /// The background discovery period, as KCM's garbage collector resyncs.
 const DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
 
@@ -110,6 +113,8 @@ struct SharedDiscovery {
     wake: tokio::sync::Notify,
     /// The last `seq` given out.
     seq: AtomicU64,
+    /// Held while a review fetches discovery itself.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl SharedDiscovery {
@@ -302,6 +307,20 @@ impl Gatherer {
             return Ok(d);
         }
         // Not yet fetched, or a CRD/APIService changed since: fetch now, and share the result.
+        // One fetch at a time: reviews that arrive together (a deletion storm right after a
+        // CRD changed) wait for it rather than each making two calls, and a result fetched
+        // at most DISCOVERY_SHARE before a review asked is shared with it: inside the settle
+        // window a fetch of its own would be no surer to see the change.
+        let asked = Instant::now() - DISCOVERY_SHARE;
+        let _one = tokio::time::timeout_at(deadline, shared.fetching.lock())
+            .await
+            .map_err(|_| GatherError::Timeout("discovery".to_string()))?;
+        if let Some(d) = shared.current() {
+            return Ok(d);
+        }
+        if let Some(d) = shared.current.load_full().filter(|d| d.fetched >= asked) {
+            return Ok(d);
+        }
         let changes = shared.changes.load(Ordering::SeqCst);
         let fetched = Instant::now();
         let discovery = self.fetch_discovery(deadline).await?;
@@ -743,6 +762,31 @@ pub fn now() -> Timestamp {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[tokio::test]
+    async fn reviews_that_find_discovery_unsettled_share_one_fetch() {
+        let (client, calls) = crate::facts::testing::slow_discovery(Duration::from_millis(50));
+        let limits = Limits {
+            call_timeout: Duration::from_secs(5),
+            concurrency: 4,
+            api_calls: 64,
+        };
+        let g = Gatherer::start(client, limits, Source::Index, BTreeSet::new());
+        let shared = g.shared_discovery.clone().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(g.discovery_result(&shared, deadline).await.is_ok());
+        // A CRD just changed: for 2 s the shared result is not trusted, and a storm of
+        // reviews arrives.
+        shared.changed();
+        let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+        let reviews = (0..20).map(|_| g.discovery_result(&shared, deadline));
+        for result in futures::future::join_all(reviews).await {
+            assert!(result.is_ok());
+        }
+        // Two calls a fetch: the background refresh's and the reviews' one, not twenty.
+        let fetches = (calls.load(std::sync::atomic::Ordering::SeqCst) - before) / 2;
+        assert!(fetches <= 2, "{fetches} fetches");
+    }
 
     #[tokio::test]
     async fn a_call_over_the_bound_is_not_made() {

@@ -7,6 +7,8 @@ pub mod finalizers;
 pub mod gather;
 pub mod index;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::BTreeMap;
 

@@ -280,15 +280,25 @@ where
     let api: Api<K> = Api::all(client.clone());
     let changed = changed.clone();
     let events = watcher(api, watcher::Config::default()).modify(strip);
+    let mut listed_once = false;
     let stream = reflector::reflector(writer, events)
         .default_backoff()
         .for_each(move |event| {
+            use watcher::Event;
             if let Err(error) = &event {
                 tracing::warn!(%error, kind = %K::kind(&K::DynamicType::default()), "Watch error");
             }
             changed.generation.fetch_add(1, Ordering::SeqCst);
             changed.rebuild.notify_one();
-            if let Some(tell) = &tell {
+            // What can change discovery: an object added, changed or deleted, or a relist
+            // (which may hold what changed while the watch was down); not the first list,
+            // which is how every watch starts.
+            let change = match &event {
+                Ok(Event::Apply(_) | Event::Delete(_)) => true,
+                Ok(Event::InitDone) => std::mem::replace(&mut listed_once, true),
+                _ => false,
+            };
+            if let Some(tell) = tell.as_ref().filter(|_| change) {
                 tell();
             }
             std::future::ready(())
