@@ -64,10 +64,20 @@ impl Engine {
         if !self.gatherer.indexed() || !report.blocking().any(|f| CONFIRMED.contains(&f.check)) {
             return report;
         }
+        // The finalizer checks read only objects with finalizers, and list-failure only the
+        // failing lists: when nothing else blocks, only those types are read again (one call
+        // for seed 004's case). Any other confirmed finding reads every type again.
+        let narrow = report.blocking().all(|f| {
+            matches!(
+                f.check,
+                CheckId::FinalizerController | CheckId::FinalizerStuck | CheckId::ListFailure
+            )
+        });
         let relist: BTreeSet<ResourceType> = facts
             .namespace
             .content
             .iter()
+            .filter(|c| !narrow || c.objects.iter().any(|o| !o.finalizers.is_empty()))
             .map(|c| c.resource.clone())
             .chain(
                 facts
