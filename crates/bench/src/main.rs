@@ -29,6 +29,7 @@ use kube::api::{
 };
 use kube::{Api, Client};
 use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
+use nsguard_bench::{machine, scrape, sum};
 
 const GUARD: &str = "nsguard.io/bench";
 const BENCH_NS: &str = "bench";
@@ -104,20 +105,6 @@ fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
     v.sort_by(f64::total_cmp);
     let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
     [at(0.50), at(0.95), at(0.99)]
-}
-
-async fn scrape(client: &Client, path: &str) -> Result<String> {
-    let req = http::Request::get(path).body(Vec::new())?;
-    Ok(client.request_text(req).await?)
-}
-
-/// Sum of every series of `metric` (optionally only those containing `filter`).
-fn sum(text: &str, metric: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn api_requests(client: &Client) -> Result<f64> {
@@ -331,19 +318,25 @@ fn namespaced_types(cluster: &LocalCluster) -> Result<usize> {
 
 /// `n` server dry runs of deleting `ns`, one after another; their latencies in ms.
 async fn dry_runs(client: &Client, ns: &str, n: usize) -> Result<Vec<f64>> {
+    Ok(dry_runs_denied(client, ns, n).await?.0)
+}
+
+/// `n` server dry runs of deleting `ns`, one after another: their latencies in ms, and how
+/// many were denied (any error counts: only the time matters to most callers).
+async fn dry_runs_denied(client: &Client, ns: &str, n: usize) -> Result<(Vec<f64>, usize)> {
     let api = Api::<Namespace>::all(client.clone());
     let dp = DeleteParams {
         dry_run: true,
         ..Default::default()
     };
     let mut out = Vec::with_capacity(n);
+    let mut denied = 0;
     for _ in 0..n {
         let t = Instant::now();
-        // Denied or allowed, both are answers; only the time matters here.
-        let _ = api.delete(ns, &dp).await;
+        denied += usize::from(api.delete(ns, &dp).await.is_err());
         out.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(out)
+    Ok((out, denied))
 }
 
 /// Seed 004's method: list every namespaced type with kubectl, one process per type.
@@ -494,7 +487,7 @@ async fn deny_cost(client: &Client, guard: &Nsguard, n: usize) -> Result<Deny> {
     }
     let from = guard.log_lines().len();
     let before = api_requests(client).await?;
-    let attempts = dry_run_results(client, ns, n).await?;
+    let (_, denied) = dry_runs_denied(client, ns, n).await?;
     let guarded_requests = api_requests(client).await? - before;
     let inside = inside_durations(&guard.log_lines(), from, ns);
     label(client, ns, None).await?;
@@ -504,23 +497,9 @@ async fn deny_cost(client: &Client, guard: &Nsguard, n: usize) -> Result<Deny> {
     Ok(Deny {
         requests: (guarded_requests - bare_requests) / n as f64,
         inside: percentiles(inside),
-        denied: attempts.iter().filter(|denied| **denied).count(),
+        denied,
         decisions: n,
     })
-}
-
-/// `n` server dry runs of deleting `ns`; whether each was denied.
-async fn dry_run_results(client: &Client, ns: &str, n: usize) -> Result<Vec<bool>> {
-    let api = Api::<Namespace>::all(client.clone());
-    let dp = DeleteParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(api.delete(ns, &dp).await.is_err());
-    }
-    Ok(out)
 }
 
 /// The bench CRD number `i`: `widgets.b{i}.nsguard.bench`.
@@ -626,35 +605,6 @@ async fn scale(
         });
     }
     Ok(steps)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cores} cores ({cpu}), {mem} memory, Linux {}",
-        kernel.trim()
-    )
 }
 
 #[tokio::main]

@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
+use nsguard_bench::{machine, scrape, sum};
 
 /// Label on every storm namespace; its value names the scenario.
 const STORM_LABEL: &str = "nsguard.io/faults";
@@ -97,15 +98,6 @@ fn manifest_webhook(url: &str, ca_bundle: &str) -> Result<Webhook> {
         failure_policy,
         timeout_s,
     })
-}
-
-/// Sum of every series of `metric` whose line contains `filter`.
-fn sum(text: &str, metric: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter(|l| l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The `nsguard serve` process, started again on the same ports after a kill.
@@ -556,7 +548,7 @@ async fn scenario_kill(
     let apiserver_log = cluster.dir().join("kube-apiserver.log");
     let log_from = file_len(&apiserver_log);
     let metric = |t: &str| sum(t, "apiserver_admission_webhook_fail_open_count", "");
-    let fail_open_before = metric(&scrape(client).await?);
+    let fail_open_before = metric(&scrape(client, "/metrics").await?);
     let base = guard.decisions().await;
     let started = Instant::now();
     let handles = send_storm(client, &names);
@@ -568,7 +560,7 @@ async fn scenario_kill(
     let restart_ready_s = guard.start().await?.as_secs_f64();
     let deletions = collect(handles).await?;
     let (gone_s, left) = gone.await.context("watching the namespaces go")?;
-    let fail_opens_metric = metric(&scrape(client).await?) - fail_open_before;
+    let fail_opens_metric = metric(&scrape(client, "/metrics").await?) - fail_open_before;
     let after_fault = dry_run(cluster, client, guard).await?;
     Ok(Kill {
         n,
@@ -639,11 +631,6 @@ fn lists_in_audit(audit: &Path, from: u64, ns: &str) -> usize {
                 && e["objectRef"]["namespace"] == ns
         })
         .count()
-}
-
-async fn scrape(client: &Client) -> Result<String> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    Ok(client.request_text(req).await?)
 }
 
 /// nsguard's index gauge and readiness, sampled.
@@ -824,23 +811,6 @@ async fn scenario_restart(
         fail_opens_log: fail_opens_in_log(&apiserver_log, log_from),
         after_fault,
     })
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
 fn counts<K: std::fmt::Display>(m: &BTreeMap<K, usize>) -> String {
