@@ -668,17 +668,21 @@ impl Gatherer {
 /// change both at once and again once discovery has had time to settle.
 async fn refresh_discovery(gatherer: Gatherer, shared: Arc<SharedDiscovery>) {
     let mut settle_pending = false;
+    // The first fetch at once: readiness waits for discovery (and the index it starts).
+    let mut first = true;
     loop {
         let wait = if settle_pending {
             DISCOVERY_SETTLE + Duration::from_millis(100)
         } else {
             DISCOVERY_PERIOD
         };
-        let woken = tokio::select! {
-            () = shared.wake.notified() => true,
-            () = tokio::time::sleep(wait) => false,
-        };
-        settle_pending = woken;
+        if !std::mem::take(&mut first) {
+            let woken = tokio::select! {
+                () = shared.wake.notified() => true,
+                () = tokio::time::sleep(wait) => false,
+            };
+            settle_pending = woken;
+        }
         let changes = shared.changes.load(Ordering::SeqCst);
         let fetched = Instant::now();
         match gatherer
