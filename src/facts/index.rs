@@ -130,19 +130,10 @@ impl TypeIndex {
                 s.objects = s.buffer.take().unwrap_or_default();
                 s.health = Health::Synced;
             }
-            Change::Apply(entry) => {
-                insert(&mut s.objects, entry);
-                // An event after a failed watch: the watch resumed.
-                if matches!(s.health, Health::Failing { .. }) && s.buffer.is_none() {
-                    s.health = Health::Synced;
-                }
-            }
-            Change::Delete(entry) => {
-                remove(&mut s.objects, &entry);
-                if matches!(s.health, Health::Failing { .. }) && s.buffer.is_none() {
-                    s.health = Health::Synced;
-                }
-            }
+            // Events come only on a watch that started (`Resumed` came first): they say
+            // nothing of health.
+            Change::Apply(entry) => insert(&mut s.objects, entry),
+            Change::Delete(entry) => remove(&mut s.objects, &entry),
             Change::Resumed => {
                 // Only after a complete list: a failed relist leaves the buffer in place.
                 if matches!(s.health, Health::Failing { .. }) && s.buffer.is_none() {
