@@ -1,21 +1,38 @@
 //! A stand-in for the workloads a namespace hosts: an aggregated API server, an admission
 //! webhook and a CRD conversion webhook, all served by one HTTPS server in the test process.
+//! As an aggregated API server it serves no resources, or (see [`Backend::serve_resource`])
+//! one namespaced resource that is always empty and whose lists can be made slow, as an
+//! overloaded metrics-server's are.
 //! The local control plane's kubelet runs no containers and there is no kube-proxy, so the API server reaches it
 //! through an `ExternalName` Service pointing at `localhost`: the API server resolves such a
 //! Service for APIServices, webhooks and conversion alike, and stops reaching it the moment
 //! the Service is deleted, which is exactly what happens when its namespace is deleted.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::{LocalCluster, free_port};
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 type Reviews = Arc<Mutex<Vec<Value>>>;
+
+/// What the handlers share.
+#[derive(Clone, Default)]
+struct Shared {
+    reviews: Reviews,
+    /// Group -> plural of the one namespaced resource served for that group.
+    resources: Arc<Mutex<BTreeMap<String, String>>>,
+    /// How long a LIST of a served resource waits before it answers.
+    list_delay: Arc<Mutex<Duration>>,
+}
 
 /// The HTTPS server; it stops when dropped.
 pub struct Backend {
@@ -23,12 +40,13 @@ pub struct Backend {
     pub port: u16,
     /// Every AdmissionReview the API server sent to `/validate`, as received.
     pub reviews: Reviews,
+    shared: Shared,
     handle: axum_server::Handle<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
-async fn validate(State(seen): State<Reviews>, Json(review): Json<Value>) -> Json<Value> {
-    seen.lock().unwrap().push(review.clone());
+async fn validate(State(shared): State<Shared>, Json(review): Json<Value>) -> Json<Value> {
+    shared.reviews.lock().unwrap().push(review.clone());
     let uid = review["request"]["uid"].clone();
     Json(json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -58,15 +76,102 @@ async fn convert(Json(review): Json<Value>) -> Json<Value> {
     }))
 }
 
-/// Legacy discovery for a group-version with no resources: enough for an APIService to be
-/// Available. `/apis` answers 404, so the aggregator falls back to this.
-async fn group_version(Path((group, version)): Path<(String, String)>) -> Json<Value> {
+/// Legacy discovery for a group-version: enough for an APIService to be Available. `/apis`
+/// answers 404, so the aggregator falls back to this. A group with a served resource lists
+/// it, namespaced, with the verbs the namespace controller needs to empty it (list, delete)
+/// and watch for whoever indexes it; without `deletecollection` the controller lists it.
+async fn group_version(
+    State(shared): State<Shared>,
+    Path((group, version)): Path<(String, String)>,
+) -> Json<Value> {
+    let resources: Vec<Value> = shared
+        .resources
+        .lock()
+        .unwrap()
+        .get(&group)
+        .map(|plural| {
+            json!({
+                "name": plural,
+                "singularName": "",
+                "namespaced": true,
+                "kind": kind_of(plural),
+                "verbs": ["delete", "get", "list", "watch"]
+            })
+        })
+        .into_iter()
+        .collect();
     Json(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": format!("{group}/{version}"),
-        "resources": []
+        "resources": resources
     }))
+}
+
+/// `widgets` -> `Widget`.
+fn kind_of(plural: &str) -> String {
+    let singular = plural.strip_suffix('s').unwrap_or(plural);
+    let mut chars = singular.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// A LIST (after the configured delay) or a WATCH of a served resource: always empty. A
+/// watch stays open and sends nothing, as a watch of an empty collection does.
+async fn list(
+    State(shared): State<Shared>,
+    Path(path): Path<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let get = |k: &str| path.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (group, version, plural) = (
+        get("group").unwrap_or_default(),
+        get("version").unwrap_or_default(),
+        get("plural").unwrap_or_default(),
+    );
+    if shared.resources.lock().unwrap().get(&group) != Some(&plural) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let watch = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    if watch {
+        let events = futures::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(events),
+        )
+            .into_response();
+    }
+    let delay = *shared.list_delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    // Answer in the shape asked for: nsguard and the namespace controller read metadata only.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (kind, api_version) = if accept.contains("as=PartialObjectMetadataList") {
+        (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
+    } else {
+        (
+            format!("{}List", kind_of(&plural)),
+            format!("{group}/{version}"),
+        )
+    };
+    Json(json!({
+        "kind": kind,
+        "apiVersion": api_version,
+        "metadata": {"resourceVersion": "1"},
+        "items": []
+    }))
+    .into_response()
 }
 
 impl Backend {
@@ -88,13 +193,18 @@ impl Backend {
         let config = nsguard::server::tls::server_config(Arc::new(cert), provider).unwrap();
         let port = free_port().unwrap();
         let handle = axum_server::Handle::new();
-        let reviews = Reviews::default();
+        let shared = Shared::default();
         let app = Router::new()
             .route("/validate", post(validate))
             .route("/convert", post(convert))
             .route("/apis/{group}/{version}", get(group_version))
+            .route("/apis/{group}/{version}/{plural}", get(list))
+            .route(
+                "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
+                get(list),
+            )
             .fallback(|| async { StatusCode::NOT_FOUND })
-            .with_state(reviews.clone());
+            .with_state(shared.clone());
         let server = axum_server::bind_rustls(
             ([127, 0, 0, 1], port).into(),
             axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
@@ -103,10 +213,25 @@ impl Backend {
         tokio::spawn(server.serve(app.into_make_service()));
         Self {
             port,
-            reviews,
+            reviews: shared.reviews.clone(),
+            shared,
             handle,
             _dir: dir,
         }
+    }
+
+    /// Serves one namespaced resource `plural` in `group` (every version), always empty.
+    pub fn serve_resource(&self, group: &str, plural: &str) {
+        self.shared
+            .resources
+            .lock()
+            .unwrap()
+            .insert(group.to_string(), plural.to_string());
+    }
+
+    /// Every LIST of a served resource waits `delay` before it answers.
+    pub fn slow_lists(&self, delay: Duration) {
+        *self.shared.list_delay.lock().unwrap() = delay;
     }
 
     /// An `ExternalName` Service `name` in `ns` that leads the API server to this server.
