@@ -34,10 +34,15 @@ pub fn finding_warnings(report: &Report) -> Vec<String> {
 /// The standing caveat of `--skip-resource`, when types were left out: nsguard never read
 /// them, so what they hold is not known. Starts with `not checked: `, as it is shown.
 pub fn not_checked_by_choice(report: &Report) -> Option<String> {
-    (!report.not_checked_by_choice.is_empty()).then(|| {
+    skipped_caveat(&report.not_checked_by_choice)
+}
+
+/// The caveat for the types in `skipped` (left out with `--skip-resource`); `None` if none.
+pub fn skipped_caveat(skipped: &[String]) -> Option<String> {
+    (!skipped.is_empty()).then(|| {
         format!(
             "not checked: {} (--skip-resource): one left with a finalizer could hang the deletion",
-            report.not_checked_by_choice.join(", ")
+            skipped.join(", ")
         )
     })
 }

@@ -91,6 +91,9 @@ pub struct Plan {
     pub stop: Vec<Finding>,
     /// What the preflight could not check.
     pub not_checked: Vec<String>,
+    /// Types left out with `--skip-resource` (Secrets, in the no-secrets install): neither
+    /// checked nor planned for; the namespace controller deletes them with the rest.
+    pub not_checked_by_choice: Vec<String>,
 }
 
 /// Types of content whose finalizers' controllers run only in this namespace (and nowhere
@@ -244,6 +247,7 @@ pub fn plan(facts: &Facts, report: &Report) -> Plan {
         backends,
         stop,
         not_checked: report.not_checked.clone(),
+        not_checked_by_choice: report.not_checked_by_choice.clone(),
     }
 }
 
@@ -307,6 +311,9 @@ pub fn render(plan: &Plan) -> String {
     }
     for nc in &plan.not_checked {
         out.push_str(&format!("  not checked: {nc}\n"));
+    }
+    if let Some(caveat) = crate::render::skipped_caveat(&plan.not_checked_by_choice) {
+        out.push_str(&format!("  {caveat}\n"));
     }
     out
 }
@@ -584,5 +591,26 @@ mod tests {
         let p = planned(&facts);
         assert_eq!(p.waves.len(), 1);
         assert_eq!(p.waves[0].kind, WaveKind::ServedHere);
+    }
+
+    #[test]
+    fn the_plan_says_what_was_left_out_by_choice() {
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", &[("cm", &[])])
+            .build();
+        let report = Report {
+            not_checked_by_choice: vec!["secrets".into()],
+            ..Default::default()
+        };
+        let p = plan(&facts, &report);
+        assert_eq!(p.not_checked_by_choice, ["secrets"]);
+        let text = render(&p);
+        assert!(
+            text.contains("not checked: secrets (--skip-resource)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["notCheckedByChoice"], serde_json::json!(["secrets"]));
+        assert!(!render(&planned(&facts)).contains("--skip-resource"));
     }
 }
