@@ -230,25 +230,7 @@ async fn an_apiservice_flapping_in_a_rollout_is_not_evidence() {
     let backend = localcluster::backend::Backend::start(cluster, &[]).await;
     let host = create_namespace(&client, "flap-host").await;
     let group = format!("{host}.nsguard.test");
-    let name = format!("v1alpha1.{group}");
-    backend.service(cluster, &host, "api");
-    apply(
-        cluster,
-        &format!(
-            "apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: {name}}}
-spec:
-  group: {group}
-  version: v1alpha1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  insecureSkipTLSVerify: true
-  service: {{namespace: {host}, name: api, port: {port}}}
-",
-            port = backend.port
-        ),
-    );
+    let name = backend.serve_api(cluster, &host, &group).unwrap();
     let wait = |condition: &str| {
         kubectl(
             cluster,
@@ -262,7 +244,6 @@ spec:
         )
         .unwrap();
     };
-    wait("Available");
     let ns = create_namespace_with(&client, "flap", &guard.labels(), &[]).await;
 
     // A transition within seconds of creation reads as "never Available" (which blocks at

@@ -229,42 +229,10 @@ async fn hosts_apiservice_backend() {
     let (cluster, client) = cluster().await;
     let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
     let backend = Backend::start(cluster, &[]).await;
-    let apiservice = |ns: &str, group: &str| {
-        backend.service(cluster, ns, "api");
-        apply(
-            cluster,
-            &format!(
-                "apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: v1alpha1.{group}
-spec:
-  group: {group}
-  version: v1alpha1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  insecureSkipTLSVerify: true
-  service: {{namespace: {ns}, name: api, port: {port}}}
-",
-                port = backend.port
-            ),
-        );
-        kubectl(
-            cluster,
-            &[
-                "wait",
-                "--for=condition=Available",
-                "--timeout=60s",
-                &format!("apiservice/v1alpha1.{group}"),
-            ],
-            None,
-        )
-        .unwrap();
-        format!("v1alpha1.{group}")
-    };
-
     let bare = create_namespace(&client, "apihost-bare").await;
-    let bare_api = apiservice(&bare, &format!("{bare}.nsguard.test"));
+    let bare_api = backend
+        .serve_api(cluster, &bare, &format!("{bare}.nsguard.test"))
+        .unwrap();
     slow_workload(cluster, &bare).await;
     delete_now(cluster, &bare);
     let c = wait_stuck(&client, &bare, "NamespaceDeletionDiscoveryFailure").await;
@@ -277,7 +245,9 @@ spec:
     wait_gone(&client, &bare).await;
 
     let guarded = create_namespace_with(&client, "apihost", &guard.labels(), &[]).await;
-    let api = apiservice(&guarded, &format!("{guarded}.nsguard.test"));
+    let api = backend
+        .serve_api(cluster, &guarded, &format!("{guarded}.nsguard.test"))
+        .unwrap();
     let err = denied(cluster, &guarded, "hosts-apiservice-backend").await;
     assert!(
         err.contains(&format!("kubectl delete apiservice {api}")),
@@ -669,37 +639,7 @@ async fn a_preflight_that_cannot_finish_in_time_allows_with_a_warning() {
     let backend = Backend::start(cluster, &[]).await;
     let group = format!("{home}.nsguard.test");
     backend.serve_resource(&group, "samples");
-    backend.service(cluster, &home, "api");
-    let api = format!("v1alpha1.{group}");
-    apply(
-        cluster,
-        &format!(
-            "apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata:
-  name: {api}
-spec:
-  group: {group}
-  version: v1alpha1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  insecureSkipTLSVerify: true
-  service: {{namespace: {home}, name: api, port: {port}}}
-",
-            port = backend.port
-        ),
-    );
-    kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=Available",
-            "--timeout=60s",
-            &format!("apiservice/{api}"),
-        ],
-        None,
-    )
-    .unwrap();
+    let api = backend.serve_api(cluster, &home, &group).unwrap();
     let guard = Nsguard::start(cluster, &["--mode=enforce", "--check-timeout=2s"]).await;
     let ns = create_namespace_with(&client, "allowed", &guard.labels(), &[]).await;
 

@@ -19,20 +19,7 @@ async fn nsguard_never_receives_a_secrets_data() {
     let (cluster, client) = cluster().await;
     let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
     let ns = create_namespace_with(&client, "secrets", &guard.labels(), &[]).await;
-    kubectl(
-        cluster,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "s1",
-            "-n",
-            &ns,
-            "--from-literal=password=hunter2-topsecret",
-        ],
-        None,
-    )
-    .unwrap();
+    create_secret(cluster, &ns);
     // The webhook's preflight and the CLI's, both as nsguard's ServiceAccount.
     reviewed(cluster, &guard, &ns).await;
     let as_sa = cluster.nsguard_kubeconfig().unwrap();
@@ -782,20 +769,7 @@ subjects:
         .unwrap();
 
     let ns = create_namespace_with(&client, "nosecrets", &[], &[]).await;
-    kubectl(
-        cluster,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "s1",
-            "-n",
-            &ns,
-            "--from-literal=password=hunter2-topsecret",
-        ],
-        None,
-    )
-    .unwrap();
+    create_secret(cluster, &ns);
     kubectl(cluster, &["create", "configmap", "c1", "-n", &ns], None).unwrap();
     // The option as the overlay's Deployment passes it, in the environment.
     let run = |args: &[&str]| {
@@ -892,4 +866,22 @@ subjects:
     );
     assert!(types_listed > 10, "the preflight listed the built-in types");
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+}
+
+/// A Secret `s1` in `ns` with data (a password), which no response to nsguard may carry.
+fn create_secret(cluster: &localcluster::LocalCluster, ns: &str) {
+    kubectl(
+        cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            ns,
+            "--from-literal=password=hunter2-topsecret",
+        ],
+        None,
+    )
+    .unwrap();
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{LocalCluster, free_port};
+use anyhow::Result;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -218,6 +219,43 @@ impl Backend {
             handle,
             _dir: dir,
         }
+    }
+
+    /// Registers this server as the aggregated API server of `group` (APIService
+    /// `v1alpha1.<group>`), reached through the `ExternalName` Service `api` in `ns`, and waits
+    /// until the aggregator says it is Available. Returns the APIService's name.
+    pub fn serve_api(&self, cluster: &LocalCluster, ns: &str, group: &str) -> Result<String> {
+        self.service(cluster, ns, "api");
+        let name = format!("v1alpha1.{group}");
+        cluster.apply(&format!(
+            "apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: {name}}}
+spec:
+  group: {group}
+  version: v1alpha1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  insecureSkipTLSVerify: true
+  service: {{namespace: {ns}, name: api, port: {port}}}
+",
+            port = self.port
+        ))?;
+        let out = cluster
+            .kubectl()
+            .args([
+                "wait",
+                "--for=condition=Available",
+                "--timeout=60s",
+                &format!("apiservice/{name}"),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "APIService {name} not Available: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(name)
     }
 
     /// Serves one namespaced resource `plural` in `group` (every version), always empty.

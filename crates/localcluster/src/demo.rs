@@ -165,30 +165,7 @@ impl Demo {
         // An aggregated API served from demo-apiserver (the stand-in server plays its pods).
         cluster.apply(&namespace("demo-apiserver", ""))?;
         let backend = Backend::start(&cluster, &[]).await;
-        backend.service(&cluster, "demo-apiserver", "api");
-        cluster.apply(&format!(
-            "apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: v1alpha1.demo.nsguard.io}}
-spec:
-  group: demo.nsguard.io
-  version: v1alpha1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  insecureSkipTLSVerify: true
-  service: {{namespace: demo-apiserver, name: api, port: {}}}
-",
-            backend.port
-        ))?;
-        kubectl(
-            &cluster,
-            &[
-                "wait",
-                "--for=condition=Available",
-                "--timeout=60s",
-                "apiservice/v1alpha1.demo.nsguard.io",
-            ],
-        )?;
+        backend.serve_api(&cluster, "demo-apiserver", "demo.nsguard.io")?;
         // Ready when the API server calls nsguard and nsguard sees the demo.
         wait_for("nsguard to see the demo", Duration::from_secs(60), || {
             kubectl(
