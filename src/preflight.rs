@@ -272,4 +272,28 @@ mod tests {
         assert_eq!(discoveries.load(Ordering::SeqCst), 2);
         assert_eq!(facts.name, "team-a");
     }
+
+    #[tokio::test]
+    async fn a_preflight_past_its_deadline_names_what_it_could_not_read() {
+        let (client, _) = slow_discovery(Duration::from_secs(5));
+        let limits = Limits {
+            call_timeout: Duration::from_secs(5),
+            concurrency: 4,
+            api_calls: 16,
+        };
+        let engine = Engine::new(
+            Gatherer::start(client, limits, Source::List, BTreeSet::new()),
+            Settings::default(),
+        );
+        let report = engine
+            .preflight(
+                namespace("team-a"),
+                Instant::now() + Duration::from_millis(200),
+            )
+            .await;
+        // Not a bare "deadline reached": the call that did not answer in time.
+        let said = report.not_checked.join("; ");
+        assert!(said.contains("discovery /api"), "{said}");
+        assert!(!said.contains("deadline reached"), "{said}");
+    }
 }
