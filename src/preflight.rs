@@ -22,7 +22,7 @@ use crate::report::{CheckId, Report};
 /// by the same deadline stops its calls at that instant and then says what it could not
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
-const REPORT_GRACE: Duration = Duration::from_millis(100);
+const REPORT_GRACE: Duration = Duration::from_millis(250);
 
 const CONFIRMED: [CheckId; 6] = [
     CheckId::ListFailure,
