@@ -241,18 +241,23 @@ mod tests {
         ns
     }
 
-    #[tokio::test]
-    async fn a_cancelled_review_then_its_retry_gets_a_real_answer() {
-        let (client, discoveries) = slow_discovery(Duration::from_millis(300));
+    /// An engine that lists (no index) through `client`.
+    fn listing_engine(client: kube::Client) -> Engine {
         let limits = Limits {
             call_timeout: Duration::from_secs(5),
             concurrency: 4,
             api_calls: 16,
         };
-        let engine = Engine::new(
+        Engine::new(
             Gatherer::start(client, limits, Source::List, BTreeSet::new()),
             Settings::default(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_review_then_its_retry_gets_a_real_answer() {
+        let (client, discoveries) = slow_discovery(Duration::from_millis(300));
+        let engine = listing_engine(client);
         // The API server gives up on the first review (its caller goes away) while its
         // gathering is still waiting for discovery.
         let first = engine.facts(namespace("team-a"), Instant::now() + Duration::from_secs(2));
@@ -276,15 +281,7 @@ mod tests {
     #[tokio::test]
     async fn a_preflight_past_its_deadline_names_what_it_could_not_read() {
         let (client, _) = slow_discovery(Duration::from_secs(5));
-        let limits = Limits {
-            call_timeout: Duration::from_secs(5),
-            concurrency: 4,
-            api_calls: 16,
-        };
-        let engine = Engine::new(
-            Gatherer::start(client, limits, Source::List, BTreeSet::new()),
-            Settings::default(),
-        );
+        let engine = listing_engine(client);
         let report = engine
             .preflight(
                 namespace("team-a"),
