@@ -15,15 +15,15 @@ use crate::facts::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
 use crate::report::{CheckId, Report};
 
-/// Findings whose evidence is namespace content (or a failed list of it), confirmed by a LIST
-/// before a deny: a list that failed once for a moment (an etcd leader change, a restart) is
-/// not evidence of a hang; one that fails again is.
 /// How long past its deadline a caller waits for the gathering it joined: a gathering bounded
 /// by the same deadline stops its calls at that instant and then says what it could not
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
 
+/// Findings whose evidence is namespace content (or a failed list of it), confirmed by a LIST
+/// before a deny: a list that failed once for a moment (an etcd leader change, a restart) is
+/// not evidence of a hang; one that fails again is.
 const CONFIRMED: [CheckId; 6] = [
     CheckId::ListFailure,
     CheckId::FinalizerController,
@@ -107,8 +107,9 @@ impl Engine {
     ///
     /// The gathering runs in its own task, so a caller that goes away (the API server cancels
     /// a review) does not cancel it: the API server's retry joins it and gets a real answer.
-    /// Every caller waits only until its own deadline (and [`REPORT_GRACE`]); one that joined a gathering bounded by
-    /// an earlier deadline, which left something unchecked, gathers again with its own.
+    /// Every caller waits only until its own deadline (and [`REPORT_GRACE`]); one that joined
+    /// a gathering bounded by an earlier deadline, which left something unchecked, gathers
+    /// again with its own.
     pub async fn facts(&self, namespace: Namespace, deadline: Instant) -> Arc<Facts> {
         let (shared, its_deadline) = self.join_or_start(&namespace, deadline);
         let facts = match tokio::time::timeout_at(deadline + REPORT_GRACE, shared).await {
