@@ -17,16 +17,6 @@ fn apply(cluster: &LocalCluster, yaml: &str) {
     kubectl(cluster, &["apply", "-f", "-"], Some(yaml)).unwrap();
 }
 
-/// A custom object `name` of `gadgets.<group>` in `ns` holding `<group>/cleanup`.
-fn gadget(cluster: &LocalCluster, group: &str, ns: &str, name: &str) {
-    apply(
-        cluster,
-        &format!(
-            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: {name}\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
-        ),
-    );
-}
-
 /// The same namespace twice: one nsguard does not see (to show the hang), one it guards.
 async fn twins(guard: &Nsguard, group: &str, prefix: &str) -> (String, String) {
     let (cluster, client) = cluster().await;

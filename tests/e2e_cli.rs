@@ -57,17 +57,6 @@ fn first_command(diagnosis: &Value) -> String {
         .expect("a command among the steps")
 }
 
-fn gadget(cluster: &LocalCluster, ns: &str) {
-    kubectl(
-        cluster,
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: hooks.nsguard.test/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [hooks.nsguard.test/cleanup]\n"
-        )),
-    )
-    .unwrap();
-}
-
 /// Seed 000: the stale metrics APIService. diagnose names it, reads the controller's
 /// condition, and its first remedy lets the namespace go.
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +108,7 @@ async fn diagnose_seed_004_names_the_object_and_its_finalizer_and_the_patch_free
     let (cluster, client) = cluster().await;
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
     let ns = create_namespace(&client, "seed004-diag").await;
-    gadget(cluster, &ns);
+    gadget(cluster, "hooks.nsguard.test", &ns, "g1");
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_stuck(&client, &ns, "NamespaceFinalizersRemaining").await;
 
@@ -184,8 +173,8 @@ async fn audit_and_check_report_every_state_with_exit_codes_and_json() {
         )),
     )
     .unwrap();
-    gadget(cluster, &orphan);
-    gadget(cluster, &stuck);
+    gadget(cluster, "hooks.nsguard.test", &orphan, "g1");
+    gadget(cluster, "hooks.nsguard.test", &stuck, "g1");
     let config = format!("audit-down-{id}");
     kubectl(
         cluster,

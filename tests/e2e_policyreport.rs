@@ -163,14 +163,7 @@ async fn audit_reports_apply_with_kubectl_and_read_back_fail_and_pass() {
     let clean = create_namespace_with(&client, "report-clean", &label, &[]).await;
     let hanging = create_namespace_with(&client, "report-hanging", &label, &[]).await;
     // A finalizer no controller handles: deleting this namespace would hang.
-    kubectl(
-        cluster,
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {hanging}\n  finalizers: [{group}/cleanup]\n"
-        )),
-    )
-    .unwrap();
+    gadget(cluster, group, &hanging, "g1");
     let selector = format!("nsguard.io/e2e-policyreport={id}");
 
     for (extra, resource, api_version, kind) in [

@@ -213,14 +213,7 @@ async fn a_client_over_its_rate_limit_is_let_through_unchecked_at_no_api_cost() 
     let group = "ratelimit.security.nsguard.test";
     install_crd(cluster, group, "gadgets", "Gadget").await;
     let ns = create_namespace_with(&client, "ratelimit", &guard.labels(), &[]).await;
-    kubectl(
-        cluster,
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
-        )),
-    )
-    .unwrap();
+    gadget(cluster, group, &ns, "g1");
     denied(cluster, &ns, "finalizer-controller").await;
     let uid = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .get(&ns)
@@ -618,14 +611,7 @@ async fn a_certificate_rotated_under_load_fails_no_handshake() {
     let group = "rotation.security.nsguard.test";
     install_crd(cluster, group, "gadgets", "Gadget").await;
     let ns = create_namespace_with(&client, "rotation", &guard.labels(), &[]).await;
-    kubectl(
-        cluster,
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
-        )),
-    )
-    .unwrap();
+    gadget(cluster, group, &ns, "g1");
     denied(cluster, &ns, "finalizer-controller").await;
     let stop = dir.path().join("stop");
     let fixture = localcluster::workspace_root().join("tests/fixtures/namespace-delete.json");

@@ -21,10 +21,7 @@ async fn namespace_with_orphan_finalizer(guard: &Nsguard, annotations: &[(&str, 
     let (cluster, client) = cluster().await;
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
     let ns = create_namespace_with(&client, "orphan", &guard.labels(), annotations).await;
-    let gadget = format!(
-        "apiVersion: hooks.nsguard.test/v1\nkind: Gadget\nmetadata:\n  name: g1\n  namespace: {ns}\n  finalizers: [hooks.nsguard.test/cleanup]\n"
-    );
-    kubectl(cluster, &["apply", "-f", "-"], Some(&gadget)).unwrap();
+    gadget(cluster, "hooks.nsguard.test", &ns, "g1");
     ns
 }
 

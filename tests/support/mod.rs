@@ -282,6 +282,19 @@ pub fn break_metrics_apiservice(cluster: &LocalCluster) {
     .unwrap();
 }
 
+/// A custom object `name` of `gadgets.<group>` in `ns` holding the finalizer
+/// `<group>/cleanup`, which no controller removes: deleting `ns` hangs on it.
+pub fn gadget(cluster: &LocalCluster, group: &str, ns: &str, name: &str) {
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: {name}\n  namespace: {ns}\n  finalizers: [{group}/cleanup]\n"
+        )),
+    )
+    .unwrap();
+}
+
 /// Removes every finalizer of `resource`/`name` in `ns` (as its controller would, or an
 /// operator by hand).
 pub fn clear_finalizers(cluster: &LocalCluster, resource: &str, name: &str, ns: &str) {
