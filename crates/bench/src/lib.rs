@@ -1,8 +1,25 @@
 //! What `make bench` and `make faults` share: reading the API server's and nsguard's metrics,
-//! and describing the machine the figures were measured on.
+//! creating a world's objects many at a time, and describing the machine the figures were
+//! measured on.
 
 use anyhow::Result;
+use futures::StreamExt;
 use kube::Client;
+
+/// Runs `create` for every item, `width` at a time; the first error, once all have run.
+pub async fn create_all<I, F, Fut>(items: I, width: usize, create: F) -> Result<()>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let results: Vec<Result<()>> = futures::stream::iter(items)
+        .map(create)
+        .buffer_unordered(width)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
 
 /// The text of `path` on the API server (`/metrics`).
 pub async fn scrape(client: &Client, path: &str) -> Result<String> {

@@ -22,14 +22,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client};
 use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
-use nsguard_bench::{machine, scrape, sum};
+use nsguard_bench::{create_all, machine, scrape, sum};
 
 const GUARD: &str = "nsguard.io/bench";
 const BENCH_NS: &str = "bench";
@@ -252,21 +251,17 @@ async fn create_namespace(client: &Client, name: &str, guarded: bool) -> Result<
 
 async fn configmaps(client: &Client, ns: &str, from: usize, to: usize) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let results: Vec<Result<()>> = futures::stream::iter(from..to)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let mut cm = ConfigMap::default();
-                cm.metadata.name = Some(format!("cm-{i:05}"));
-                cm.data = Some([("k".to_string(), "v".to_string())].into());
-                api.create(&PostParams::default(), &cm).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    create_all(from..to, 32, |i| {
+        let api = api.clone();
+        async move {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(format!("cm-{i:05}"));
+            cm.data = Some([("k".to_string(), "v".to_string())].into());
+            api.create(&PostParams::default(), &cm).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 async fn install_crds(cluster: &LocalCluster, from: usize, to: usize) -> Result<()> {
@@ -522,22 +517,18 @@ async fn scale_objects(
     crds: usize,
     namespaces: usize,
 ) -> Result<()> {
-    let results: Vec<Result<()>> = futures::stream::iter(from..to)
-        .map(|k| {
-            let client = client.clone();
-            async move {
-                let ns = format!("scale-{:04}", k % namespaces);
-                let ar = widget_resource(k % crds);
-                let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
-                let o = DynamicObject::new(&format!("w{k:06}"), &ar);
-                api.create(&PostParams::default(), &o).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    create_all(from..to, 32, |k| {
+        let client = client.clone();
+        async move {
+            let ns = format!("scale-{:04}", k % namespaces);
+            let ar = widget_resource(k % crds);
+            let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+            let o = DynamicObject::new(&format!("w{k:06}"), &ar);
+            api.create(&PostParams::default(), &o).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// The scale report: a fresh nsguard at each size (start-up to ready, memory once synced, the
@@ -557,12 +548,10 @@ async fn scale(
     install_crds(cluster, have_crds, crds).await?;
     let types = namespaced_types(cluster)?;
     eprintln!("bench: scale: {NAMESPACES} namespaces, {types} types");
-    let created: Vec<Result<()>> = futures::stream::iter(0..NAMESPACES)
-        .map(|i| async move { create_namespace(client, &format!("scale-{i:04}"), false).await })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    created.into_iter().collect::<Result<()>>()?;
+    create_all(0..NAMESPACES, 32, |i| async move {
+        create_namespace(client, &format!("scale-{i:04}"), false).await
+    })
+    .await?;
     let mut steps = Vec::new();
     let mut have = 0;
     for objects in [25_000, 50_000, 100_000] {

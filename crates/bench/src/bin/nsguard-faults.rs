@@ -29,12 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
-use nsguard_bench::{machine, scrape, sum};
+use nsguard_bench::{create_all, machine, scrape, sum};
 
 /// Label on every storm namespace; its value names the scenario.
 const STORM_LABEL: &str = "nsguard.io/faults";
@@ -287,31 +286,27 @@ async fn create_storm(client: &Client, scenario: &str, n: usize) -> Result<Vec<S
     let names: Vec<String> = (0..n)
         .map(|i| format!("faults-{scenario}-{i:03}"))
         .collect();
-    let results: Vec<Result<()>> = futures::stream::iter(names.clone())
-        .map(|name| {
-            let client = client.clone();
-            async move {
-                let mut ns = Namespace::default();
-                ns.metadata.name = Some(name.clone());
-                ns.metadata.labels = Some([(STORM_LABEL.to_string(), scenario.to_string())].into());
-                Api::<Namespace>::all(client.clone())
-                    .create(&PostParams::default(), &ns)
-                    .await
-                    .with_context(|| format!("creating namespace {name}"))?;
-                let mut cm = ConfigMap::default();
-                cm.metadata.name = Some("payload".into());
-                cm.data = Some([("k".to_string(), "v".to_string())].into());
-                Api::<ConfigMap>::namespaced(client, &name)
-                    .create(&PostParams::default(), &cm)
-                    .await
-                    .with_context(|| format!("creating a ConfigMap in {name}"))?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<()>>()?;
+    create_all(names.clone(), 16, |name| {
+        let client = client.clone();
+        async move {
+            let mut ns = Namespace::default();
+            ns.metadata.name = Some(name.clone());
+            ns.metadata.labels = Some([(STORM_LABEL.to_string(), scenario.to_string())].into());
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &ns)
+                .await
+                .with_context(|| format!("creating namespace {name}"))?;
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some("payload".into());
+            cm.data = Some([("k".to_string(), "v".to_string())].into());
+            Api::<ConfigMap>::namespaced(client, &name)
+                .create(&PostParams::default(), &cm)
+                .await
+                .with_context(|| format!("creating a ConfigMap in {name}"))?;
+            Ok(())
+        }
+    })
+    .await?;
     Ok(names)
 }
 
