@@ -193,7 +193,7 @@ async fn gather_facts(
     };
     let (ns_facts, mut missed) = if not_checked.is_empty() {
         gatherer
-            .namespace_relisting(namespace, &cluster.discovery, deadline, relist)
+            .namespace(namespace, &cluster, deadline, relist)
             .await
     } else {
         not_checked.push("namespace content".to_string());

@@ -397,42 +397,6 @@ impl Gatherer {
             .items)
     }
 
-    /// Lists what the namespace holds. Failures the namespace controller would hit too are
-    /// facts (a `list-failure`), and so is nsguard's own 401/403 (an RBAC gap); a 404 means the
-    /// type is gone and is skipped; a deadline or an error of nsguard's own (transport, decode,
-    /// throttling) leaves the resource type unchecked (the second element).
-    pub async fn namespace(
-        &self,
-        namespace: Namespace,
-        discovery: &Discovery,
-        deadline: Instant,
-    ) -> (NamespaceFacts, Vec<String>) {
-        self.namespace_relisting(namespace, discovery, deadline, &BTreeSet::new())
-            .await
-    }
-
-    /// `(group, plural)` of CRDs converting through a webhook, and `(group, "")` of groups
-    /// served by an aggregated API server: types whose reads depend on a backend.
-    fn backed_types(&self) -> BTreeSet<(String, String)> {
-        let mut out = BTreeSet::new();
-        for crd in self.stores.crds.state() {
-            let webhook = crd
-                .spec
-                .conversion
-                .as_ref()
-                .is_some_and(|c| c.strategy == "Webhook");
-            if webhook {
-                out.insert((crd.spec.group.clone(), crd.spec.names.plural.clone()));
-            }
-        }
-        for a in self.stores.apiservices.state() {
-            if let Some(spec) = a.spec.as_ref().filter(|s| s.service.is_some()) {
-                out.insert((spec.group.clone().unwrap_or_default(), String::new()));
-            }
-        }
-        out
-    }
-
     /// Whether namespace content comes from the live index (`serve`).
     pub fn indexed(&self) -> bool {
         self.index.is_some()
@@ -496,15 +460,21 @@ impl Gatherer {
         }
     }
 
-    /// As [`Gatherer::namespace`], but the types in `relist` are read with a consistent LIST
-    /// (no resourceVersion) whatever the index says: the confirmation before a deny.
-    pub async fn namespace_relisting(
+    /// What the namespace holds, for every type `cluster`'s discovery serves: from the index
+    /// where it can vouch for the type, else listed in the namespace; the types in `relist`
+    /// are read with a consistent LIST (no resourceVersion) whatever the index says (the
+    /// confirmation before a deny). Failures the namespace controller would hit too are
+    /// facts (a `list-failure`), and so is nsguard's own 401/403 (an RBAC gap); a 404 means
+    /// the type is gone and is skipped; a deadline or an error of nsguard's own (transport,
+    /// decode, throttling) leaves the resource type unchecked (the second element).
+    pub async fn namespace(
         &self,
         namespace: Namespace,
-        discovery: &Discovery,
+        cluster: &ClusterFacts,
         deadline: Instant,
         relist: &BTreeSet<ResourceType>,
     ) -> (NamespaceFacts, Vec<String>) {
+        let discovery = &cluster.discovery;
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let mut facts = NamespaceFacts {
             namespace,
@@ -514,7 +484,7 @@ impl Gatherer {
 
         let mut results: Vec<(ResourceType, Result<Listed, GatherError>)> = Vec::new();
         let mut to_list: Vec<ResourceType> = Vec::new();
-        let backed = self.backed_types();
+        let backed = backed_types(cluster);
         for r in discovery.resources.iter().filter(|r| r.listable) {
             // Reads of a type served through a webhook (conversion) or an aggregated server
             // can break while its watch stays quiet: the index cannot vouch for them, so they
@@ -760,6 +730,26 @@ fn list_error(source: &kube::Error) -> (ListErrorClass, Option<u16>, String) {
 /// The current time, as the checks compare ages against it.
 pub fn now() -> Timestamp {
     Timestamp::now()
+}
+
+/// `(group, plural)` of CRDs converting through a webhook, and `(group, "")` of groups
+/// served by an aggregated API server: types whose reads depend on a backend, which the
+/// index cannot vouch for.
+fn backed_types(cluster: &ClusterFacts) -> BTreeSet<(String, String)> {
+    let converting = cluster.crds.iter().filter(|crd| {
+        crd.spec
+            .conversion
+            .as_ref()
+            .is_some_and(|c| c.strategy == "Webhook")
+    });
+    let aggregated = cluster
+        .apiservices
+        .iter()
+        .filter_map(|a| a.spec.as_ref().filter(|s| s.service.is_some()));
+    converting
+        .map(|crd| (crd.spec.group.clone(), crd.spec.names.plural.clone()))
+        .chain(aggregated.map(|spec| (spec.group.clone().unwrap_or_default(), String::new())))
+        .collect()
 }
 
 #[cfg(test)]
