@@ -67,6 +67,15 @@ pub fn parse_timeout(query: Option<&str>) -> Option<Duration> {
     (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(60.0)))
 }
 
+/// A report with nothing checked in `namespace`, saying why: the review fails open.
+fn unchecked(namespace: &str, why: &str) -> crate::report::Report {
+    crate::report::Report {
+        namespace: namespace.to_string(),
+        not_checked: vec![why.to_string()],
+        ..Default::default()
+    }
+}
+
 impl Admission {
     /// Answers one AdmissionReview body from an unknown peer (no per-peer limit applies).
     pub async fn review(&self, body: &[u8], timeout: Option<Duration>) -> Reply {
@@ -221,32 +230,20 @@ impl Admission {
             None => None,
         };
         let report = match (&self.engine, known) {
-            _ if rate_limited => crate::report::Report {
-                namespace: name.clone(),
-                not_checked: vec![
-                    "nsguard's rate limit for this client was reached (--peer-rate-limit)".into(),
-                ],
-                ..Default::default()
-            },
-            _ if matches!(slot, Some(None)) => crate::report::Report {
-                namespace: name.clone(),
-                not_checked: vec![
-                    "nsguard is at its limit of concurrent reviews (--max-concurrent-reviews)"
-                        .into(),
-                ],
-                ..Default::default()
-            },
-            (Some(_), Some(false)) => crate::report::Report {
-                namespace: name.clone(),
-                not_checked: vec![format!("namespace {name} is not known to nsguard's watch")],
-                ..Default::default()
-            },
+            _ if rate_limited => unchecked(
+                &name,
+                "nsguard's rate limit for this client was reached (--peer-rate-limit)",
+            ),
+            _ if matches!(slot, Some(None)) => unchecked(
+                &name,
+                "nsguard is at its limit of concurrent reviews (--max-concurrent-reviews)",
+            ),
+            (Some(_), Some(false)) => unchecked(
+                &name,
+                &format!("namespace {name} is not known to nsguard's watch"),
+            ),
             (Some(engine), _) => engine.preflight(namespace, deadline).await,
-            (None, _) => crate::report::Report {
-                namespace: name.clone(),
-                not_checked: vec!["no cluster connection".into()],
-                ..Default::default()
-            },
+            (None, _) => unchecked(&name, "no cluster connection"),
         };
         let decision = policy::decide(&report, &self.policy, &ctx);
         let took = started.elapsed();
