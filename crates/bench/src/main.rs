@@ -480,20 +480,49 @@ async fn deny_cost(client: &Client, guard: &Nsguard, n: usize) -> Result<Deny> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let d = decisions_on(client, guard, ns, n).await?;
+    Ok(Deny {
+        requests: d.requests,
+        inside: d.inside,
+        denied: d.denied,
+        decisions: n,
+    })
+}
+
+/// `n` decisions on `ns` (labelled for nsguard), then `n` with `ns` unlabelled, which the
+/// webhook does not select (`ns` is left unlabelled).
+struct Decisions {
+    /// nsguard's time inside, p50 / p95 / p99, from its log.
+    inside: [f64; 3],
+    /// API requests per decision: the run with nsguard minus the run without.
+    requests: f64,
+    /// Reviews denied in the run with nsguard.
+    denied: usize,
+    /// Dry-run latencies with nsguard and without, ms.
+    guarded: Vec<f64>,
+    bare: Vec<f64>,
+    /// nsguard's RSS right after the run with it.
+    rss_mib: f64,
+}
+
+async fn decisions_on(client: &Client, guard: &Nsguard, ns: &str, n: usize) -> Result<Decisions> {
     let from = guard.log_lines().len();
     let before = api_requests(client).await?;
-    let (_, denied) = dry_runs_denied(client, ns, n).await?;
+    let (guarded, denied) = dry_runs_denied(client, ns, n).await?;
     let guarded_requests = api_requests(client).await? - before;
     let inside = inside_durations(&guard.log_lines(), from, ns);
+    let rss_mib = rss_mib(guard.child.id());
     label(client, ns, None).await?;
     let before = api_requests(client).await?;
-    dry_runs(client, ns, n).await?;
+    let bare = dry_runs(client, ns, n).await?;
     let bare_requests = api_requests(client).await? - before;
-    Ok(Deny {
-        requests: (guarded_requests - bare_requests) / n as f64,
+    Ok(Decisions {
         inside: percentiles(inside),
+        requests: (guarded_requests - bare_requests) / n as f64,
         denied,
-        decisions: n,
+        guarded,
+        bare,
+        rss_mib,
     })
 }
 
@@ -573,15 +602,7 @@ async fn scale(
         let ns = "scale-0000";
         label(client, ns, Some("guarded")).await?;
         dry_runs(client, ns, 10).await?;
-        let from = guard.log_lines().len();
-        let before = api_requests(client).await?;
-        dry_runs(client, ns, n).await?;
-        let guarded_requests = api_requests(client).await? - before;
-        let inside = inside_durations(&guard.log_lines(), from, ns);
-        label(client, ns, None).await?;
-        let before = api_requests(client).await?;
-        dry_runs(client, ns, n).await?;
-        let bare_requests = api_requests(client).await? - before;
+        let d = decisions_on(client, &guard, ns, n).await?;
         steps.push(ScaleStep {
             objects,
             namespaces: NAMESPACES,
@@ -589,8 +610,8 @@ async fn scale(
             indexed,
             ready_s: guard.ready_s,
             rss_mib: rss,
-            inside: percentiles(inside),
-            requests: (guarded_requests - bare_requests) / n as f64,
+            inside: d.inside,
+            requests: d.requests,
         });
     }
     Ok(steps)
@@ -652,26 +673,17 @@ async fn main() -> Result<()> {
             let types = namespaced_types(&cluster)?;
             label(&client, BENCH_NS, Some("guarded")).await?;
             dry_runs(&client, BENCH_NS, 10).await?;
-            let from = guard.log_lines().len();
-            let before = api_requests(&client).await?;
-            let e2e = dry_runs(&client, BENCH_NS, n).await?;
-            let guarded_requests = api_requests(&client).await? - before;
-            let inside = inside_durations(&guard.log_lines(), from, BENCH_NS);
-            let rss = rss_mib(guard.child.id());
-            label(&client, BENCH_NS, None).await?;
-            let before = api_requests(&client).await?;
-            let bare = dry_runs(&client, BENCH_NS, n).await?;
-            let bare_requests = api_requests(&client).await? - before;
+            let d = decisions_on(&client, &guard, BENCH_NS, n).await?;
             let kubectl_loop_s = kubectl_loop(&cluster, BENCH_NS)?;
             rows.push(Row {
                 crds,
                 objects,
                 types,
-                inside: percentiles(inside),
-                e2e: percentiles(e2e),
-                bare: percentiles(bare),
-                requests: (guarded_requests - bare_requests) / n as f64,
-                rss_mib: rss,
+                inside: d.inside,
+                e2e: percentiles(d.guarded),
+                bare: percentiles(d.bare),
+                requests: d.requests,
+                rss_mib: d.rss_mib,
                 kubectl_loop_s,
             });
         }
