@@ -181,6 +181,11 @@ pub struct ServeArgs {
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
+    /// How long an indexed type may go without the API server confirming its watch (an event
+    /// or a bookmark; the watch cache sends one about every 60 s) before reviews stop reading
+    /// it from the index and list it instead.
+    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "90s", value_parser = parse_duration)]
+    pub index_max_staleness: Duration,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
