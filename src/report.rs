@@ -69,6 +69,8 @@ pub struct Finding {
     pub check: CheckId,
     /// Blocking or advisory (after the configured severities).
     pub severity: Severity,
+    /// The step of the deletion it stands in the way of (`delete`, `remove-finalizer`, ...).
+    pub blocks: Blocks,
     /// One line saying what is wrong.
     pub summary: String,
     /// The objects involved.
@@ -85,6 +87,7 @@ impl Finding {
         Self {
             check,
             severity: check.default_severity(),
+            blocks: check.blocks(),
             summary: summary.into(),
             objects: Vec::new(),
             evidence: Vec::new(),
@@ -95,6 +98,13 @@ impl Finding {
     /// Adds an object.
     pub fn object(mut self, o: ObjectRef) -> Self {
         self.objects.push(o);
+        self
+    }
+
+    /// Says which step of the deletion it stands in the way of, where the check's default
+    /// does not say it.
+    pub fn blocks(mut self, b: Blocks) -> Self {
+        self.blocks = b;
         self
     }
 

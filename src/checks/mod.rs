@@ -1,5 +1,6 @@
 //! The checks: pure functions from [`Facts`] to [`Finding`]s, one file each.
 
+mod admission_policy;
 mod apiservice_unavailable;
 mod cluster_already_stuck;
 mod finalizer_controller;
@@ -89,6 +90,7 @@ fn findings_of(id: CheckId, facts: &Facts, settings: &Settings) -> Vec<Finding> 
         CheckId::WebhookBackendUnavailable => {
             webhooks::backend_unavailable(facts, settings.backend_grace)
         }
+        CheckId::AdmissionPolicyRefuses => admission_policy::check(facts),
         CheckId::ListFailure => list_failure::check(facts),
         CheckId::FinalizerStuck => finalizer_stuck::check(facts, settings.finalizer_stuck_after),
         CheckId::FinalizerController => finalizer_controller::check(facts),

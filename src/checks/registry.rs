@@ -24,6 +24,8 @@ pub enum CheckId {
     HostsConversionBackend,
     /// A `Fail` webhook matching a write the deletion needs has no ready backend.
     WebhookBackendUnavailable,
+    /// An admission policy refuses a write the deletion needs.
+    AdmissionPolicyRefuses,
     /// Listing a namespaced resource type in the namespace fails.
     ListFailure,
     /// Objects already being deleted for longer than the threshold still carry finalizers.
@@ -150,7 +152,7 @@ impl Entry {
 }
 
 /// Every check, in report order.
-pub const REGISTRY: [Entry; 12] = [
+pub const REGISTRY: [Entry; 13] = [
     Entry {
         id: CheckId::ApiserviceUnavailable,
         name: "apiservice-unavailable",
@@ -204,6 +206,17 @@ pub const REGISTRY: [Entry; 12] = [
         remedy: "restore the webhook's backend (Service and ready endpoints), or delete its webhook configuration if it is no longer wanted",
         order: 2,
         risk: "whatever the webhook enforced is not enforced until it is reinstalled; restoring its Service instead risks nothing",
+        confirm: Confirm::Content,
+    },
+    Entry {
+        id: CheckId::AdmissionPolicyRefuses,
+        name: "admission-policy-refuses",
+        default: Severity::Blocking,
+        blocks: Blocks::Delete,
+        title: "A ValidatingAdmissionPolicy, through a binding whose validationActions include Deny, refuses a write the deletion needs (the namespace controller's DELETE of content here, or a controller's removal of its finalizer), evaluated in process with CEL as the API server would; what nsguard cannot evaluate (parameters, the authorizer, parts of objects it does not hold, functions its interpreter lacks, runtime errors) is advisory: it may refuse",
+        remedy: "exempt the write in the policy (a match condition that skips the namespace controller, or updates of objects being deleted), remove the binding while the namespace is deleted, or delete the protected objects first in a way the policy allows",
+        order: 2,
+        risk: "whatever the policy protects is unprotected while its binding is changed; deleting protected objects by hand is what the policy guards against: confirm it is intended",
         confirm: Confirm::Content,
     },
     Entry {
@@ -395,6 +408,7 @@ mod tests {
             | CheckId::HostsWebhookBackend
             | CheckId::HostsConversionBackend
             | CheckId::WebhookBackendUnavailable
+            | CheckId::AdmissionPolicyRefuses
             | CheckId::ListFailure
             | CheckId::FinalizerStuck
             | CheckId::FinalizerController
