@@ -10,8 +10,9 @@ use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::core::v1::Namespace;
 use tokio::time::Instant;
 
+use crate::checks::registry::Confirm;
 use crate::checks::{self, Settings};
-use crate::facts::gather::{self, Gatherer};
+use crate::cluster::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
 use crate::report::{CheckId, Report};
 
@@ -20,18 +21,6 @@ use crate::report::{CheckId, Report};
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
-
-/// Findings whose evidence is namespace content (or a failed list of it), confirmed by a LIST
-/// before a deny: a list that failed once for a moment (an etcd leader change, a restart) is
-/// not evidence of a hang; one that fails again is.
-const CONFIRMED: [CheckId; 6] = [
-    CheckId::ListFailure,
-    CheckId::FinalizerController,
-    CheckId::FinalizerStuck,
-    CheckId::HostsConversionBackend,
-    CheckId::WebhookBackendUnavailable,
-    CheckId::HostsWebhookBackend,
-];
 
 /// Findings that can rest on aggregated discovery (a group-version `Stale`, a type that
 /// discovery still lists): before a deny, discovery is read again, so that an aggregated API
@@ -78,7 +67,11 @@ impl Engine {
     pub async fn preflight(&self, namespace: Namespace, deadline: Instant) -> Report {
         let facts = self.facts(namespace.clone(), deadline).await;
         let report = self.check(&facts);
-        let on_content = report.blocking().any(|f| CONFIRMED.contains(&f.check));
+        // Findings whose evidence is namespace content (or a failed list of it) are confirmed
+        // by a LIST before a deny: a list that failed once for a moment (an etcd leader change,
+        // a restart) is not evidence of a hang; one that fails again is.
+        let confirmed = |f: &&crate::report::Finding| f.check.entry().confirm != Confirm::No;
+        let on_content = report.blocking().any(|f| confirmed(&f));
         let on_discovery = report.blocking().any(|f| ON_DISCOVERY.contains(&f.check));
         if !self.gatherer.indexed() || !(on_content || on_discovery) {
             return report;
@@ -95,13 +88,8 @@ impl Engine {
         // for seed 004's case). Any other confirmed finding reads every type again.
         let narrow = report
             .blocking()
-            .filter(|f| CONFIRMED.contains(&f.check))
-            .all(|f| {
-                matches!(
-                    f.check,
-                    CheckId::FinalizerController | CheckId::FinalizerStuck | CheckId::ListFailure
-                )
-            });
+            .filter(confirmed)
+            .all(|f| f.check.entry().confirm == Confirm::Narrow);
         let relist: BTreeSet<ResourceType> = facts
             .namespace
             .content
@@ -285,8 +273,8 @@ async fn gather_facts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::gather::{Limits, Source};
-    use crate::facts::testing::slow_discovery;
+    use crate::cluster::gather::{Limits, Source};
+    use crate::cluster::testing::slow_discovery;
     use std::sync::atomic::Ordering;
 
     fn namespace(name: &str) -> Namespace {
@@ -346,7 +334,7 @@ mod tests {
             }
         });
         let (client, discoveries) =
-            crate::facts::testing::mock_discovery(Duration::from_millis(1), apis);
+            crate::cluster::testing::mock_discovery(Duration::from_millis(1), apis);
         let limits = Limits {
             call_timeout: Duration::from_secs(5),
             concurrency: 4,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::admission::Admission;
 use crate::cli::ServeArgs;
-use crate::facts::gather::Source;
+use crate::cluster::gather::Source;
 use crate::policy::Policy;
 use crate::ratelimit::PeerLimit;
 use crate::records::{Events, Metrics};
@@ -116,9 +116,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 
 /// `/debug/index-digest` on the admin listener: per indexed type, its state, the objects held
 /// and a hash of their (namespace, name, finalizers), which a fresh LIST of the type must
-/// reproduce (`nsguard::facts::index::digest`); and `/debug/index-syncing`, the types still
+/// reproduce (`nsguard::cluster::index::digest`); and `/debug/index-syncing`, the types still
 /// listing for the first time (what readiness waits for).
-fn debug_router(gatherer: crate::facts::gather::Gatherer) -> axum::Router {
+fn debug_router(gatherer: crate::cluster::gather::Gatherer) -> axum::Router {
     use axum::routing::get;
     let syncing = gatherer.clone();
     axum::Router::new()

@@ -59,7 +59,7 @@ async fn differences(client: &kube::Client, digest: &str) -> anyhow::Result<(Vec
             }
         }
         entries.sort();
-        let hash = ::nsguard::facts::index::digest(entries.iter().map(|(ns, n, f)| {
+        let hash = ::nsguard::cluster::index::digest(entries.iter().map(|(ns, n, f)| {
             (
                 ns.as_str(),
                 n.as_str(),

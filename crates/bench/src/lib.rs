@@ -87,7 +87,7 @@ impl Compared {
 }
 
 /// Compares nsguard's index digest (the JSON of `/debug/index-digest`) with a fresh
-/// metadata LIST of every type in it, hashed the same way (`nsguard::facts::index::digest`).
+/// metadata LIST of every type in it, hashed the same way (`nsguard::cluster::index::digest`).
 pub async fn compare_index(client: &Client, digest_json: &str) -> Result<Vec<Compared>> {
     use kube::api::{ApiResource, DynamicObject, ListParams};
     let types: Vec<serde_json::Value> = serde_json::from_str(digest_json)?;
@@ -130,7 +130,7 @@ pub async fn compare_index(client: &Client, digest_json: &str) -> Result<Vec<Com
             }
         };
         entries.sort();
-        let hash = nsguard::facts::index::digest(entries.iter().map(|(ns, name, f)| {
+        let hash = nsguard::cluster::index::digest(entries.iter().map(|(ns, name, f)| {
             (
                 ns.as_str(),
                 name.as_str(),

@@ -21,9 +21,9 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use nsguard::cluster::index::{Change, Index};
 use nsguard::facts::ObjectFacts;
 use nsguard::facts::ResourceType;
-use nsguard::facts::index::{Change, Index};
 
 struct Counting;
 

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use tokio::time::Instant;
 
-use super::{ListErrorClass, ObjectFacts, ResourceType};
+use crate::facts::{ListErrorClass, ObjectFacts, ResourceType};
 
 /// A type's watch, as nsguard tracks it.
 #[derive(Clone, Debug, PartialEq)]
@@ -719,13 +719,7 @@ pub async fn run(
     use futures::StreamExt;
     use kube::api::WatchEvent;
     use kube::runtime::utils::Backoff;
-    let ar = ApiResource {
-        group: r.group.clone(),
-        version: r.version.clone(),
-        api_version: r.api_version(),
-        kind: r.kind.clone(),
-        plural: r.resource.clone(),
-    };
+    let ar = super::api_resource(&r);
     let api = Api::<DynamicObject>::all_with(client, &ar);
     let mut backoff = watcher::DefaultBackoff::default();
     // Bookmarks requested (`allowWatchBookmarks`): on a quiet type they are the API server's
