@@ -231,8 +231,9 @@ struct TypeState {
     /// Filled by `InitApply` during a relist, built into the map on `InitDone`.
     buffer: Option<Vec<(Key, Stored)>>,
     /// When the API server last confirmed that the index is current: a complete list, a
-    /// watch event or a bookmark. A watch that merely started does not count: it says the
-    /// server answered, not that its events arrived.
+    /// watch event, a bookmark, or a watch started again from the last resourceVersion after
+    /// an error (its replay is what the break missed). A watch started again after silence
+    /// does not count: it says the server answered, not that its events arrive.
     confirmed: Option<Instant>,
 }
 
@@ -772,6 +773,9 @@ pub async fn run(
                 continue 'list;
             }
         };
+        // Whether the last watch ended on an error (not on its timeout, not silent): then a
+        // watch that starts again confirms the index (below).
+        let mut broken = false;
         loop {
             let started = {
                 let _permit = gate.acquire().await;
@@ -787,10 +791,19 @@ pub async fn run(
                     tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
                     tell!(failed_of(&error));
                     pause!(retry_after(&error));
+                    broken = true;
                     continue;
                 }
             };
             tell!(Change::Resumed);
+            // After an error (the API server restarted, a 429 on the watch start), a watch
+            // that starts from the last resourceVersion is replayed every event since: it
+            // confirms the index, or every type would be listed at each review until its
+            // first bookmark, a minute after every API server restart. A watch started again
+            // because it was silent confirms nothing: only an event or a bookmark will.
+            if std::mem::take(&mut broken) {
+                tell!(Change::Bookmark);
+            }
             backoff.reset();
             let mut stream = std::pin::pin!(stream);
             loop {
@@ -831,6 +844,7 @@ pub async fn run(
                     Ok(WatchEvent::Error(status)) => {
                         tell!(failed_status(&status));
                         pause!();
+                        broken = true;
                         break;
                     }
                     Err(error) if gone(&error) => {
@@ -840,6 +854,7 @@ pub async fn run(
                     Err(error) => {
                         tell!(failed_of(&error));
                         pause!();
+                        broken = true;
                         break;
                     }
                 }
@@ -1130,6 +1145,8 @@ mod tests {
         assert_eq!(names(&t, "a"), None);
         // And the silent watch is started again.
         until("watched again", || m.watches.load(Ordering::SeqCst) >= 2).await;
+        // Started again after silence, it proves nothing yet.
+        assert_eq!(names(&t, "a"), None);
         let queries = m.watch_queries.lock().unwrap().clone();
         assert!(
             queries
@@ -1154,6 +1171,31 @@ mod tests {
         until("watched again", || m.watches.load(Ordering::SeqCst) >= 2).await;
         assert!(throttled.elapsed() >= std::time::Duration::from_secs(39));
         until("trusted", || t.health() == Health::Synced).await;
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_back_after_a_long_outage_is_trusted_at_once() {
+        // The API server goes away for longer than the bound (a restart): the watch fails,
+        // its restarts are refused, then one starts from the last resourceVersion.
+        let m = mock_with(|n| if n <= 8 { Err(503) } else { Ok(vec![]) }, None, 0);
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let listed = Instant::now();
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("back", || {
+            m.watches.load(std::sync::atomic::Ordering::SeqCst) >= 10
+                && t.health() == Health::Synced
+        })
+        .await;
+        assert!(
+            listed.elapsed() > t.max_staleness(),
+            "{:?}",
+            listed.elapsed()
+        );
+        // Trusted without waiting for a bookmark: the replay from the last resourceVersion
+        // is what the outage missed.
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
         task.abort();
     }
 
