@@ -710,13 +710,14 @@ async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, 
         .spawn()
         .unwrap();
     let pod_name = format!("{release}-test");
-    let pod: Value = eventually("the helm test pod", Duration::from_secs(60), || async {
+    // Once the fake kubelet reports it Running, as a kubelet would before its container ends.
+    let pod: Value = eventually("the helm test pod to run", Duration::from_secs(60), || async {
         let out = kubectl_output(cluster, &["get", "pod", &pod_name, "-n", ns, "-o", "json"], None)?;
-        Ok(out
-            .status
-            .success()
-            .then(|| serde_json::from_slice::<Value>(&out.stdout))
-            .transpose()?)
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let pod: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((pod["status"]["phase"] == "Running").then_some(pod))
     })
     .await;
     let spec = &pod["spec"];
