@@ -757,10 +757,14 @@ async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, 
         Ok(out.status.success().then_some(()))
     })
     .await;
-    let done = eventually("helm test to finish", Duration::from_secs(150), || async {
-        Ok(helm_test.try_wait()?)
-    })
-    .await;
+    let until = std::time::Instant::now() + Duration::from_secs(150);
+    let done = loop {
+        if let Some(status) = helm_test.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < until, "helm test did not finish");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     use std::io::Read;

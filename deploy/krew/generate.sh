@@ -45,12 +45,13 @@ for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64; do
     fi
     continue
   fi
+  # Quoted below: a digest of digits (and one e) would read as a YAML number.
   [[ "$sha" =~ ^[0-9a-f]{64}$ ]] || { echo "generate.sh: bad sha256 for $archive" >&2; exit 1; }
   cat <<YAML
   - selector:
       matchLabels: {os: ${platform%-*}, arch: ${platform#*-}}
     uri: $base/v$version/$archive
-    sha256: $sha
+    sha256: "$sha"
     bin: nsguard
     files:
     - {from: nsguard, to: .}
