@@ -325,10 +325,9 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
 /// and each is in the values schema.
 #[test]
 fn every_convention_knob_renders_and_is_in_the_schema() {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(chart().join("values.schema.json")).unwrap(),
-    )
-    .unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
     for path in [
         "extraArgs",
         "extraEnv",
@@ -356,7 +355,10 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
         for key in path.split('.') {
             node = &node["properties"][key];
         }
-        assert!(node["type"].is_string(), "{path} is not in values.schema.json");
+        assert!(
+            node["type"].is_string(),
+            "{path} is not in values.schema.json"
+        );
     }
 
     let docs = template_with(&[
@@ -405,14 +407,19 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
     let container = &spec["containers"][0];
     assert_eq!(
         container["args"],
-        json!(["serve", "--check=finalizer-stuck=warn", "--bypass-group=platform"])
+        json!([
+            "serve",
+            "--check=finalizer-stuck=warn",
+            "--bypass-group=platform"
+        ])
     );
     assert_eq!(env_value(deployment, "RUST_LOG"), "debug");
     assert_eq!(env_value(deployment, "NSGUARD_MODE"), "enforce");
     let env = container["env"].as_array().unwrap();
     assert!(
-        env.iter().any(|e| e["name"] == "NODE"
-            && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        env.iter()
+            .any(|e| e["name"] == "NODE"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
         "{env:?}"
     );
     assert_eq!(
@@ -421,8 +428,8 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
     );
     assert_eq!(spec["tolerations"][0]["key"], "infra");
     assert_eq!(
-        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            ["nodeSelectorTerms"][0]["matchExpressions"][0]["key"],
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
         "zone"
     );
     let spread = spec["topologySpreadConstraints"].as_array().unwrap();
@@ -441,10 +448,7 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
     );
     assert_eq!(spec["priorityClassName"], "system-cluster-critical");
     assert_eq!(spec["imagePullSecrets"], json!([{"name": "regcred"}]));
-    assert_eq!(
-        pod["metadata"]["annotations"]["example.com/scrape"],
-        "true"
-    );
+    assert_eq!(pod["metadata"]["annotations"]["example.com/scrape"], "true");
     assert_eq!(pod["metadata"]["labels"]["team"], "platform");
     assert_eq!(
         pod["metadata"]["labels"]["app.kubernetes.io/name"], "nsguard",
@@ -462,7 +466,10 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
     );
     let monitor = find(&docs, "ServiceMonitor", "nsguard");
     assert_eq!(monitor["metadata"]["labels"]["release"], "kps");
-    assert_eq!(monitor["metadata"]["labels"]["app.kubernetes.io/name"], "nsguard");
+    assert_eq!(
+        monitor["metadata"]["labels"]["app.kubernetes.io/name"],
+        "nsguard"
+    );
     assert_eq!(monitor["spec"]["jobLabel"], "app.kubernetes.io/name");
     assert_eq!(
         find(&docs, "PrometheusRule", "nsguard")["metadata"]["labels"]["release"],
@@ -503,7 +510,10 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
     ] {
         assert!(spec[absent].is_null(), "{absent}: {}", spec[absent]);
     }
-    assert_eq!(spec["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        spec["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
     assert_eq!(spec["serviceAccountName"], "nsguard");
     assert!(!docs.iter().any(|d| d["kind"] == "ConfigMap"));
     let docs = template_with(&["--set-json", "topologySpreadConstraints=[]"]);
@@ -514,7 +524,10 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
     );
 
     // A ServiceAccount made elsewhere: none rendered, the pods and the binding use its name.
-    let docs = template(&["serviceAccount.create=false".into(), "serviceAccount.name=ops".into()]);
+    let docs = template(&[
+        "serviceAccount.create=false".into(),
+        "serviceAccount.name=ops".into(),
+    ]);
     assert!(!docs.iter().any(|d| d["kind"] == "ServiceAccount"));
     assert_eq!(
         find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"]["serviceAccountName"],
@@ -586,7 +599,10 @@ fn the_schema_refuses_typos() {
         assert!(err.contains("schema"), "{bad}: {err}");
     }
     // What a parent chart passes its subcharts.
-    let docs = template(&["global.imageRegistry=r.example.com".into(), "global.x.y=1".into()]);
+    let docs = template(&[
+        "global.imageRegistry=r.example.com".into(),
+        "global.x.y=1".into(),
+    ]);
     find(&docs, "Deployment", "nsguard");
 }
 
@@ -724,14 +740,22 @@ async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, 
         .unwrap();
     let pod_name = format!("{release}-test");
     // Once the fake kubelet reports it Running, as a kubelet would before its container ends.
-    let pod: Value = eventually("the helm test pod to run", Duration::from_secs(60), || async {
-        let out = kubectl_output(cluster, &["get", "pod", &pod_name, "-n", ns, "-o", "json"], None)?;
-        if !out.status.success() {
-            return Ok(None);
-        }
-        let pod: Value = serde_json::from_slice(&out.stdout)?;
-        Ok((pod["status"]["phase"] == "Running").then_some(pod))
-    })
+    let pod: Value = eventually(
+        "the helm test pod to run",
+        Duration::from_secs(60),
+        || async {
+            let out = kubectl_output(
+                cluster,
+                &["get", "pod", &pod_name, "-n", ns, "-o", "json"],
+                None,
+            )?;
+            if !out.status.success() {
+                return Ok(None);
+            }
+            let pod: Value = serde_json::from_slice(&out.stdout)?;
+            Ok((pod["status"]["phase"] == "Running").then_some(pod))
+        },
+    )
     .await;
     let spec = &pod["spec"];
     let container = &spec["containers"][0];
@@ -743,7 +767,10 @@ async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, 
         check.arg(arg.as_str().unwrap());
     }
     for env in container["env"].as_array().into_iter().flatten() {
-        check.env(env["name"].as_str().unwrap(), env["value"].as_str().unwrap());
+        check.env(
+            env["name"].as_str().unwrap(),
+            env["value"].as_str().unwrap(),
+        );
     }
     let ran = check.output().unwrap();
     let code = ran.status.code().unwrap_or(-1);
@@ -762,8 +789,15 @@ async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, 
         let out = kubectl_output(
             cluster,
             &[
-                "patch", "pod", &pod_name, "-n", ns, "--subresource=status", "--type=merge",
-                "-p", &status.to_string(),
+                "patch",
+                "pod",
+                &pod_name,
+                "-n",
+                ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
             ],
             None,
         )?;
@@ -775,15 +809,35 @@ async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, 
         if let Some(status) = helm_test.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < until, "helm test did not finish");
+        assert!(
+            std::time::Instant::now() < until,
+            "helm test did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     use std::io::Read;
-    helm_test.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
-    helm_test.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
-    (Output { status: done, stdout, stderr }, ran)
+    helm_test
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    helm_test
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    (
+        Output {
+            status: done,
+            stdout,
+            stderr,
+        },
+        ran,
+    )
 }
 
 /// The chart's first version is installed (warn mode) and guards deletions through its

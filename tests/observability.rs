@@ -38,7 +38,10 @@ const WEBHOOK_NAME: &str = "namespaces.nsguard.io";
 /// (`staging/src/k8s.io/apiserver/pkg/admission/metrics`).
 const FOREIGN: &[(&str, &[&str])] = &[
     ("up", &[]),
-    ("apiserver_admission_webhook_fail_open_count", &["name", "type"]),
+    (
+        "apiserver_admission_webhook_fail_open_count",
+        &["name", "type"],
+    ),
     (
         "apiserver_admission_webhook_rejection_count",
         &["name", "type", "operation", "error_type", "rejection_code"],
@@ -319,7 +322,8 @@ async fn every_metric_label_and_value_they_name_is_exported() {
             if let Some((_, labels)) = FOREIGN.iter().find(|(n, _)| *n == name) {
                 for m in &v.matchers.matchers {
                     assert!(
-                        labels.contains(&m.name.as_str()) || TARGET_LABELS.contains(&m.name.as_str()),
+                        labels.contains(&m.name.as_str())
+                            || TARGET_LABELS.contains(&m.name.as_str()),
                         "{e}: {name} has no label {}",
                         m.name
                     );
@@ -445,7 +449,11 @@ fn every_alert_links_its_runbook_section() {
         let section = url
             .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("{alert}: {url} is not a section of docs/operating.md"));
-        assert_eq!(section, anchor(&alert), "{alert}: the section is named after the alert");
+        assert_eq!(
+            section,
+            anchor(&alert),
+            "{alert}: the section is named after the alert"
+        );
         assert!(
             anchors.contains(section),
             "{alert}: docs/operating.md has no section #{section}"
@@ -477,7 +485,9 @@ async fn the_rule_tests_feed_series_shaped_as_the_exposition() {
                 want.sort_unstable();
                 assert_eq!(keys, want, "{series}: not the labels its exporter sets");
                 assert!(
-                    labels.get("name").is_none_or(|n| n == WEBHOOK_NAME || n.ends_with(".example.com")),
+                    labels
+                        .get("name")
+                        .is_none_or(|n| n == WEBHOOK_NAME || n.ends_with(".example.com")),
                     "{series}"
                 );
             } else {
@@ -557,7 +567,10 @@ fn the_alert_rules_pass_promtool() {
         "NsguardPreflightSlow",
         "NsguardFailOpen",
     ] {
-        assert!(tested.contains(wanted), "no unit test fires {wanted}: {tested:?}");
+        assert!(
+            tested.contains(wanted),
+            "no unit test fires {wanted}: {tested:?}"
+        );
     }
 }
 

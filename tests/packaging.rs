@@ -36,7 +36,12 @@ fn check_krew_manifest(doc: &Value, version: &str) -> Vec<Value> {
     assert_eq!(doc["metadata"]["name"], "nsguard");
     assert_eq!(doc["spec"]["version"], format!("v{version}"));
     assert!(doc["spec"]["shortDescription"].as_str().unwrap().len() <= 128);
-    assert!(!doc["spec"]["description"].as_str().unwrap().contains("musl"));
+    assert!(
+        !doc["spec"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("musl")
+    );
     let platforms = doc["spec"]["platforms"].as_array().unwrap().clone();
     assert!(!platforms.is_empty());
     for p in &platforms {
@@ -146,7 +151,10 @@ fn the_release_archive_and_the_krew_manifest_agree() {
     let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&generated.stdout)).unwrap();
     let platforms = check_krew_manifest(&doc, version);
     assert_eq!(platforms.len(), 1, "{platforms:?}");
-    assert_eq!(platforms[0]["sha256"], sha, "the manifest's sha256 is not the archive's");
+    assert_eq!(
+        platforms[0]["sha256"], sha,
+        "the manifest's sha256 is not the archive's"
+    );
     assert_eq!(platforms[0]["selector"]["matchLabels"]["os"], os);
     assert_eq!(platforms[0]["selector"]["matchLabels"]["arch"], arch);
     // The release workflow requires every platform.
@@ -162,7 +170,12 @@ fn the_krew_manifest_covers_every_platform_of_a_release() {
     let sums: String = platforms
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("{}  nsguard-v1.2.3-{p}.tar.gz\n", format!("{i:x}").repeat(64)))
+        .map(|(i, p)| {
+            format!(
+                "{}  nsguard-v1.2.3-{p}.tar.gz\n",
+                format!("{i:x}").repeat(64)
+            )
+        })
         .collect::<String>()
         + &format!("{}  nsguard-1.0.0.tgz\n", "f".repeat(64));
     let path = dir.path().join("SHA256SUMS");
@@ -175,7 +188,11 @@ fn the_krew_manifest_covers_every_platform_of_a_release() {
     for (i, (p, want)) in got.iter().zip(platforms).enumerate() {
         let labels = &p["selector"]["matchLabels"];
         assert_eq!(
-            format!("{}-{}", labels["os"].as_str().unwrap(), labels["arch"].as_str().unwrap()),
+            format!(
+                "{}-{}",
+                labels["os"].as_str().unwrap(),
+                labels["arch"].as_str().unwrap()
+            ),
             want
         );
         assert_eq!(p["sha256"], format!("{i:x}").repeat(64));
@@ -192,9 +209,14 @@ fn the_workflows_pass_actionlint() {
     let actionlint = printed.lines().last().unwrap().trim().to_string();
     let workflows = root.join(".github/workflows");
     for name in ["ci.yml", "release.yml"] {
-        assert!(workflows.join(name).is_file(), "no .github/workflows/{name}");
+        assert!(
+            workflows.join(name).is_file(),
+            "no .github/workflows/{name}"
+        );
     }
-    run(Command::new(&actionlint).arg("-no-color").current_dir(&root));
+    run(Command::new(&actionlint)
+        .arg("-no-color")
+        .current_dir(&root));
     let release = std::fs::read_to_string(workflows.join("release.yml")).unwrap();
     for wanted in [
         "x86_64-unknown-linux-gnu",
@@ -335,17 +357,12 @@ fn value_rows(yaml: &str) -> Vec<ValueRow> {
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
         }
-        let path: Vec<&str> = stack
-            .iter()
-            .map(|(_, k)| k.as_str())
-            .chain([key])
-            .collect();
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([key]).collect();
         let mut value = &values;
         for k in &path {
             value = &value[*k];
         }
-        let section =
-            rest.trim().is_empty() && value.as_object().is_some_and(|m| !m.is_empty());
+        let section = rest.trim().is_empty() && value.as_object().is_some_and(|m| !m.is_empty());
         match description.take() {
             None if section => stack.push((indent, key.to_string())),
             description => {
@@ -383,7 +400,11 @@ fn the_chart_readme_is_current() {
     let yaml = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
     let rows = value_rows(&yaml);
     for r in &rows {
-        assert!(!r.description.is_empty(), "{}: no `# -- ` description in values.yaml", r.key);
+        assert!(
+            !r.description.is_empty(),
+            "{}: no `# -- ` description in values.yaml",
+            r.key
+        );
     }
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap())
@@ -391,7 +412,8 @@ fn the_chart_readme_is_current() {
     for key in schema["properties"].as_object().unwrap().keys() {
         if key != "global" {
             assert!(
-                rows.iter().any(|r| r.key == *key || r.key.starts_with(&format!("{key}."))),
+                rows.iter()
+                    .any(|r| r.key == *key || r.key.starts_with(&format!("{key}."))),
                 "{key} is in the schema but not in values.yaml"
             );
         }
