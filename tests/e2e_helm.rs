@@ -1027,7 +1027,45 @@ async fn upgrade_from_the_first_chart_keeps_the_webhook_serving_and_helm_test_pa
 
     clear_finalizers(cluster, "widgets.helm.nsguard.test", "w1", &guarded);
     allowed_and_gone(cluster, &client, &guarded).await;
+    // The alert rules read kube-apiserver's own counts of this webhook's calls: it labels
+    // them as deploy/prometheus/nsguard-rules.yaml expects. A denial was counted above; with
+    // nsguard stopped, the next deletion fails open (failurePolicy Ignore) and is counted.
     drop(local);
+    let unguarded = create_namespace_with(&client, "helm-unguarded", &labels, &[]).await;
+    allowed_and_gone(cluster, &client, &unguarded).await;
+    let rejected = apiserver_series(cluster, "apiserver_admission_webhook_rejection_count");
+    assert!(
+        rejected.iter().any(|(l, v)| *v >= 1.0
+            && l.get("error_type").map(String::as_str) == Some("no_error")
+            && l.keys().map(String::as_str).eq([
+                "error_type",
+                "name",
+                "operation",
+                "rejection_code",
+                "type"
+            ])),
+        "{rejected:?}"
+    );
+    let reviewed = apiserver_series(
+        cluster,
+        "apiserver_admission_webhook_admission_duration_seconds_count",
+    );
+    assert!(
+        reviewed.iter().any(
+            |(l, _)| l.get("rejected").map(String::as_str) == Some("true")
+                && l.keys()
+                    .map(String::as_str)
+                    .eq(["name", "operation", "rejected", "type"])
+        ),
+        "{reviewed:?}"
+    );
+    let failed_open = apiserver_series(cluster, "apiserver_admission_webhook_fail_open_count");
+    assert!(
+        failed_open
+            .iter()
+            .any(|(l, v)| *v >= 1.0 && l.keys().map(String::as_str).eq(["name", "type"])),
+        "{failed_open:?}"
+    );
     helm_ok(
         &["uninstall", release.as_str(), "-n", ns.as_str(), "--wait"],
         kc,
@@ -1046,6 +1084,30 @@ async fn upgrade_from_the_first_chart_keeps_the_webhook_serving_and_helm_test_pa
     assert!(!left.contains(&release), "helm uninstall left {left}");
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
+}
+
+/// kube-apiserver's series of `metric` for the webhook `namespaces.nsguard.io`, from its
+/// `/metrics`: each one's labels and value.
+fn apiserver_series(
+    cluster: &LocalCluster,
+    metric: &str,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let text = kubectl(cluster, &["get", "--raw", "/metrics"], None).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once("} ")?;
+            let labels: std::collections::BTreeMap<String, String> = labels
+                .split("\",")
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .filter(|(l, _)| l.get("name").map(String::as_str) == Some("namespaces.nsguard.io"))
+        .collect()
 }
 
 /// The version in charts/nsguard/Chart.yaml.
