@@ -125,7 +125,7 @@ fn the_release_archive_and_the_krew_manifest_agree() {
         .arg(unpacked.path()));
     let license = std::fs::read_to_string(unpacked.path().join("LICENSE")).unwrap();
     assert!(license.contains("Apache License") && license.contains("Version 2.0"));
-    let said = run(&mut Command::new(unpacked.path().join("nsguard")).arg("--version"));
+    let said = run(Command::new(unpacked.path().join("nsguard")).arg("--version"));
     assert_eq!(said.trim(), format!("nsguard {version}"));
     let bash = std::fs::read_to_string(unpacked.path().join("completions/nsguard.bash")).unwrap();
     assert!(bash.contains("nsguard"), "{bash}");
