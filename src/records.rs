@@ -13,8 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::policy::{Decision, Mode, Outcome};
-use crate::report::Report;
+use crate::checks::report::Report;
+use crate::policy::{Decision, Mode, Ruling};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
@@ -32,6 +32,13 @@ struct FindingLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IndexLabels {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    os: &'static str,
+    arch: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +120,20 @@ impl Default for Metrics {
         for state in ["synced", "syncing", "failing"] {
             index_types.get_or_create(&IndexLabels { state }).set(0);
         }
+        // Always 1: its labels say which build runs, and its absence that none is scraped.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "1, labelled with the version, OS and architecture of the running build",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+            })
+            .set(1);
         let index_objects = Gauge::default();
         registry.register(
             "index_objects",
@@ -255,11 +276,11 @@ impl Events {
     /// background so that it never delays the answer.
     pub fn publish(&self, namespace: &str, uid: Option<String>, mode: Mode, decision: &Decision) {
         let (type_, reason) = match decision.outcome {
-            Outcome::Denied => (EventType::Warning, "DeletionDenied"),
-            Outcome::Warned => (EventType::Warning, "DeletionWarned"),
-            Outcome::Audited => (EventType::Warning, "DeletionWouldBeDenied"),
-            Outcome::Overridden => (EventType::Warning, "DeletionOverridden"),
-            Outcome::Allowed | Outcome::FailOpen => return,
+            Ruling::Denied => (EventType::Warning, "DeletionDenied"),
+            Ruling::Warned => (EventType::Warning, "DeletionWarned"),
+            Ruling::Audited => (EventType::Warning, "DeletionWouldBeDenied"),
+            Ruling::Overridden => (EventType::Warning, "DeletionOverridden"),
+            Ruling::Allowed | Ruling::FailOpen => return,
         };
         let note = decision
             .message

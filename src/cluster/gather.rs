@@ -72,7 +72,7 @@ pub enum GatherError {
 
 /// Where namespace facts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum ContentSource {
     /// Aggregated discovery and one metadata LIST per type on every call (the one-shot CLI:
     /// it should not start hundreds of watches).
     List,
@@ -179,7 +179,12 @@ impl Gatherer {
     /// Starts the watches. `limits` bound the preflight's API calls; `source` says whether
     /// discovery runs per call or in the background; the types in `skip` are left out of
     /// discovery, so never listed nor watched.
-    pub fn start(client: Client, limits: Limits, source: Source, skip: BTreeSet<String>) -> Self {
+    pub fn start(
+        client: Client,
+        limits: Limits,
+        source: ContentSource,
+        skip: BTreeSet<String>,
+    ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let rebuild = Arc::new(tokio::sync::Notify::new());
         let changed = Changed {
@@ -187,12 +192,12 @@ impl Gatherer {
             rebuild: rebuild.clone(),
         };
         let shared_discovery =
-            (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
+            (source == ContentSource::Index).then(|| Arc::new(SharedDiscovery::default()));
         let tell = shared_discovery
             .clone()
             .map(|d| -> Tell { Arc::new(move || d.changed()) });
         let stores = Stores::start(&client, &changed, tell);
-        let index = (source == Source::Index).then(|| Arc::new(Index::default()));
+        let index = (source == ContentSource::Index).then(|| Arc::new(Index::default()));
         let this = Self {
             client,
             shared_discovery,
@@ -593,7 +598,9 @@ impl Gatherer {
                     facts.pods = pods;
                 }
                 Err(GatherError::Timeout(what)) => not_checked.push(what),
-                Err(e @ GatherError::Busy(_)) => not_checked.push(e.to_string()),
+                Err(e @ (GatherError::Busy(_) | GatherError::NotReady)) => {
+                    not_checked.push(e.to_string())
+                }
                 Err(GatherError::Api { what, source }) => match list_error(&source) {
                     (ListErrorClass::Gone, ..) => {}
                     (ListErrorClass::Own, code, message) => not_checked.push(match code {
@@ -606,7 +613,22 @@ impl Gatherer {
                         message,
                     }),
                 },
-                Err(GatherError::NotReady) => {}
+            }
+        }
+        // An admission policy that reads annotations is judged on them: the index does not
+        // keep them, so those types (only) are read here.
+        for r in crate::facts::admission::annotations_wanted(cluster, &facts.content) {
+            match self.list_resource(&name, &r, deadline, false).await {
+                Ok(Listed::Objects(objects)) => {
+                    if let Some(c) = facts.content.iter_mut().find(|c| c.resource == r) {
+                        c.objects = objects;
+                    }
+                }
+                Ok(Listed::Pods(_)) => {}
+                Err(e) => not_checked.push(format!(
+                    "annotations of {} (an admission policy reads them): {e}",
+                    r.group_resource()
+                )),
             }
         }
         facts.content.sort_by(|a, b| a.resource.cmp(&b.resource));
@@ -761,8 +783,19 @@ fn object_facts_of<K: Resource>(o: &K) -> ObjectFacts {
         finalizers: m.finalizers.clone().unwrap_or_default(),
         deletion_timestamp: m.deletion_timestamp.as_ref().map(|t| t.0),
         labels: m.labels.clone().unwrap_or_default(),
+        annotations: Some(
+            m.annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
     }
 }
+
+/// kubectl's copy of the applied object: on a Secret it holds the Secret's data.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What a failed list means, with its status code and message. Only a status the API server
 /// answered with can be the namespace's trouble; an error without one (transport, TLS, decode,
@@ -811,7 +844,7 @@ mod tests {
             concurrency: 4,
             api_calls: 64,
         };
-        let g = Gatherer::start(client, limits, Source::Index, BTreeSet::new());
+        let g = Gatherer::start(client, limits, ContentSource::Index, BTreeSet::new());
         let shared = g.shared_discovery.clone().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(g.discovery_result(&shared, deadline).await.is_ok());
@@ -838,7 +871,7 @@ mod tests {
             concurrency: 1,
             api_calls: 1,
         };
-        let g = Gatherer::start(client, limits, Source::List, BTreeSet::new());
+        let g = Gatherer::start(client, limits, ContentSource::List, BTreeSet::new());
         let deadline = Instant::now() + Duration::from_secs(1);
         let held = g.api_calls.try_acquire().unwrap();
         let made = std::sync::atomic::AtomicBool::new(false);

@@ -110,6 +110,7 @@ fn object(k: usize, rich: bool) -> (usize, String, ObjectFacts) {
             finalizers,
             deletion_timestamp,
             labels,
+            annotations: None,
         },
     )
 }
