@@ -4,6 +4,8 @@ pub mod admission;
 pub mod certs;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
+pub mod config;
 pub mod diagnose;
 pub mod facts;
 pub mod policy;

@@ -118,14 +118,20 @@ fn kustomize(overlay: &str) -> Vec<Value> {
     documents(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn env_value<'a>(deployment: &'a Value, name: &str) -> &'a Value {
-    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .map(|e| &e["value"])
-        .unwrap_or_else(|| panic!("no env {name} in {deployment}"))
+/// The configuration file a ConfigMap holds, parsed as nsguard parses it.
+fn configuration(config_map: &Value) -> nsguard::config::Layer {
+    let text = config_map["data"]["config.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no config.yaml in {config_map}"));
+    nsguard::config::Layer::parse(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The mode a ConfigMap's configuration sets.
+fn configured_mode(config_map: &Value) -> &'static str {
+    configuration(config_map)
+        .mode
+        .expect("the chart sets the mode")
+        .as_str()
 }
 
 fn source_args(source: &str) -> Vec<String> {
@@ -156,7 +162,17 @@ fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
             let docs = template(&set);
             let what = format!("{source}/{mode}");
             let deployment = find(&docs, "Deployment", "nsguard");
-            assert_eq!(env_value(deployment, "NSGUARD_MODE"), mode, "{what}");
+            assert_eq!(
+                configured_mode(find(&docs, "ConfigMap", "nsguard-config")),
+                mode,
+                "{what}"
+            );
+            let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(
+                container["args"],
+                json!(["serve", "--config", "/etc/nsguard/config.yaml"]),
+                "{what}"
+            );
             let hook = &find(&docs, "ValidatingWebhookConfiguration", "nsguard")["webhooks"][0];
             assert_eq!(hook["failurePolicy"], "Ignore", "{what}");
             assert_eq!(hook["sideEffects"], "None", "{what}");
@@ -296,6 +312,8 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     assert_eq!(c["subjects"], k["subjects"], "{what}");
                 }
                 "Issuer" | "Certificate" => assert_eq!(c["spec"], k["spec"], "{what}"),
+                // The same configuration (comments and layout aside).
+                "ConfigMap" => assert_eq!(configuration(c), configuration(k), "{what}"),
                 other => panic!("{what}: {other} has no comparison here yet"),
             }
         }
@@ -416,18 +434,26 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     helm_ok(&install, kc);
     let tls = format!("{release}-tls");
     let before = secret_data(cluster, &ns, &tls);
-    let deployment = |cluster| -> Value {
+    let config_map = |cluster| -> Value {
         serde_json::from_str(
             &kubectl(
                 cluster,
-                &["get", "deployment", &release, "-n", &ns, "-o", "json"],
+                &[
+                    "get",
+                    "configmap",
+                    &format!("{release}-config"),
+                    "-n",
+                    &ns,
+                    "-o",
+                    "json",
+                ],
                 None,
             )
             .unwrap(),
         )
         .unwrap()
     };
-    assert_eq!(env_value(&deployment(cluster), "NSGUARD_MODE"), "warn");
+    assert_eq!(configured_mode(&config_map(cluster)), "warn");
 
     let mut upgrade = vec![
         "upgrade",
@@ -440,7 +466,7 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     ];
     upgrade.extend(common);
     helm_ok(&upgrade, kc);
-    assert_eq!(env_value(&deployment(cluster), "NSGUARD_MODE"), "enforce");
+    assert_eq!(configured_mode(&config_map(cluster)), "enforce");
     let after = secret_data(cluster, &ns, &tls);
     assert_eq!(
         before, after,
@@ -651,4 +677,30 @@ async fn the_readme_helm_install_works_as_printed() {
     .unwrap();
     assert!(!left.contains("/nsguard\n"), "helm uninstall left {left}");
     wait_gone(&client, "nsguard-system").await;
+}
+
+/// `config` in the values goes into the configuration file beside `mode` and the Secrets
+/// switch, and reads back as nsguard reads it.
+#[test]
+fn the_config_value_goes_into_the_configuration_file() {
+    use nsguard::checks::Setting;
+    use nsguard::report::CheckId;
+    let mut set = source_args("generate");
+    set.extend([
+        "mode=audit".to_string(),
+        "secrets.check=false".to_string(),
+        "config.checks.finalizer-controller=warn".to_string(),
+        "config.backend_grace=1m30s".to_string(),
+    ]);
+    let layer = configuration(find(&template(&set), "ConfigMap", "nsguard-config"));
+    assert_eq!(layer.mode, Some(nsguard::policy::Mode::Audit));
+    assert_eq!(
+        layer.checks.get(&CheckId::FinalizerController),
+        Some(&Setting::Warn)
+    );
+    assert_eq!(layer.backend_grace, Some(Duration::from_secs(90)));
+    assert_eq!(
+        layer.skip_resources,
+        Some(["secrets".to_string()].into_iter().collect())
+    );
 }

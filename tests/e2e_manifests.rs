@@ -69,6 +69,7 @@ async fn every_overlay_passes_a_server_side_dry_run() {
         for object in [
             "serviceaccount/nsguard",
             "clusterrole.rbac.authorization.k8s.io/nsguard",
+            "configmap/nsguard-config",
             "deployment.apps/nsguard",
             "service/nsguard",
             "poddisruptionbudget.policy/nsguard",
@@ -83,16 +84,21 @@ async fn every_overlay_passes_a_server_side_dry_run() {
         } else {
             "enforce"
         };
-        assert!(
-            rendered.contains(&format!("name: NSGUARD_MODE\n          value: {mode}")),
-            "{overlay}: {rendered}"
-        );
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+        let config = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "nsguard-config")
+            .and_then(|d| d["data"]["config.yaml"].as_str())
+            .map(|text| nsguard::config::Layer::parse(text).unwrap())
+            .unwrap_or_else(|| panic!("{overlay}: no configuration in {rendered}"));
+        assert_eq!(config.mode.map(|m| m.as_str()), Some(mode), "{overlay}");
         // Only the no-secrets overlay skips Secrets, and then no rule of its role reaches
         // them (RBAC has no deny: neither a wildcard group, nor the core group's wildcard).
-        let skips = rendered.contains("name: NSGUARD_SKIP_RESOURCES\n          value: secrets");
+        let skips = config
+            .skip_resources
+            .is_some_and(|s| s.contains("secrets"));
         assert_eq!(skips, overlay == "no-secrets", "{overlay}: {rendered}");
         if skips {
-            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).unwrap();
             let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
             for rule in role["rules"].as_array().unwrap() {
                 let has = |field: &str, v: &str| {

@@ -1,0 +1,3 @@
+//! Cluster I/O.
+
+pub mod config_map;

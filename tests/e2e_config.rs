@@ -1,0 +1,247 @@
+//! One configuration for the webhook and the CLI, on the real control plane: the webhook
+//! reading a configuration file and `nsguard check` reading the same configuration from the
+//! cluster's ConfigMap give the same verdict on the same namespace; the webhook reloads the
+//! file when it changes and keeps the configuration in force when an edit is not valid.
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use localcluster::{LocalCluster, http_get, random_suffix};
+use serde_json::Value;
+use support::nsguard::Nsguard;
+use support::*;
+
+/// A namespace that would hang three ways (objects with a finalizer nobody removes, of three
+/// custom types), and the configuration that changes the verdict on each: the check lowered
+/// to a warning, a declared controller for the second type, the third type skipped.
+struct World {
+    ns: String,
+    lowered: String,
+    declared: String,
+    skipped: String,
+    controller_ns: String,
+    config: String,
+}
+
+async fn world(cluster: &'static LocalCluster, client: &kube::Client, labels: &[(&str, String)]) -> World {
+    let id = random_suffix();
+    let lowered = format!("lowered-{id}.example.com");
+    let declared = format!("declared-{id}.example.com");
+    let skipped = format!("skipped-{id}.example.com");
+    for group in [&lowered, &declared, &skipped] {
+        install_crd(cluster, group, "gadgets", "Gadget").await;
+    }
+    let ns = create_namespace_with(client, "config", labels, &[]).await;
+    for group in [&lowered, &declared, &skipped] {
+        gadget(cluster, group, &ns, "g1");
+    }
+    let controller_ns = format!("ctrl-{id}");
+    let config = format!(
+        "# A non-default configuration.\n\
+         checks:\n  finalizer-controller: warn\n\
+         finalizer_controllers:\n  gadgets.{declared}: [{controller_ns}/gadget-controller]\n\
+         skip_resources: [gadgets.{skipped}]\n"
+    );
+    World {
+        ns,
+        lowered,
+        declared,
+        skipped,
+        controller_ns,
+        config,
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config_map(cluster: &LocalCluster, name: &str, config: &str) {
+    let cm = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "nsguard-system"},
+        "data": {"config.yaml": config},
+    });
+    kubectl(cluster, &["apply", "-f", "-"], Some(&cm.to_string())).unwrap();
+}
+
+fn metric(guard: &Nsguard, name: &str) -> Option<f64> {
+    guard
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    kubectl(
+        cluster,
+        &["create", "namespace", "nsguard-system"],
+        None,
+    )
+    .ok();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+
+    // The webhook, in enforce mode, with a configuration file that sets nothing yet.
+    std::fs::write(&file, "# defaults\n").unwrap();
+    let config_arg = format!("--config={}", file.display());
+    let guard = Nsguard::start(
+        cluster,
+        &["--mode=enforce", &config_arg, "--config-reload-interval=200ms"],
+    )
+    .await;
+    let w = world(cluster, &client, &guard.labels()).await;
+
+    // Defaults: the deletion would hang on all three types, and the webhook denies it.
+    let err = denied(cluster, &w.ns, "finalizer-controller").await;
+    for group in [&w.lowered, &w.declared, &w.skipped] {
+        assert!(err.contains(group.as_str()), "{group}: {err}");
+    }
+
+    // The configuration, in the webhook's file (reloaded) and in the ConfigMap the CLI reads.
+    std::fs::write(&file, &w.config).unwrap();
+    write_config_map(cluster, "nsguard-config", &w.config);
+    let warnings = eventually(
+        "the webhook to apply the new configuration",
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(
+                cluster,
+                &["delete", "namespace", &w.ns, "--dry-run=server"],
+                None,
+            )?;
+            let (_, err) = text(&out);
+            Ok(out.status.success().then_some(err))
+        },
+    )
+    .await;
+    assert_eq!(metric(&guard, "nsguard_config_last_reload_successful"), Some(1.0));
+    // Allowed with a warning for each of the two types it still sees; the declared
+    // controller is named; the skipped type is not looked at.
+    assert!(warnings.contains(w.lowered.as_str()), "{warnings}");
+    assert!(warnings.contains(w.declared.as_str()), "{warnings}");
+    assert!(warnings.contains(w.controller_ns.as_str()), "{warnings}");
+    assert!(!warnings.contains(w.skipped.as_str()), "{warnings}");
+
+    // `nsguard check`, reading the ConfigMap: the same verdict (warnings only, exit 1) on the
+    // same findings, and no note about overriding flags.
+    let out = nsguard_cli(cluster.kubeconfig(), &["check", &w.ns, "-o", "json"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("override"), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let findings = report["findings"].as_array().unwrap();
+    assert!(!findings.is_empty(), "{report}");
+    for f in findings {
+        assert_eq!(f["check"], "finalizer-controller", "{report}");
+        assert_eq!(f["severity"], "advisory", "{report}");
+    }
+    let findings_text = Value::Array(findings.clone()).to_string();
+    assert!(findings_text.contains(w.lowered.as_str()), "{report}");
+    assert!(findings_text.contains(w.declared.as_str()), "{report}");
+    assert!(findings_text.contains(w.controller_ns.as_str()), "{report}");
+    assert!(!findings_text.contains(w.skipped.as_str()), "{report}");
+    assert!(
+        report["notCheckedByChoice"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r == format!("gadgets.{}", w.skipped).as_str())),
+        "{report}"
+    );
+
+    // A flag overrides the ConfigMap, and says so: the check at block again, the deletion
+    // would hang (exit 2).
+    let out = nsguard_cli(
+        cluster.kubeconfig(),
+        &["check", &w.ns, "--check", "finalizer-controller=block"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("flags override the configuration: --check finalizer-controller=block"),
+        "{stderr}"
+    );
+
+    // `config show`: each value with where it comes from.
+    let out = nsguard_cli(
+        cluster.kubeconfig(),
+        &["config", "show", "--backend-grace", "1m"],
+    );
+    let (shown, stderr) = text(&out);
+    assert!(out.status.success(), "{shown}\n{stderr}");
+    for line in [
+        "finalizer-controller: warn  # configmap nsguard-system/nsguard-config",
+        "list-failure: warn  # default",
+        "backend_grace: 1m  # flag",
+        "mode: enforce  # default",
+    ] {
+        assert!(shown.contains(line), "{line}: {shown}");
+    }
+    assert!(
+        shown.contains(&format!(
+            "gadgets.{}: [{}/gadget-controller]  # configmap nsguard-system/nsguard-config",
+            w.declared, w.controller_ns
+        )),
+        "{shown}"
+    );
+    let out = nsguard_cli(cluster.kubeconfig(), &["config", "validate"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // A bad edit: reported (log, metric), /readyz stays ready, the configuration in force
+    // stays (still allowed with warnings).
+    std::fs::write(&file, "checks:\n  finalizer-controller: sometimes\n").unwrap();
+    eventually(
+        "the webhook to reject the bad edit",
+        Duration::from_secs(30),
+        || async {
+            Ok((metric(&guard, "nsguard_config_last_reload_successful") == Some(0.0))
+                .then_some(()))
+        },
+    )
+    .await;
+    assert!(guard.log().contains("Configuration rejected"), "{}", guard.log());
+    assert!(guard.log().contains("checks.finalizer-controller"), "{}", guard.log());
+    let out = kubectl_output(
+        cluster,
+        &["delete", "namespace", &w.ns, "--dry-run=server"],
+        None,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "checks:\n  finalizer-controller: sometimes\n").unwrap();
+    let out = nsguard_cli(
+        cluster.kubeconfig(),
+        &["config", "validate", bad.to_str().unwrap()],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("checks.finalizer-controller"), "{stderr}");
+
+    assert_eq!(http_get(guard.admin_port(), "/readyz").map(|(c, _)| c), Some(200));
+
+    // Back to the defaults: the webhook denies again.
+    std::fs::write(&file, "# defaults\n").unwrap();
+    denied(cluster, &w.ns, "finalizer-controller").await;
+
+    // Clean up: the objects' finalizers, then the namespace.
+    for group in [&w.lowered, &w.declared, &w.skipped] {
+        clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &w.ns);
+    }
+    kubectl(
+        cluster,
+        &["delete", "configmap", "nsguard-config", "-n", "nsguard-system"],
+        None,
+    )
+    .ok();
+    allowed_and_gone(cluster, &client, &w.ns).await;
+}
