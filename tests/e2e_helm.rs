@@ -237,7 +237,7 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
         for c in &chart {
             let (kind, name) = (&c["kind"], &c["metadata"]["name"]);
             // The chart generates the serving pair; with kustomize the admin creates the
-            // Secret (README, "Install on a cluster").
+            // Secret (docs/install.md, "With kustomize").
             if *kind == "Secret" && *name == "nsguard-tls" {
                 continue;
             }

@@ -293,20 +293,22 @@ async fn nsguard_certs_writes_a_pair_the_api_server_trusts() {
     wait_gone(&client, &ns).await;
 }
 
-/// The README's install block, run as printed against the local control plane.
+/// The install guide's kustomize block (docs/install.md), run as printed against the local
+/// control plane.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_readme_install_commands_work_as_printed() {
+async fn the_install_guide_commands_work_as_printed() {
     // The real webhook configuration points at a Service nothing serves: while it exists,
     // every namespace deletion waits on it, so nothing else runs meanwhile.
     let _lock = CLUSTER_WIDE.write().await;
     let (cluster, _) = cluster().await;
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let block = readme
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/install.md"))
+            .unwrap();
+    let block = guide
         .split_once("<!-- install -->\n```sh\n")
         .and_then(|(_, rest)| rest.split_once("```"))
         .map(|(block, _)| block.to_string())
-        .expect("the install block in the README");
+        .expect("the install block in docs/install.md");
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(manifests(""), dir.path().join("manifests")).unwrap();
     let nsguard_dir = Path::new(env!("CARGO_BIN_EXE_nsguard")).parent().unwrap();
