@@ -41,8 +41,15 @@ pub enum ConfigError {
     #[error("{0}")]
     Syntax(String),
     /// Keys whose values are not valid, as `key: why`.
-    #[error("{}", .0.iter().map(|(k, why)| format!("{k}: {why}")).collect::<Vec<_>>().join("; "))]
+    #[error("{}", join_invalid(.0))]
     Invalid(Vec<(String, String)>),
+}
+
+fn join_invalid(bad: &[(String, String)]) -> String {
+    bad.iter()
+        .map(|(key, why)| format!("{key}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The document as written: every key optional. Values are read as text and checked in
@@ -142,7 +149,10 @@ impl Layer {
         for (key, ids) in doc.finalizer_controllers.unwrap_or_default() {
             let at = format!("finalizer_controllers.{key}");
             if key.trim().is_empty() {
-                bad.push((at, "empty key: expected RESOURCE.GROUP or a finalizer".into()));
+                bad.push((
+                    at,
+                    "empty key: expected RESOURCE.GROUP or a finalizer".into(),
+                ));
                 continue;
             }
             if ids.is_empty() {
@@ -371,7 +381,8 @@ impl Effective {
     /// each value followed by a comment saying where it comes from.
     pub fn render(&self) -> String {
         let c = &self.config;
-        let mut out = String::from("# The configuration in effect; after each value, where it comes from.\n");
+        let mut out =
+            String::from("# The configuration in effect; after each value, where it comes from.\n");
         let mut line = |text: String, key: &str| {
             out.push_str(&format!("{text}  # {}\n", self.origin(key)));
         };
@@ -382,10 +393,14 @@ impl Effective {
         );
         out.push_str("checks:\n");
         for id in CheckId::ALL {
-            let setting = c.checks.get(&id).copied().unwrap_or(match id.default_severity() {
-                Severity::Blocking => Setting::Block,
-                Severity::Advisory => Setting::Warn,
-            });
+            let setting = c
+                .checks
+                .get(&id)
+                .copied()
+                .unwrap_or(match id.default_severity() {
+                    Severity::Blocking => Setting::Block,
+                    Severity::Advisory => Setting::Warn,
+                });
             let key = format!("checks.{id}");
             out.push_str(&format!(
                 "  {id}: {}  # {}\n",
@@ -613,7 +628,10 @@ skip_resources: [secrets]
     fn every_key_parses() {
         let layer = Layer::parse(FULL).unwrap();
         assert_eq!(layer.mode, Some(Mode::Warn));
-        assert_eq!(layer.bypass_groups, Some(vec!["platform-admins".to_string()]));
+        assert_eq!(
+            layer.bypass_groups,
+            Some(vec!["platform-admins".to_string()])
+        );
         assert_eq!(
             layer.checks,
             BTreeMap::from([
@@ -626,7 +644,10 @@ skip_resources: [secrets]
         assert_eq!(layer.backend_grace, Some(Duration::from_secs(120)));
         assert_eq!(
             layer.finalizer_controllers["widgets.example.com"],
-            vec![Identity::service_account("gadget-system", "gadget-controller")]
+            vec![Identity::service_account(
+                "gadget-system",
+                "gadget-controller"
+            )]
         );
         assert_eq!(
             layer.finalizer_controllers["example.com/cleanup"],
@@ -725,18 +746,27 @@ skip_resources: [secrets]
     #[test]
     fn the_rendered_configuration_reads_back_the_same() {
         let file = Layer::parse(FULL).unwrap();
-        let e = Effective::resolve(Some((&file, Origin::File("/etc/c.yaml".into()))), &Layer::default());
+        let e = Effective::resolve(
+            Some((&file, Origin::File("/etc/c.yaml".into()))),
+            &Layer::default(),
+        );
         let text = e.render();
         assert!(text.contains("mode: warn  # file /etc/c.yaml"), "{text}");
-        assert!(text.contains("list-failure: warn  # default"), "{text}");
-        let again = Effective::resolve(Some((&Layer::parse(&text).unwrap(), Origin::Flag)), &Layer::default());
+        assert!(text.contains("list-failure: block  # default"), "{text}");
+        let again = Effective::resolve(
+            Some((&Layer::parse(&text).unwrap(), Origin::Flag)),
+            &Layer::default(),
+        );
         // Every check is listed in the rendering, at its default where not set.
         let mut expected = e.config.clone();
         for id in CheckId::ALL {
-            expected.checks.entry(id).or_insert(match id.default_severity() {
-                Severity::Blocking => Setting::Block,
-                Severity::Advisory => Setting::Warn,
-            });
+            expected
+                .checks
+                .entry(id)
+                .or_insert(match id.default_severity() {
+                    Severity::Blocking => Setting::Block,
+                    Severity::Advisory => Setting::Warn,
+                });
         }
         assert_eq!(again.config, expected);
         let defaults = Effective::resolve(None, &Layer::default()).render();
@@ -767,7 +797,10 @@ skip_resources: [secrets]
         let Reload::Applied(next) = watcher.poll() else {
             panic!("a good edit was not applied");
         };
-        assert_eq!(next.config.checks[&CheckId::FinalizerController], Setting::Off);
+        assert_eq!(
+            next.config.checks[&CheckId::FinalizerController],
+            Setting::Off
+        );
     }
 
     #[test]

@@ -100,8 +100,14 @@ impl Engine {
                     .map(|f| f.resource.clone()),
             )
             .collect();
-        let fresh =
-            gather_facts(&self.gatherer, &self.settings.load(), namespace, deadline, &relist).await;
+        let fresh = gather_facts(
+            &self.gatherer,
+            &self.settings.load(),
+            namespace,
+            deadline,
+            &relist,
+        )
+        .await;
         self.check(&fresh)
     }
 

@@ -131,7 +131,9 @@ impl Default for Metrics {
             config_reloads.clone(),
         );
         for result in ["applied", "rejected"] {
-            config_reloads.get_or_create(&ResultLabels { result });
+            config_reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
         }
         let config_last_reload_successful = Gauge::default();
         registry.register(

@@ -25,7 +25,11 @@ struct World {
     config: String,
 }
 
-async fn world(cluster: &'static LocalCluster, client: &kube::Client, labels: &[(&str, String)]) -> World {
+async fn world(
+    cluster: &'static LocalCluster,
+    client: &kube::Client,
+    labels: &[(&str, String)],
+) -> World {
     let id = random_suffix();
     let lowered = format!("lowered-{id}.example.com");
     let declared = format!("declared-{id}.example.com");
@@ -83,12 +87,7 @@ fn metric(guard: &Nsguard, name: &str) -> Option<f64> {
 async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     let _lock = CLUSTER_WIDE.read().await;
     let (cluster, client) = cluster().await;
-    kubectl(
-        cluster,
-        &["create", "namespace", "nsguard-system"],
-        None,
-    )
-    .ok();
+    kubectl(cluster, &["create", "namespace", "nsguard-system"], None).ok();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
 
@@ -97,7 +96,11 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     let config_arg = format!("--config={}", file.display());
     let guard = Nsguard::start(
         cluster,
-        &["--mode=enforce", &config_arg, "--config-reload-interval=200ms"],
+        &[
+            "--mode=enforce",
+            &config_arg,
+            "--config-reload-interval=200ms",
+        ],
     )
     .await;
     let w = world(cluster, &client, &guard.labels()).await;
@@ -125,7 +128,10 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         },
     )
     .await;
-    assert_eq!(metric(&guard, "nsguard_config_last_reload_successful"), Some(1.0));
+    assert_eq!(
+        metric(&guard, "nsguard_config_last_reload_successful"),
+        Some(1.0)
+    );
     // Allowed with a warning for each of the two types it still sees; the declared
     // controller is named; the skipped type is not looked at.
     assert!(warnings.contains(w.lowered.as_str()), "{warnings}");
@@ -152,9 +158,9 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     assert!(findings_text.contains(w.controller_ns.as_str()), "{report}");
     assert!(!findings_text.contains(w.skipped.as_str()), "{report}");
     assert!(
-        report["notCheckedByChoice"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|r| r == format!("gadgets.{}", w.skipped).as_str())),
+        report["notCheckedByChoice"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|r| r == format!("gadgets.{}", w.skipped).as_str())),
         "{report}"
     );
 
@@ -180,7 +186,7 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     assert!(out.status.success(), "{shown}\n{stderr}");
     for line in [
         "finalizer-controller: warn  # configmap nsguard-system/nsguard-config",
-        "list-failure: warn  # default",
+        "list-failure: block  # default",
         "backend_grace: 1m  # flag",
         "mode: enforce  # default",
     ] {
@@ -203,13 +209,23 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         "the webhook to reject the bad edit",
         Duration::from_secs(30),
         || async {
-            Ok((metric(&guard, "nsguard_config_last_reload_successful") == Some(0.0))
-                .then_some(()))
+            Ok(
+                (metric(&guard, "nsguard_config_last_reload_successful") == Some(0.0))
+                    .then_some(()),
+            )
         },
     )
     .await;
-    assert!(guard.log().contains("Configuration rejected"), "{}", guard.log());
-    assert!(guard.log().contains("checks.finalizer-controller"), "{}", guard.log());
+    assert!(
+        guard.log().contains("Configuration rejected"),
+        "{}",
+        guard.log()
+    );
+    assert!(
+        guard.log().contains("checks.finalizer-controller"),
+        "{}",
+        guard.log()
+    );
     let out = kubectl_output(
         cluster,
         &["delete", "namespace", &w.ns, "--dry-run=server"],
@@ -227,7 +243,10 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("checks.finalizer-controller"), "{stderr}");
 
-    assert_eq!(http_get(guard.admin_port(), "/readyz").map(|(c, _)| c), Some(200));
+    assert_eq!(
+        http_get(guard.admin_port(), "/readyz").map(|(c, _)| c),
+        Some(200)
+    );
 
     // Back to the defaults: the webhook denies again.
     std::fs::write(&file, "# defaults\n").unwrap();
@@ -239,7 +258,13 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     }
     kubectl(
         cluster,
-        &["delete", "configmap", "nsguard-config", "-n", "nsguard-system"],
+        &[
+            "delete",
+            "configmap",
+            "nsguard-config",
+            "-n",
+            "nsguard-system",
+        ],
         None,
     )
     .ok();

@@ -119,11 +119,11 @@ fn kustomize(overlay: &str) -> Vec<Value> {
 }
 
 /// The configuration file a ConfigMap holds, parsed as nsguard parses it.
-fn configuration(config_map: &Value) -> nsguard::config::Layer {
+fn configuration(config_map: &Value) -> ::nsguard::config::Layer {
     let text = config_map["data"]["config.yaml"]
         .as_str()
         .unwrap_or_else(|| panic!("no config.yaml in {config_map}"));
-    nsguard::config::Layer::parse(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    ::nsguard::config::Layer::parse(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// The mode a ConfigMap's configuration sets.
@@ -683,8 +683,8 @@ async fn the_readme_helm_install_works_as_printed() {
 /// switch, and reads back as nsguard reads it.
 #[test]
 fn the_config_value_goes_into_the_configuration_file() {
-    use nsguard::checks::Setting;
-    use nsguard::report::CheckId;
+    use ::nsguard::checks::Setting;
+    use ::nsguard::report::CheckId;
     let mut set = source_args("generate");
     set.extend([
         "mode=audit".to_string(),
@@ -693,7 +693,7 @@ fn the_config_value_goes_into_the_configuration_file() {
         "config.backend_grace=1m30s".to_string(),
     ]);
     let layer = configuration(find(&template(&set), "ConfigMap", "nsguard-config"));
-    assert_eq!(layer.mode, Some(nsguard::policy::Mode::Audit));
+    assert_eq!(layer.mode, Some(::nsguard::policy::Mode::Audit));
     assert_eq!(
         layer.checks.get(&CheckId::FinalizerController),
         Some(&Setting::Warn)

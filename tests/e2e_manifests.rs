@@ -89,14 +89,12 @@ async fn every_overlay_passes_a_server_side_dry_run() {
             .iter()
             .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "nsguard-config")
             .and_then(|d| d["data"]["config.yaml"].as_str())
-            .map(|text| nsguard::config::Layer::parse(text).unwrap())
+            .map(|text| ::nsguard::config::Layer::parse(text).unwrap())
             .unwrap_or_else(|| panic!("{overlay}: no configuration in {rendered}"));
         assert_eq!(config.mode.map(|m| m.as_str()), Some(mode), "{overlay}");
         // Only the no-secrets overlay skips Secrets, and then no rule of its role reaches
         // them (RBAC has no deny: neither a wildcard group, nor the core group's wildcard).
-        let skips = config
-            .skip_resources
-            .is_some_and(|s| s.contains("secrets"));
+        let skips = config.skip_resources.is_some_and(|s| s.contains("secrets"));
         assert_eq!(skips, overlay == "no-secrets", "{overlay}: {rendered}");
         if skips {
             let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();

@@ -751,7 +751,7 @@ subjects:
         .expect("the overlay's ConfigMap");
     let config_text = config_map["data"]["config.yaml"].as_str().unwrap();
     assert_eq!(
-        nsguard::config::Layer::parse(config_text)
+        ::nsguard::config::Layer::parse(config_text)
             .unwrap()
             .skip_resources,
         Some(["secrets".to_string()].into_iter().collect()),

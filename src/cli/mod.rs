@@ -26,7 +26,7 @@ use kube::{Client, Config};
 use tokio::time::Instant;
 
 use crate::checks::Setting;
-use crate::config::{CONFIG_MAP_KEY, Config, Effective, Layer, Origin};
+use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
 use crate::facts::controllers::{Declarations, Identity};
 use crate::facts::gather::Limits;
 use crate::facts::gather::{Gatherer, Source};
@@ -424,7 +424,12 @@ impl ClusterArgs {
     }
 
     /// An engine over `client` with the configuration `config`.
-    pub(crate) fn engine(&self, client: Client, source: Source, config: &Config) -> Engine {
+    pub(crate) fn engine(
+        &self,
+        client: Client,
+        source: Source,
+        config: &crate::config::Config,
+    ) -> Engine {
         let gatherer = Gatherer::start(
             client,
             Limits {

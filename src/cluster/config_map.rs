@@ -16,8 +16,6 @@ pub async fn read(
         return Ok(None);
     };
     Ok(Some(
-        cm.data
-            .and_then(|mut d| d.remove(key))
-            .unwrap_or_default(),
+        cm.data.and_then(|mut d| d.remove(key)).unwrap_or_default(),
     ))
 }

@@ -282,7 +282,13 @@ pub fn leads(
         declarations
             .for_type(&gr, finalizers)
             .into_iter()
-            .map(|id| (id, "finalizer_controllers in the configuration (or --finalizer-controller)".to_string())),
+            .map(|id| {
+                (
+                    id,
+                    "finalizer_controllers in the configuration (or --finalizer-controller)"
+                        .to_string(),
+                )
+            }),
     );
     let (rbac, notes) = rbac_controllers(cluster, &resource.group, &resource.resource, ns);
     out.rbac = rbac;
