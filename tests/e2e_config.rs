@@ -17,44 +17,55 @@ use support::*;
 /// custom types), and the configuration that changes the verdict on each: the check lowered
 /// to a warning, a declared controller for the second type, the third type skipped.
 struct World {
-    ns: String,
     lowered: String,
     declared: String,
     skipped: String,
     controller_ns: String,
-    config: String,
 }
 
-async fn world(
-    cluster: &'static LocalCluster,
-    client: &kube::Client,
-    labels: &[(&str, String)],
-) -> World {
-    let id = random_suffix();
-    let lowered = format!("lowered-{id}.example.com");
-    let declared = format!("declared-{id}.example.com");
-    let skipped = format!("skipped-{id}.example.com");
-    for group in [&lowered, &declared, &skipped] {
-        install_crd(cluster, group, "gadgets", "Gadget").await;
+impl World {
+    fn new() -> Self {
+        let id = random_suffix();
+        World {
+            lowered: format!("lowered-{id}.example.com"),
+            declared: format!("declared-{id}.example.com"),
+            skipped: format!("skipped-{id}.example.com"),
+            controller_ns: format!("ctrl-{id}"),
+        }
     }
-    let ns = create_namespace_with(client, "config", labels, &[]).await;
-    for group in [&lowered, &declared, &skipped] {
-        gadget(cluster, group, &ns, "g1");
+
+    fn groups(&self) -> [&String; 3] {
+        [&self.lowered, &self.declared, &self.skipped]
     }
-    let controller_ns = format!("ctrl-{id}");
-    let config = format!(
-        "# A non-default configuration.\n\
-         checks:\n  finalizer-controller: warn\n\
-         finalizer_controllers:\n  gadgets.{declared}: [{controller_ns}/gadget-controller]\n\
-         skip_resources: [gadgets.{skipped}]\n"
-    );
-    World {
-        ns,
-        lowered,
-        declared,
-        skipped,
-        controller_ns,
-        config,
+
+    /// The configuration: declared controller and skipped type, and the check lowered when
+    /// `lowered`.
+    fn config(&self, lowered: bool) -> String {
+        let checks = if lowered {
+            "checks:\n  finalizer-controller: warn\n"
+        } else {
+            ""
+        };
+        format!(
+            "# A non-default configuration.\n{checks}\
+             finalizer_controllers:\n  gadgets.{}: [{}/gadget-controller]\n\
+             skip_resources: [gadgets.{}]\n",
+            self.declared, self.controller_ns, self.skipped
+        )
+    }
+
+    /// The namespace, with one object of each type.
+    async fn namespace(
+        &self,
+        cluster: &LocalCluster,
+        client: &kube::Client,
+        labels: &[(&str, String)],
+    ) -> String {
+        let ns = create_namespace_with(client, "config", labels, &[]).await;
+        for group in self.groups() {
+            gadget(cluster, group, &ns, "g1");
+        }
+        ns
     }
 }
 
@@ -88,11 +99,15 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     let _lock = CLUSTER_WIDE.read().await;
     let (cluster, client) = cluster().await;
     kubectl(cluster, &["create", "namespace", "nsguard-system"], None).ok();
+    let w = World::new();
+    for group in w.groups() {
+        install_crd(cluster, group, "gadgets", "Gadget").await;
+    }
+    // The same configuration in the webhook's file and in the ConfigMap the CLI reads.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-
-    // The webhook, in enforce mode, with a configuration file that sets nothing yet.
-    std::fs::write(&file, "# defaults\n").unwrap();
+    std::fs::write(&file, w.config(true)).unwrap();
+    write_config_map(cluster, "nsguard-config", &w.config(true));
     let config_arg = format!("--config={}", file.display());
     let guard = Nsguard::start(
         cluster,
@@ -103,51 +118,57 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         ],
     )
     .await;
-    let w = world(cluster, &client, &guard.labels()).await;
+    let ns = w.namespace(cluster, &client, &guard.labels()).await;
 
-    // Defaults: the deletion would hang on all three types, and the webhook denies it.
-    let err = denied(cluster, &w.ns, "finalizer-controller").await;
-    for group in [&w.lowered, &w.declared, &w.skipped] {
-        assert!(err.contains(group.as_str()), "{group}: {err}");
+    // With the defaults, the deletion would hang on all three types.
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "").unwrap();
+    let out = nsguard_cli(
+        cluster.kubeconfig(),
+        &["check", &ns, "--config", empty.to_str().unwrap()],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    for group in w.groups() {
+        assert!(stdout.contains(group.as_str()), "{group}: {stdout}");
     }
 
-    // The configuration, in the webhook's file (reloaded) and in the ConfigMap the CLI reads.
-    std::fs::write(&file, &w.config).unwrap();
-    write_config_map(cluster, "nsguard-config", &w.config);
+    // The webhook, with the configuration: allowed, with a warning for each of the two types
+    // it looks at (once its index has them); the skipped type is not looked at.
     let warnings = eventually(
-        "the webhook to apply the new configuration",
+        "the webhook to warn of both types",
         Duration::from_secs(30),
         || async {
             let out = kubectl_output(
                 cluster,
-                &["delete", "namespace", &w.ns, "--dry-run=server"],
+                &["delete", "namespace", &ns, "--dry-run=server"],
                 None,
             )?;
             let (_, err) = text(&out);
-            Ok(out.status.success().then_some(err))
+            anyhow::ensure!(out.status.success(), "denied: {err}");
+            Ok(
+                (err.contains(w.lowered.as_str()) && err.contains(w.declared.as_str()))
+                    .then_some(err),
+            )
         },
     )
     .await;
-    assert_eq!(
-        metric(&guard, "nsguard_config_last_reload_successful"),
-        Some(1.0)
+    let about_skipped = format!("finalizer-controller: gadgets.{}", w.skipped);
+    assert!(!warnings.contains(&about_skipped), "{warnings}");
+    assert!(
+        warnings.contains(&format!("not checked: gadgets.{}", w.skipped)),
+        "{warnings}"
     );
-    // Allowed with a warning for each of the two types it still sees; the declared
-    // controller is named; the skipped type is not looked at.
-    assert!(warnings.contains(w.lowered.as_str()), "{warnings}");
-    assert!(warnings.contains(w.declared.as_str()), "{warnings}");
-    assert!(warnings.contains(w.controller_ns.as_str()), "{warnings}");
-    assert!(!warnings.contains(w.skipped.as_str()), "{warnings}");
 
     // `nsguard check`, reading the ConfigMap: the same verdict (warnings only, exit 1) on the
     // same findings, and no note about overriding flags.
-    let out = nsguard_cli(cluster.kubeconfig(), &["check", &w.ns, "-o", "json"]);
+    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(!stderr.contains("override"), "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let findings = report["findings"].as_array().unwrap();
-    assert!(!findings.is_empty(), "{report}");
+    assert_eq!(findings.len(), 2, "{report}");
     for f in findings {
         assert_eq!(f["check"], "finalizer-controller", "{report}");
         assert_eq!(f["severity"], "advisory", "{report}");
@@ -155,12 +176,14 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     let findings_text = Value::Array(findings.clone()).to_string();
     assert!(findings_text.contains(w.lowered.as_str()), "{report}");
     assert!(findings_text.contains(w.declared.as_str()), "{report}");
+    // The declared controller is the one judged.
     assert!(findings_text.contains(w.controller_ns.as_str()), "{report}");
     assert!(!findings_text.contains(w.skipped.as_str()), "{report}");
+    let skipped = format!("gadgets.{}", w.skipped);
     assert!(
-        report["notCheckedByChoice"].as_array().is_some_and(|a| a
-            .iter()
-            .any(|r| r == format!("gadgets.{}", w.skipped).as_str())),
+        report["notCheckedByChoice"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r == skipped.as_str())),
         "{report}"
     );
 
@@ -168,7 +191,7 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     // would hang (exit 2).
     let out = nsguard_cli(
         cluster.kubeconfig(),
-        &["check", &w.ns, "--check", "finalizer-controller=block"],
+        &["check", &ns, "--check", "finalizer-controller=block"],
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
@@ -177,7 +200,7 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         "{stderr}"
     );
 
-    // `config show`: each value with where it comes from.
+    // `config show`: each value with where it comes from; `config validate`: the ConfigMap.
     let out = nsguard_cli(
         cluster.kubeconfig(),
         &["config", "show", "--backend-grace", "1m"],
@@ -202,8 +225,8 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     let out = nsguard_cli(cluster.kubeconfig(), &["config", "validate"]);
     assert!(out.status.success(), "{:?}", text(&out));
 
-    // A bad edit: reported (log, metric), /readyz stays ready, the configuration in force
-    // stays (still allowed with warnings).
+    // A bad edit of the webhook's file: reported (log, metric), /readyz stays ready, and the
+    // configuration in force stays: still allowed.
     std::fs::write(&file, "checks:\n  finalizer-controller: sometimes\n").unwrap();
     eventually(
         "the webhook to reject the bad edit",
@@ -216,19 +239,16 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         },
     )
     .await;
-    assert!(
-        guard.log().contains("Configuration rejected"),
-        "{}",
-        guard.log()
-    );
-    assert!(
-        guard.log().contains("checks.finalizer-controller"),
-        "{}",
-        guard.log()
+    let log = guard.log();
+    assert!(log.contains("Configuration rejected"), "{log}");
+    assert!(log.contains("checks.finalizer-controller"), "{log}");
+    assert_eq!(
+        http_get(guard.admin_port(), "/readyz").map(|(c, _)| c),
+        Some(200)
     );
     let out = kubectl_output(
         cluster,
-        &["delete", "namespace", &w.ns, "--dry-run=server"],
+        &["delete", "namespace", &ns, "--dry-run=server"],
         None,
     )
     .unwrap();
@@ -243,18 +263,22 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("checks.finalizer-controller"), "{stderr}");
 
+    // A valid edit (the check no longer lowered) is applied: denied, on the two types it
+    // looks at, the declared controller named.
+    std::fs::write(&file, w.config(false)).unwrap();
+    let err = denied(cluster, &ns, "finalizer-controller").await;
+    assert!(err.contains(w.lowered.as_str()), "{err}");
+    assert!(err.contains(w.declared.as_str()), "{err}");
+    assert!(err.contains(w.controller_ns.as_str()), "{err}");
+    assert!(!err.contains(&about_skipped), "{err}");
     assert_eq!(
-        http_get(guard.admin_port(), "/readyz").map(|(c, _)| c),
-        Some(200)
+        metric(&guard, "nsguard_config_last_reload_successful"),
+        Some(1.0)
     );
 
-    // Back to the defaults: the webhook denies again.
-    std::fs::write(&file, "# defaults\n").unwrap();
-    denied(cluster, &w.ns, "finalizer-controller").await;
-
     // Clean up: the objects' finalizers, then the namespace.
-    for group in [&w.lowered, &w.declared, &w.skipped] {
-        clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &w.ns);
+    for group in w.groups() {
+        clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &ns);
     }
     kubectl(
         cluster,
@@ -268,5 +292,5 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         None,
     )
     .ok();
-    allowed_and_gone(cluster, &client, &w.ns).await;
+    allowed_and_gone(cluster, &client, &ns).await;
 }
