@@ -392,7 +392,7 @@ impl Effective {
             "bypass_groups",
         );
         out.push_str("checks:\n");
-        for id in CheckId::ALL {
+        for id in CheckId::all() {
             let setting = c
                 .checks
                 .get(&id)
@@ -586,6 +586,7 @@ fn setting_str(s: Setting) -> &'static str {
 fn identity_str(i: &Identity) -> String {
     match i {
         Identity::ServiceAccount { namespace, name } => format!("{namespace}/{name}"),
+        Identity::ServiceAccounts { namespace } => format!("system:serviceaccounts:{namespace}"),
         Identity::ControlPlane { name } => name.clone(),
     }
 }
@@ -759,7 +760,7 @@ skip_resources: [secrets]
         );
         // Every check is listed in the rendering, at its default where not set.
         let mut expected = e.config.clone();
-        for id in CheckId::ALL {
+        for id in CheckId::all() {
             expected
                 .checks
                 .entry(id)

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::admission::Admission;
 use crate::cli::ServeArgs;
+use crate::cluster::gather::Source;
 use crate::config::{Config, Effective, Live, Reload, Watcher};
-use crate::facts::gather::Source;
 use crate::policy::Policy;
 use crate::preflight::Engine;
 use crate::ratelimit::PeerLimit;

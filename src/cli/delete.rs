@@ -10,13 +10,12 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{ClusterArgs, Format, JSON_SCHEMA, Output, parse_duration, phase, synced_engine};
+use crate::cluster::gather::Gatherer;
+use crate::cluster::teardown::NamespaceDeletion;
 use crate::facts::Facts;
 use crate::facts::controllers::Liveness;
 use crate::teardown::{self, Plan, Wave};
@@ -143,26 +142,11 @@ impl Run {
     }
 }
 
-fn api_resource(r: &crate::facts::ResourceType) -> ApiResource {
-    ApiResource {
-        group: r.group.clone(),
-        version: r.version.clone(),
-        api_version: r.api_version(),
-        kind: r.kind.clone(),
-        plural: r.resource.clone(),
-    }
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
 /// Runs `nsguard delete`; returns the exit code: 0 deleted (or, with `--dry-run`, a plan that
 /// can run), 2 stopped (a blocker ordering cannot fix, a wave or the namespace past its
 /// deadline, a denial).
 pub async fn delete(args: DeleteArgs) -> Result<i32> {
     let engine = synced_engine(&args.cluster).await?;
-    let client = engine.gatherer().client().clone();
     let name = args.namespace.clone();
     let table = args.format.output == Output::Table;
     let mut run = Run {
@@ -180,7 +164,6 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         table,
         progress: table && std::io::stderr().is_terminal(),
     };
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     for round in 0..MAX_ROUNDS {
         let deadline = Instant::now() + args.cluster.check_timeout;
         let Some(ns) = engine.gatherer().read_namespace(&name, deadline).await? else {
@@ -228,7 +211,8 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
             ));
             let started = Instant::now();
             let (deleted, left) = run_wave(
-                &client,
+                engine.gatherer(),
+                args.cluster.check_timeout,
                 &name,
                 wave,
                 &facts,
@@ -278,14 +262,11 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         }
         // Nothing blocks: the namespace, through the webhook.
         if !terminating {
-            match namespaces.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => run.say(&format!("deleting namespace {name}")),
-                Err(e) if is_status(&e, 404) => {}
-                // Already Terminating (another client raced us): wait for it like ours.
-                Err(e) if is_status(&e, 409) => {}
-                Err(kube::Error::Api(s))
-                    if s.code == 403 && s.message.contains("denied the request") =>
-                {
+            let deadline = Instant::now() + args.cluster.check_timeout;
+            match engine.gatherer().delete_namespace(&name, deadline).await? {
+                NamespaceDeletion::Started => run.say(&format!("deleting namespace {name}")),
+                NamespaceDeletion::AlreadyGoing => {}
+                NamespaceDeletion::Denied(message) => {
                     // The webhook's watches may lag this client's view by a moment.
                     if round + 1 < MAX_ROUNDS {
                         run.say("the webhook denied the deletion; checking again");
@@ -293,12 +274,11 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
                         continue;
                     }
                     if table {
-                        eprintln!("nsguard delete: {}", s.message);
+                        eprintln!("nsguard delete: {message}");
                     }
-                    run.out.message = Some(s.message);
+                    run.out.message = Some(message);
                     return run.finish(Outcome::Denied);
                 }
-                Err(e) => return Err(e).with_context(|| format!("deleting namespace {name}")),
             }
         }
         return wait_namespace_gone(run, &engine, &name, args.namespace_timeout).await;
@@ -312,7 +292,8 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
 /// Deletes every object of the wave's types and waits until they are gone or `timeout`
 /// passes. Returns the DELETE calls issued and what is left.
 async fn run_wave(
-    client: &kube::Client,
+    gatherer: &Gatherer,
+    call_deadline: std::time::Duration,
     ns: &str,
     wave: &Wave,
     facts: &Facts,
@@ -320,46 +301,28 @@ async fn run_wave(
     progress: bool,
 ) -> Result<(usize, Vec<Left>)> {
     let until = Instant::now() + timeout;
-    let apis: Vec<(String, Api<DynamicObject>)> = wave
+    let resources: Vec<(String, crate::facts::ResourceType)> = wave
         .resources
         .iter()
-        .map(|r| {
-            (
-                r.resource.clone(),
-                Api::namespaced_with(client.clone(), ns, &api_resource(&r.resource_type)),
-            )
-        })
+        .map(|r| (r.resource.clone(), r.resource_type.clone()))
         .collect();
     let total: usize = wave.resources.iter().map(|r| r.objects.len()).sum();
     let mut deleted = 0;
     loop {
-        let mut left = Vec::new();
-        for (gr, api) in &apis {
-            let listed = api
-                .list_metadata(&ListParams::default())
-                .await
-                .with_context(|| format!("listing {gr} in {ns}"))?;
-            for o in listed.items {
-                let name = o.metadata.name.clone().unwrap_or_default();
-                // A DELETE only sets deletionTimestamp on an object with finalizers: its
-                // controller does the rest. Objects created since are deleted too.
-                if o.metadata.deletion_timestamp.is_none() {
-                    match api.delete(&name, &DeleteParams::background()).await {
-                        Ok(_) => deleted += 1,
-                        Err(e) if is_status(&e, 404) => continue,
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("deleting {gr} {name} in {ns}"));
-                        }
-                    }
-                }
-                left.push(Left {
-                    resource: gr.clone(),
-                    name,
-                    finalizers: o.metadata.finalizers.clone().unwrap_or_default(),
-                    expected: expected(facts, gr),
-                });
-            }
-        }
+        let (n, remaining) = gatherer
+            .delete_pass(ns, &resources, Instant::now() + call_deadline)
+            .await
+            .with_context(|| format!("deleting a wave in {ns}"))?;
+        deleted += n;
+        let left: Vec<Left> = remaining
+            .into_iter()
+            .map(|r| Left {
+                expected: expected(facts, &r.resource),
+                resource: r.resource,
+                name: r.name,
+                finalizers: r.finalizers,
+            })
+            .collect();
         if progress {
             eprint!(
                 "\r  {}/{} gone, {} left{:<30}",

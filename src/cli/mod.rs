@@ -26,10 +26,10 @@ use kube::{Client, Config};
 use tokio::time::Instant;
 
 use crate::checks::Setting;
+use crate::cluster::gather::Limits;
+use crate::cluster::gather::{Gatherer, Source};
 use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
 use crate::facts::controllers::{Declarations, Identity};
-use crate::facts::gather::Limits;
-use crate::facts::gather::{Gatherer, Source};
 use crate::policy::Mode;
 use crate::preflight::Engine;
 use crate::report::CheckId;
