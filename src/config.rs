@@ -15,10 +15,10 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::checks::report::{CheckId, Severity};
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
 use crate::policy::Mode;
-use crate::report::{CheckId, Severity};
 
 /// The key holding the configuration in the ConfigMap.
 pub const CONFIG_MAP_KEY: &str = "config.yaml";

@@ -1,6 +1,6 @@
 //! Renderers: the admission denial message, warnings, and the CLI's table and JSON.
 
-use crate::report::{Finding, Report};
+use crate::checks::report::{Finding, Report};
 
 /// Warnings longer than this are cut (the API recommends 120 characters).
 pub const WARNING_MAX_CHARS: usize = 120;
@@ -88,7 +88,7 @@ pub fn denial_message(report: &Report) -> String {
         blockers.len(),
         if blockers.len() == 1 { "" } else { "s" },
         blockers.join("\n"),
-        crate::report::OVERRIDE_ANNOTATION,
+        crate::checks::report::OVERRIDE_ANNOTATION,
     )
 }
 

@@ -684,7 +684,7 @@ async fn the_readme_helm_install_works_as_printed() {
 #[test]
 fn the_config_value_goes_into_the_configuration_file() {
     use ::nsguard::checks::Setting;
-    use ::nsguard::report::CheckId;
+    use ::nsguard::checks::report::CheckId;
     let mut set = source_args("generate");
     set.extend([
         "mode=audit".to_string(),

@@ -4,7 +4,7 @@ use anyhow::Result;
 use tokio::time::Instant;
 
 use super::{JSON_SCHEMA, NamespaceArgs, Output, phase, read_namespace, synced_engine};
-use crate::report::{Report, Verdict};
+use crate::checks::report::{Report, Verdict};
 
 /// The JSON document `check -o json` prints; `audit -o json` prints one per namespace.
 #[derive(serde::Serialize)]
@@ -51,9 +51,9 @@ pub async fn diagnose(args: NamespaceArgs) -> Result<i32> {
     let ns = read_namespace(&engine, &args.namespace, deadline).await?;
     let facts = engine.facts(ns, deadline).await;
     let report = engine.check(&facts);
-    let d = crate::diagnose::diagnose(&facts, &report);
+    let d = crate::remedy::diagnose::diagnose(&facts, &report);
     match args.format.output {
-        Output::Table => print!("{}", crate::diagnose::render(&d)),
+        Output::Table => print!("{}", crate::remedy::diagnose::render(&d)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
         Output::PolicyReport => args.format.not_policyreport("diagnose")?,
     }

@@ -26,13 +26,13 @@ use kube::{Client, Config};
 use tokio::time::Instant;
 
 use crate::checks::Setting;
+use crate::checks::report::CheckId;
 use crate::cluster::gather::Limits;
-use crate::cluster::gather::{Gatherer, Source};
+use crate::cluster::gather::{ContentSource, Gatherer};
 use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
+use crate::engine::Engine;
 use crate::facts::controllers::{Declarations, Identity};
 use crate::policy::Mode;
-use crate::preflight::Engine;
-use crate::report::CheckId;
 
 /// nsguard: stops namespace deletions that would hang in Terminating.
 #[derive(Debug, Parser)]
@@ -427,7 +427,7 @@ impl ClusterArgs {
     pub(crate) fn engine(
         &self,
         client: Client,
-        source: Source,
+        source: ContentSource,
         config: &crate::config::Config,
     ) -> Engine {
         let gatherer = Gatherer::start(
@@ -457,7 +457,7 @@ pub(crate) fn phase(ns: &Namespace) -> String {
 pub(crate) async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
     let client = cluster.client().await?;
     let effective = cluster.configuration(Some(&client)).await?;
-    let engine = cluster.engine(client, Source::List, &effective.config);
+    let engine = cluster.engine(client, ContentSource::List, &effective.config);
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)

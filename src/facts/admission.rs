@@ -43,6 +43,24 @@ impl std::fmt::Debug for Expr {
 }
 
 impl Expr {
+    /// `source` compiled once per process (webhooks' `matchConditions`, read from the
+    /// configurations as they are): a bounded cache by source text.
+    pub fn cached(source: &str) -> Arc<Self> {
+        static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Arc<Expr>>>> =
+            OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = cache.get(source) {
+            return e.clone();
+        }
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        let e = Arc::new(Self::compile(source));
+        cache.insert(source.to_string(), e.clone());
+        e
+    }
+
     /// Compiles `source` in [`env`].
     pub fn compile(source: &str) -> Self {
         Self {

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::admission::Admission;
 use crate::cli::ServeArgs;
-use crate::cluster::gather::Source;
+use crate::cluster::gather::ContentSource;
 use crate::config::{Config, Effective, Live, Reload, Watcher};
+use crate::engine::Engine;
 use crate::policy::Policy;
-use crate::preflight::Engine;
 use crate::ratelimit::PeerLimit;
 use crate::records::{Events, Metrics};
-use crate::server::{self, Readiness, tls};
+use crate::webhook::admission::Admission;
+use crate::webhook::server::{self, Readiness};
+use crate::webhook::tls;
 
 /// Runs `nsguard serve`.
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -45,7 +46,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     }
     let config = effective.config.clone();
     let client = args.cluster.client().await?;
-    let engine = args.cluster.engine(client, Source::Index, &config);
+    let engine = args.cluster.engine(client, ContentSource::Index, &config);
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
