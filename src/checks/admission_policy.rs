@@ -119,7 +119,8 @@ fn judge(
         .chain(policy.variables.iter().map(|(_, e)| e))
         .chain(policy.validations.iter().map(|v| &v.expression));
     for e in sources {
-        if let Some(why) = unevaluable(&e.source, w.user.is_some()) {
+        if let Some(why) = unevaluable(&e.source, w.user.is_some(), w.object.annotations.is_some())
+        {
             return Answer::Unknown(why);
         }
     }
@@ -397,6 +398,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn annotations_are_judged_once_read_and_only_then() {
+        let spec = format!(
+            "{ON_DELETE}  validations:\n  - {{expression: \"!has(oldObject.metadata.annotations) || !('keep' in oldObject.metadata.annotations)\", message: kept}}\n"
+        );
+        let mut facts = facts_with(policy(&spec, &["Deny"]));
+        // As the index holds them: not read, so not evaluated.
+        let found = check(&facts);
+        assert_eq!(found[0].severity, Severity::Advisory, "{found:?}");
+        assert_eq!(
+            crate::facts::admission::annotations_wanted(&facts.cluster, &facts.namespace.content)
+                .len(),
+            1
+        );
+        // As the review reads them for this policy.
+        for (i, o) in facts.namespace.content[0].objects.iter_mut().enumerate() {
+            o.annotations = Some(if i == 0 {
+                [("keep".to_string(), "yes".to_string())].into()
+            } else {
+                Default::default()
+            });
+        }
+        let found = check(&facts);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Blocking);
+        assert!(
+            found[0].summary.contains("(1 here): kept"),
+            "{}",
+            found[0].summary
+        );
     }
 
     #[test]

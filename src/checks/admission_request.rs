@@ -96,7 +96,11 @@ fn held(path: &str, indexed: bool) -> bool {
 }
 
 /// Why an expression cannot be evaluated on what nsguard holds, if it cannot.
-pub(super) fn unevaluable(source: &str, user_known: bool) -> Option<String> {
+pub(super) fn unevaluable(
+    source: &str,
+    user_known: bool,
+    annotations_known: bool,
+) -> Option<String> {
     static OBJECT: OnceLock<Regex> = OnceLock::new();
     let object = OBJECT.get_or_init(|| {
         Regex::new(r"\b(oldObject|object)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)(\s*\[)?")
@@ -104,7 +108,9 @@ pub(super) fn unevaluable(source: &str, user_known: bool) -> Option<String> {
     });
     for c in object.captures_iter(source) {
         let path = c.get(2).map_or("", |m| m.as_str());
-        if !held(path, c.get(3).is_some()) {
+        let annotations = annotations_known
+            && (path == ".metadata.annotations" || path.starts_with(".metadata.annotations."));
+        if !annotations && !held(path, c.get(3).is_some()) {
             return Some(format!(
                 "it reads {}{}, which nsguard does not hold (it keeps only names, labels, finalizers and deletion timestamps)",
                 c.get(1).map_or("", |m| m.as_str()),
@@ -132,6 +138,9 @@ fn object_json(facts: &Facts, c: &Content, o: &ObjectFacts, without: Option<&str
     let mut metadata = json!({"name": o.name, "namespace": facts.name});
     if !o.labels.is_empty() {
         metadata["labels"] = json!(o.labels);
+    }
+    if let Some(a) = o.annotations.as_ref().filter(|a| !a.is_empty()) {
+        metadata["annotations"] = json!(a);
     }
     let finalizers: Vec<&String> = o
         .finalizers

@@ -214,7 +214,11 @@ fn conditions_match(facts: &Facts, hook: &Hook<'_>, w: &admission_request::Write
         return Match::Yes;
     }
     for c in hook.match_conditions {
-        if let Some(why) = admission_request::unevaluable(&c.expression, w.user.is_some()) {
+        if let Some(why) = admission_request::unevaluable(
+            &c.expression,
+            w.user.is_some(),
+            w.object.annotations.is_some(),
+        ) {
             return Match::May(format!(
                 "matchCondition {} was not evaluated: {why}",
                 c.name

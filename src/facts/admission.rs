@@ -174,6 +174,59 @@ impl AdmissionPolicy {
     }
 }
 
+impl AdmissionPolicy {
+    /// Whether any of its expressions reads objects' annotations.
+    pub fn reads_annotations(&self) -> bool {
+        let reads = |e: &Expr| e.source.contains("annotations");
+        self.match_conditions.iter().any(|(_, e)| reads(e))
+            || self.variables.iter().any(|(_, e)| reads(e))
+            || self
+                .validations
+                .iter()
+                .any(|v| reads(&v.expression) || v.message_expression.as_ref().is_some_and(reads))
+    }
+
+    /// Whether its constraints may select requests on `group`/`resource` (any operation).
+    pub fn may_select(&self, group: &str, resource: &str) -> bool {
+        let has = |l: Option<&Vec<String>>, want: &str| {
+            l.is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+        };
+        self.constraints.as_ref().is_some_and(|c| {
+            c.resource_rules
+                .iter()
+                .flatten()
+                .any(|r| has(r.api_groups.as_ref(), group) && has(r.resources.as_ref(), resource))
+        })
+    }
+}
+
+/// The types of `content` whose objects' annotations a policy that may deny reads, and that
+/// were not read with them.
+pub fn annotations_wanted(
+    cluster: &super::ClusterFacts,
+    content: &[super::Content],
+) -> Vec<super::ResourceType> {
+    let readers: Vec<&AdmissionPolicy> = cluster
+        .admission_policies
+        .iter()
+        .filter(|p| p.bindings.iter().any(|b| b.deny) && p.reads_annotations())
+        .map(|p| &**p)
+        .collect();
+    if readers.is_empty() {
+        return Vec::new();
+    }
+    content
+        .iter()
+        .filter(|c| c.objects.iter().any(|o| o.annotations.is_none()))
+        .filter(|c| {
+            readers
+                .iter()
+                .any(|p| p.may_select(&c.resource.group, &c.resource.resource))
+        })
+        .map(|c| c.resource.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
