@@ -544,7 +544,12 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
         "kubernetes.io/hostname"
     );
     assert_eq!(spec["serviceAccountName"], "nsguard");
-    assert!(!docs.iter().any(|d| d["kind"] == "ConfigMap"));
+    // No dashboard ConfigMap by default: only the configuration's.
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] != "nsguard-config")
+    );
     let docs = template_with(&["--set-json", "topologySpreadConstraints=[]"]);
     assert!(
         find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"]
