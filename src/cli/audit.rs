@@ -1,10 +1,10 @@
 //! `nsguard audit`: every namespace's preflight, with a diagnosis of those already Terminating;
-//! a table, JSON, or PolicyReports.
+//! a table, JSON, YAML, names, or PolicyReports.
 
 use anyhow::Result;
 use tokio::time::Instant;
 
-use super::{AuditArgs, JSON_SCHEMA, Output, phase, synced_engine};
+use super::{AuditArgs, JSON_SCHEMA, Output, exit, phase, print_document, synced_engine};
 use crate::report::{CheckId, Report, Verdict};
 
 /// One namespace in an audit.
@@ -17,6 +17,9 @@ struct Audited {
     report: Report,
     #[serde(skip_serializing_if = "Option::is_none")]
     diagnosis: Option<crate::diagnose::Diagnosis>,
+    /// The kinds of its objects, for PolicyReports' `resources`.
+    #[serde(skip)]
+    kinds: crate::policyreport::Kinds,
 }
 
 /// Runs `nsguard audit`; returns the exit code.
@@ -25,6 +28,14 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
     use std::io::IsTerminal;
 
     let engine = synced_engine(&args.cluster).await?;
+    // The report API, before the audit: a cluster that serves neither fails fast.
+    let report_api = match (args.output, args.policyreport_api) {
+        (Output::PolicyReport, Some(api)) => Some(api),
+        (Output::PolicyReport, None) => {
+            Some(crate::policyreport::discover(engine.gatherer().client()).await?)
+        }
+        _ => None,
+    };
     let deadline = Instant::now() + args.cluster.check_timeout;
     let namespaces = engine
         .gatherer()
@@ -50,6 +61,7 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
                     verdict: report.verdict(),
                     report,
                     diagnosis,
+                    kinds: crate::policyreport::Kinds::of(&facts),
                 }
             }
         })
@@ -68,15 +80,22 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         eprintln!();
     }
     audited.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    match args.format.output {
-        Output::Table => print!("{}", render_audit(&audited)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
+    match args.output {
+        Output::Table => print!("{}", render_audit(&audited, false)),
+        Output::Wide => print!("{}", render_audit(&audited, true)),
+        Output::Name => {
+            for a in audited.iter().filter(|a| code(a) == exit::WOULD_HANG) {
+                println!("namespace/{}", a.namespace);
+            }
+        }
+        // (`-o dot` is not offered for audit: the parser refuses it.)
+        Output::Json | Output::Yaml | Output::Dot => print_document(
+            args.output,
+            &serde_json::json!({
                 "schema": JSON_SCHEMA,
                 "namespaces": audited,
-            }))?
-        ),
+            }),
+        )?,
         Output::PolicyReport => {
             // The API server refuses new objects in a Terminating namespace: those get no
             // report (the table and JSON diagnose them).
@@ -86,56 +105,70 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
                 eprintln!("nsguard: no report for {}: it is Terminating", a.namespace);
             }
             let list = crate::policyreport::list(
-                args.policyreport_api,
-                live.into_iter().map(|a| &a.report),
+                report_api.unwrap_or_default(),
+                live.into_iter().map(|a| (&a.report, &a.kinds)),
                 crate::policyreport::Timestamp::now(),
             );
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
     }
-    // Non-zero only for namespaces that would hang (or hang now): warnings, and a namespace
-    // Terminating while making progress, are not errors.
-    let would_hang = audited.iter().any(|a| match &a.diagnosis {
-        Some(d) => !d.blockers.is_empty(),
-        None => a.verdict == Verdict::WouldHang,
-    });
-    Ok(if would_hang {
-        Verdict::WouldHang.exit_code()
-    } else {
-        Verdict::Clean.exit_code()
-    })
+    // The worst over every namespace: would hang (or hangs now), else warnings, else clean.
+    // A namespace Terminating while making progress is not a blocker.
+    Ok(audited.iter().map(code).max().unwrap_or(exit::CLEAN))
 }
 
-fn render_audit(audited: &[Audited]) -> String {
-    let mut out = format!(
-        "{:<32} {:<12} {:<11} BLOCKERS\n",
-        "NAMESPACE", "PHASE", "VERDICT"
-    );
-    for a in audited {
-        let verdict = match &a.diagnosis {
-            Some(d) if d.blockers.is_empty() => "terminating",
-            Some(_) => "stuck",
-            None => a.verdict.as_str(),
-        };
-        let blockers: Vec<&str> = a
-            .report
-            .check_ids()
-            .into_iter()
-            .filter(|id| a.diagnosis.is_some() || a.report.blocking().any(|f| f.check == *id))
-            .map(CheckId::as_str)
-            .collect();
-        out.push_str(&format!(
-            "{:<32} {:<12} {:<11} {}\n",
-            a.namespace,
-            a.phase,
-            verdict,
-            if blockers.is_empty() {
-                "-".to_string()
-            } else {
-                blockers.join(",")
-            }
-        ));
+/// One namespace's exit code: a Terminating one by its diagnosis, others by their verdict.
+fn code(a: &Audited) -> i32 {
+    match &a.diagnosis {
+        Some(d) => super::check::diagnosis_code(d),
+        None => exit::of(a.verdict),
     }
+}
+
+fn render_audit(audited: &[Audited], wide: bool) -> String {
+    let mut header = vec!["NAMESPACE", "PHASE", "VERDICT", "BLOCKERS"];
+    if wide {
+        header.extend(["ADVISORIES", "NOT CHECKED"]);
+    }
+    let list = |ids: Vec<&str>| {
+        if ids.is_empty() {
+            "-".to_string()
+        } else {
+            ids.join(",")
+        }
+    };
+    let rows = audited
+        .iter()
+        .map(|a| {
+            let verdict = match &a.diagnosis {
+                Some(d) if d.blockers.is_empty() => "terminating",
+                Some(_) => "stuck",
+                None => a.verdict.as_str(),
+            };
+            let blockers: Vec<&str> = a
+                .report
+                .check_ids()
+                .into_iter()
+                .filter(|id| a.diagnosis.is_some() || a.report.blocking().any(|f| f.check == *id))
+                .map(CheckId::as_str)
+                .collect();
+            let mut row = vec![
+                a.namespace.clone(),
+                a.phase.clone(),
+                verdict.to_string(),
+                list(blockers),
+            ];
+            if wide {
+                let mut advisories: Vec<&str> =
+                    a.report.advisory().map(|f| f.check.as_str()).collect();
+                advisories.dedup();
+                row.push(list(advisories));
+                row.push(a.report.not_checked.len().to_string());
+            }
+            row
+        })
+        .collect();
+    let mut out = crate::render::grid(&header, rows);
     for a in audited {
         if let Some(d) = &a.diagnosis {
             out.push('\n');
