@@ -294,6 +294,17 @@ webhooks:
         String::from_utf8_lossy(&names.stdout),
         "gadgets.hooks.nsguard.test/g1\n"
     );
+    // The chain, drawn: the object, its finalizer, and why nothing removes it.
+    let out = nsguard(cluster, &["check", &orphan, "-o", "dot"]);
+    assert_eq!(out.status.code(), Some(4));
+    let digraph = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        digraph.contains(&format!(
+            "\"object/gadgets.hooks.nsguard.test {orphan}/g1\" -> \"finalizer/hooks.nsguard.test/cleanup\";"
+        )),
+        "{digraph}"
+    );
+    render_with_graphviz(&digraph);
     // Made advisory, the same finding is a warning: exit 3, and the headline agrees.
     let warned = nsguard(
         cluster,

@@ -41,9 +41,18 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         .gatherer()
         .list_namespaces(args.selector.as_deref(), deadline)
         .await?;
-    let total = namespaces.len();
-    let progress = std::io::stderr().is_terminal();
-    let mut done = 0usize;
+    // Progress on stderr, only when it is a terminal.
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(namespaces.len() as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("checked {pos}/{len} ({elapsed}): {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut audited: Vec<Audited> = futures::stream::iter(namespaces)
         .map(|ns| {
             let engine = engine.clone();
@@ -67,18 +76,12 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         })
         .buffer_unordered(usize::from(args.concurrency))
         .inspect(|a| {
-            done += 1;
-            if progress {
-                // Erase the line first (ANSI EL): padding would leave the tail of a name
-                // longer than the next one (names run to 63 characters).
-                eprint!("\r\x1b[Kchecked {done}/{total}: {}", a.namespace);
-            }
+            bar.inc(1);
+            bar.set_message(a.namespace.clone());
         })
         .collect()
         .await;
-    if progress {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     audited.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     match args.output {
         Output::Table => print!("{}", render_audit(&audited, false)),
