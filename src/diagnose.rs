@@ -84,38 +84,10 @@ pub struct Diagnosis {
     pub not_checked: Vec<String>,
 }
 
-/// Where a check's remedy goes in the order, and what it risks.
+/// Where a check's remedy goes in the order, and what it risks (from the check registry).
 fn place(check: CheckId) -> (u8, &'static str) {
-    match check {
-        CheckId::ApiserviceUnavailable | CheckId::HostsApiserviceBackend => (
-            0,
-            "deleting an APIService removes its API for every client until its owner registers it again; restoring its Service and endpoints instead risks nothing",
-        ),
-        CheckId::ClusterAlreadyStuck => (
-            1,
-            "none: it only reads; the other namespaces finish once the failing API group is fixed",
-        ),
-        CheckId::WebhookBackendUnavailable | CheckId::HostsWebhookBackend => (
-            2,
-            "whatever the webhook enforced is not enforced until it is reinstalled; restoring its Service instead risks nothing",
-        ),
-        CheckId::ListFailure | CheckId::HostsConversionBackend => (
-            3,
-            "none when the failing server is repaired; deleting objects discards them",
-        ),
-        CheckId::FinalizerController | CheckId::FinalizerStuck | CheckId::FinalizersPending => (
-            4,
-            "none: the controller does the cleanup its finalizer stands for",
-        ),
-        CheckId::PodsUnterminable => (
-            6,
-            "a container on an unreachable node may still be running; confirm the node is really gone",
-        ),
-        CheckId::NamespaceFinalizers => (
-            7,
-            "none: the controller that owns the namespace finalizer does its cleanup",
-        ),
-    }
+    let e = check.entry();
+    (e.order, e.risk)
 }
 
 const PATCH_RISK: &str = "whatever the finalizer guards outside the cluster (a cloud load balancer, a volume, a DNS record, a bucket) is left behind and must be cleaned up by hand";

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod certs;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod diagnose;
 pub mod facts;
 pub mod policy;

@@ -10,28 +10,17 @@ use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::core::v1::Namespace;
 use tokio::time::Instant;
 
+use crate::checks::registry::Confirm;
 use crate::checks::{self, Settings};
-use crate::facts::gather::{self, Gatherer};
+use crate::cluster::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
-use crate::report::{CheckId, Report};
+use crate::report::Report;
 
 /// How long past its deadline a caller waits for the gathering it joined: a gathering bounded
 /// by the same deadline stops its calls at that instant and then says what it could not
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
-
-/// Findings whose evidence is namespace content (or a failed list of it), confirmed by a LIST
-/// before a deny: a list that failed once for a moment (an etcd leader change, a restart) is
-/// not evidence of a hang; one that fails again is.
-const CONFIRMED: [CheckId; 6] = [
-    CheckId::ListFailure,
-    CheckId::FinalizerController,
-    CheckId::FinalizerStuck,
-    CheckId::HostsConversionBackend,
-    CheckId::WebhookBackendUnavailable,
-    CheckId::HostsWebhookBackend,
-];
 
 type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 
@@ -67,18 +56,20 @@ impl Engine {
     pub async fn preflight(&self, namespace: Namespace, deadline: Instant) -> Report {
         let facts = self.facts(namespace.clone(), deadline).await;
         let report = self.check(&facts);
-        if !self.gatherer.indexed() || !report.blocking().any(|f| CONFIRMED.contains(&f.check)) {
+        // Findings whose evidence is namespace content (or a failed list of it) are confirmed
+        // by a LIST before a deny: a list that failed once for a moment (an etcd leader change,
+        // a restart) is not evidence of a hang; one that fails again is.
+        let confirmed = |f: &&crate::report::Finding| f.check.entry().confirm != Confirm::No;
+        if !self.gatherer.indexed() || !report.blocking().any(|f| confirmed(&f)) {
             return report;
         }
         // The finalizer checks read only objects with finalizers, and list-failure only the
         // failing lists: when nothing else blocks, only those types are read again (one call
         // for seed 004's case). Any other confirmed finding reads every type again.
-        let narrow = report.blocking().all(|f| {
-            matches!(
-                f.check,
-                CheckId::FinalizerController | CheckId::FinalizerStuck | CheckId::ListFailure
-            )
-        });
+        let narrow = report
+            .blocking()
+            .filter(confirmed)
+            .all(|f| f.check.entry().confirm == Confirm::Narrow);
         let relist: BTreeSet<ResourceType> = facts
             .namespace
             .content
@@ -232,8 +223,8 @@ async fn gather_facts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::gather::{Limits, Source};
-    use crate::facts::testing::slow_discovery;
+    use crate::cluster::gather::{Limits, Source};
+    use crate::cluster::testing::slow_discovery;
     use std::sync::atomic::Ordering;
 
     fn namespace(name: &str) -> Namespace {

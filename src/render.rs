@@ -365,7 +365,13 @@ pub fn dot(namespace: &str, phase: &str, blocking: &[Finding], facts: Option<&Fa
                 g.edge(&object, &fnode);
                 chained = true;
                 let rc = facts.namespace.controllers.get(&o.kind);
-                let controllers = rc.map(|rc| rc.controllers.as_slice()).unwrap_or_default();
+                // The type's controllers, less those declared for other finalizers only.
+                let controllers: Vec<_> = rc
+                    .map(|rc| rc.controllers.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|(e, _)| e.finalizers.as_ref().is_none_or(|fs| fs.contains(fin)))
+                    .collect();
                 if controllers.is_empty() {
                     let note = rc
                         .and_then(|rc| rc.notes.first().cloned())
@@ -579,6 +585,8 @@ mod tests {
                         },
                         source: Source::Rbac("ClusterRole gadget-operator".into()),
                         resource_names: None,
+                        finalizers: None,
+                        groups: BTreeSet::new(),
                     },
                     Liveness::NotLive {
                         reason: "Deployment gadget-system/gadget-operator has 0 replicas".into(),

@@ -5,122 +5,7 @@ use serde::Serialize;
 /// The namespace annotation that allows a deletion despite blockers: `"<reason>"`.
 pub const OVERRIDE_ANNOTATION: &str = "nsguard.io/allow-stuck-delete";
 
-/// Every check nsguard runs, by its stable id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CheckId {
-    /// An aggregated APIService is not Available, or discovery reports a group-version Stale.
-    ApiserviceUnavailable,
-    /// An APIService's backing Service lives in the namespace being deleted.
-    HostsApiserviceBackend,
-    /// A `Fail` webhook that deletion depends on has its Service in the namespace.
-    HostsWebhookBackend,
-    /// A CRD's conversion webhook Service lives in the namespace while its objects exist.
-    HostsConversionBackend,
-    /// A `Fail` webhook matching DELETE of present content has no ready backend.
-    WebhookBackendUnavailable,
-    /// Listing a namespaced resource type in the namespace fails.
-    ListFailure,
-    /// Objects already being deleted for longer than the threshold still carry finalizers.
-    FinalizerStuck,
-    /// Objects with finalizers whose expected controller is not live, or live only inside
-    /// the namespace being deleted.
-    FinalizerController,
-    /// Other objects with finalizers not known to be handled.
-    FinalizersPending,
-    /// Finalizers on the namespace itself other than the ones Kubernetes handles.
-    NamespaceFinalizers,
-    /// Pods on nodes that are gone or not Ready without the out-of-service taint.
-    PodsUnterminable,
-    /// Other namespaces are already stuck for a cluster-wide cause.
-    ClusterAlreadyStuck,
-}
-
-impl CheckId {
-    /// All checks, in report order.
-    pub const ALL: [CheckId; 12] = [
-        CheckId::ApiserviceUnavailable,
-        CheckId::HostsApiserviceBackend,
-        CheckId::HostsWebhookBackend,
-        CheckId::HostsConversionBackend,
-        CheckId::WebhookBackendUnavailable,
-        CheckId::ListFailure,
-        CheckId::FinalizerStuck,
-        CheckId::FinalizerController,
-        CheckId::FinalizersPending,
-        CheckId::NamespaceFinalizers,
-        CheckId::PodsUnterminable,
-        CheckId::ClusterAlreadyStuck,
-    ];
-
-    /// The stable id, as used in flags, metrics and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckId::ApiserviceUnavailable => "apiservice-unavailable",
-            CheckId::HostsApiserviceBackend => "hosts-apiservice-backend",
-            CheckId::HostsWebhookBackend => "hosts-webhook-backend",
-            CheckId::HostsConversionBackend => "hosts-conversion-backend",
-            CheckId::WebhookBackendUnavailable => "webhook-backend-unavailable",
-            CheckId::ListFailure => "list-failure",
-            CheckId::FinalizerStuck => "finalizer-stuck",
-            CheckId::FinalizerController => "finalizer-controller",
-            CheckId::FinalizersPending => "finalizers-pending",
-            CheckId::NamespaceFinalizers => "namespace-finalizers",
-            CheckId::PodsUnterminable => "pods-unterminable",
-            CheckId::ClusterAlreadyStuck => "cluster-already-stuck",
-        }
-    }
-
-    /// The severity a finding of this check has unless configured otherwise.
-    pub fn default_severity(self) -> Severity {
-        match self {
-            CheckId::FinalizersPending
-            | CheckId::NamespaceFinalizers
-            | CheckId::PodsUnterminable => Severity::Advisory,
-            _ => Severity::Blocking,
-        }
-    }
-}
-
-impl std::fmt::Display for CheckId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for CheckId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // The two ids the owner heuristic had before the liveness model still configure it.
-        if s == "finalizer-owner-missing" || s == "finalizer-owner-in-namespace" {
-            return Ok(CheckId::FinalizerController);
-        }
-        CheckId::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown check {s:?}"))
-    }
-}
-
-/// How much a finding matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The deletion would hang: enforce mode denies.
-    Blocking,
-    /// The deletion may hang or leave something behind: a warning.
-    Advisory,
-}
-
-impl Severity {
-    /// `blocking` or `advisory`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Blocking => "blocking",
-            Severity::Advisory => "advisory",
-        }
-    }
-}
+pub use crate::checks::registry::{Blocks, CheckId, Severity};
 
 /// An object a finding is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -184,6 +69,8 @@ pub struct Finding {
     pub check: CheckId,
     /// Blocking or advisory (after the configured severities).
     pub severity: Severity,
+    /// The step of the deletion it stands in the way of (`delete`, `remove-finalizer`, ...).
+    pub blocks: Blocks,
     /// One line saying what is wrong.
     pub summary: String,
     /// The objects involved.
@@ -200,6 +87,7 @@ impl Finding {
         Self {
             check,
             severity: check.default_severity(),
+            blocks: check.blocks(),
             summary: summary.into(),
             objects: Vec::new(),
             evidence: Vec::new(),
@@ -210,6 +98,13 @@ impl Finding {
     /// Adds an object.
     pub fn object(mut self, o: ObjectRef) -> Self {
         self.objects.push(o);
+        self
+    }
+
+    /// Says which step of the deletion it stands in the way of, where the check's default
+    /// does not say it.
+    pub fn blocks(mut self, b: Blocks) -> Self {
+        self.blocks = b;
         self
     }
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::admission::Admission;
 use crate::cli::ServeArgs;
-use crate::facts::gather::Source;
+use crate::cluster::gather::Source;
 use crate::policy::Policy;
 use crate::ratelimit::PeerLimit;
 use crate::records::{Events, Metrics};

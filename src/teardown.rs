@@ -393,6 +393,8 @@ mod tests {
                         identity: Identity::parse(identity).unwrap(),
                         source: Source::Rbac("RoleBinding op -> Role op".into()),
                         resource_names: None,
+                        finalizers: None,
+                        groups: Default::default(),
                     },
                     liveness,
                 )],

@@ -167,7 +167,7 @@ async fn exposition() -> String {
         namespace: "team-a".into(),
         ..Default::default()
     };
-    for check in CheckId::ALL {
+    for check in CheckId::all() {
         let mut f = Finding::new(check, "x", remedy("y", None));
         f.severity = Severity::Advisory;
         report.findings.push(f.clone());

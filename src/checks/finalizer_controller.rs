@@ -7,20 +7,37 @@
 
 use std::collections::BTreeSet;
 
+use super::finalizer_ties::{domain, ties};
 use crate::facts::controllers::{Expected, Liveness, ResourceControllers};
 use crate::facts::{Content, Facts, finalizers};
-use crate::report::{CheckId, Finding, Handled, ObjectRef, remedy};
+use crate::report::{CheckId, Finding, Handled, ObjectRef, Severity, remedy};
+
+type Candidate = (Expected, Liveness);
 
 /// What one (resource, finalizer) comes to.
 enum Verdict<'a> {
-    Handled(Vec<&'a (Expected, Liveness)>),
-    HereOnly(Vec<&'a (Expected, Liveness)>, Vec<&'a str>),
+    /// Live candidates tied to it cover every object holding it.
+    Handled(Vec<&'a Candidate>),
+    /// Its controller runs only in this namespace.
+    HereOnly(Vec<&'a Candidate>, Vec<&'a str>),
+    /// Its controller (or the type's, when nothing is live) is not live.
     NotLive(Vec<&'a str>),
+    /// Domained, tied to no candidate, beside finalizers a live candidate is tied to: the tool
+    /// that put it there is gone.
+    Nobodys {
+        live: Vec<&'a Candidate>,
+        theirs: Vec<&'a str>,
+        objects: Vec<&'a str>,
+    },
+    /// Tied to no candidate, with no evidence either way: advisory.
+    Doubtful(Vec<&'a Candidate>, Vec<&'a str>),
+    /// nsguard could not tell (its own read failed).
     Unknown,
 }
 
-/// The (content, finalizer) pairs to judge, with the controllers gathered for them.
-fn pairs(facts: &Facts) -> Vec<(&Content, &str, &ResourceControllers)> {
+/// The resource types with finalizers to judge: content, the non-built-in finalizers on its
+/// objects (sorted), and the controllers gathered for it.
+fn types(facts: &Facts) -> Vec<(&Content, Vec<&str>, &ResourceControllers)> {
     let mut out = Vec::new();
     for c in &facts.namespace.content {
         let Some(rc) = facts
@@ -36,8 +53,8 @@ fn pairs(facts: &Facts) -> Vec<(&Content, &str, &ResourceControllers)> {
             .flat_map(|o| o.finalizers.iter().map(String::as_str))
             .filter(|f| !finalizers::is_built_in(f))
             .collect();
-        for f in names {
-            out.push((c, f, rc));
+        if !names.is_empty() {
+            out.push((c, names.into_iter().collect(), rc));
         }
     }
     out
@@ -51,30 +68,65 @@ fn holders<'a>(c: &'a Content, f: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn verdict<'a>(rc: &'a ResourceControllers, objects: &[&'a str]) -> Verdict<'a> {
-    let live: Vec<&(Expected, Liveness)> = rc
-        .controllers
-        .iter()
-        .filter(|(_, l)| matches!(l, Liveness::Live(_)))
-        .collect();
-    let uncovered: Vec<&str> = objects
-        .iter()
-        .copied()
-        .filter(|o| !live.iter().any(|(e, _)| e.covers(o)))
-        .collect();
+fn is_live(l: &Liveness) -> bool {
+    matches!(l, Liveness::Live(_))
+}
+
+/// The verdict on finalizer `finalizers[at]` of a type whose candidates are `rc`.
+fn verdict<'a>(
+    rc: &'a ResourceControllers,
+    finalizers: &[&'a str],
+    at: usize,
+    group: &str,
+    objects: &[&'a str],
+) -> Verdict<'a> {
+    let all: Vec<&Candidate> = rc.controllers.iter().collect();
+    let uncovered_by = |live: &[&Candidate]| -> Vec<&'a str> {
+        objects
+            .iter()
+            .copied()
+            .filter(|o| !live.iter().any(|(e, _)| e.covers(o)))
+            .collect()
+    };
+    let any_live = all.iter().any(|(_, l)| is_live(l));
+    // Nothing live for the type: whoever was tied, nobody removes anything.
+    let mine: Vec<&Candidate> = if any_live {
+        let expected: Vec<&Expected> = all.iter().map(|(e, _)| e).collect();
+        let t = ties(&expected, finalizers, group);
+        let mine: Vec<&Candidate> = t[at].iter().map(|i| all[*i]).collect();
+        if mine.is_empty() {
+            let live: Vec<&Candidate> = all.iter().copied().filter(|(_, l)| is_live(l)).collect();
+            let theirs: Vec<&str> = finalizers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != at && t[*i].iter().any(|c| is_live(&all[*c].1)))
+                .map(|(_, f)| *f)
+                .collect();
+            return if domain(finalizers[at]).is_some() && !theirs.is_empty() {
+                Verdict::Nobodys {
+                    live,
+                    theirs,
+                    objects: objects.to_vec(),
+                }
+            } else {
+                Verdict::Doubtful(live, objects.to_vec())
+            };
+        }
+        mine
+    } else {
+        all
+    };
+    let live: Vec<&Candidate> = mine.iter().copied().filter(|(_, l)| is_live(l)).collect();
+    let uncovered = uncovered_by(&live);
     if uncovered.is_empty() {
         return Verdict::Handled(live);
     }
-    if rc
-        .controllers
-        .iter()
-        .any(|(_, l)| matches!(l, Liveness::Unknown(_)))
-    {
+    if mine.iter().any(|(_, l)| matches!(l, Liveness::Unknown(_))) {
         return Verdict::Unknown;
     }
-    let here: Vec<&(Expected, Liveness)> = rc
-        .controllers
+    let here: Vec<&Candidate> = mine
         .iter()
+        .copied()
         .filter(|(_, l)| matches!(l, Liveness::LiveHereOnly(_)))
         .collect();
     if !here.is_empty() {
@@ -105,11 +157,57 @@ fn object_list(objects: &[&str]) -> String {
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let ns = &facts.name;
     let mut out = Vec::new();
-    for (c, f, rc) in pairs(facts) {
-        let objects = holders(c, f);
+    for (c, f, rc, v) in verdicts(facts) {
         let gr = c.resource.group_resource();
-        let mut finding = match verdict(rc, &objects) {
+        let mut finding = match v {
             Verdict::Handled(_) | Verdict::Unknown => continue,
+            Verdict::Nobodys {
+                live,
+                theirs,
+                objects,
+            } => {
+                let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
+                Finding::new(
+                    CheckId::FinalizerController,
+                    format!(
+                        "{gr} finalizer {f} ({} objects) has no live controller: the live {} removes only {}",
+                        objects.len(),
+                        who.join(", "),
+                        theirs.join(", ")
+                    ),
+                    remedy(
+                        format!(
+                            "reinstall the controller that owns {f} (domain {}) and let it remove it, or declare its controller; the objects' own controller will not remove it",
+                            domain(f).unwrap_or(f)
+                        ),
+                        None,
+                    ),
+                )
+                .with_objects(&gr, ns, &objects)
+                .evidence(format!("objects holding {f}: {}", object_list(&objects)))
+                .evidence(format!(
+                    "no evidence ties {f} to a live controller: no declaration names it, its domain matches no API group a live candidate serves, and the type's controller is already tied to {}",
+                    theirs.join(", ")
+                ))
+            }
+            Verdict::Doubtful(live, objects) => {
+                let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
+                let mut f = Finding::new(
+                    CheckId::FinalizerController,
+                    format!(
+                        "{gr} finalizer {f} ({} objects): no evidence ties it to a live controller ({} may update {gr})",
+                        objects.len(),
+                        if who.is_empty() { "nobody".to_string() } else { who.join(", ") }
+                    ),
+                    remedy(
+                        format!("declare the controller that removes {f} (annotation nsguard.io/finalizer-controller on the CRD, or the configuration's finalizer controllers) so nsguard can judge it"),
+                        None,
+                    ),
+                )
+                .with_objects(&gr, ns, &objects);
+                f.severity = Severity::Advisory;
+                f
+            }
             Verdict::HereOnly(here, uncovered) => {
                 let who: Vec<String> = here.iter().map(|(e, _)| e.identity.to_string()).collect();
                 Finding::new(
@@ -192,19 +290,33 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     out
 }
 
+/// Every (content, finalizer) with its verdict.
+fn verdicts(facts: &Facts) -> Vec<(&Content, &str, &ResourceControllers, Verdict<'_>)> {
+    let mut out = Vec::new();
+    for (c, names, rc) in types(facts) {
+        for (at, f) in names.iter().enumerate() {
+            let objects = holders(c, f);
+            let v = verdict(rc, &names, at, &c.resource.group, &objects);
+            out.push((c, *f, rc, v));
+        }
+    }
+    out
+}
+
 /// The (resource, finalizer) pairs a live controller outside the namespace handles.
 pub(super) fn handled(facts: &Facts) -> Vec<Handled> {
+    use crate::facts::controllers::Identity;
     let mut out = Vec::new();
-    for (c, f, rc) in pairs(facts) {
-        let objects = holders(c, f);
-        if let Verdict::Handled(live) = verdict(rc, &objects) {
+    for (c, f, _, v) in verdicts(facts) {
+        if let Verdict::Handled(live) = v {
             let controller = live
                 .iter()
                 .map(|(e, _)| match &e.identity {
-                    crate::facts::controllers::Identity::ServiceAccount { namespace, name } => {
-                        format!("{namespace}/{name}")
+                    Identity::ServiceAccount { namespace, name } => format!("{namespace}/{name}"),
+                    Identity::ServiceAccounts { namespace } => {
+                        format!("system:serviceaccounts:{namespace}")
                     }
-                    crate::facts::controllers::Identity::ControlPlane { name } => name.clone(),
+                    Identity::ControlPlane { name } => name.clone(),
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -244,6 +356,8 @@ mod tests {
             identity: Identity::parse(id).unwrap(),
             source: Source::Rbac("ClusterRoleBinding op -> ClusterRole op".into()),
             resource_names: names.map(|n| n.iter().map(|s| s.to_string()).collect()),
+            finalizers: None,
+            groups: ["acc.example.com".to_string()].into(),
         }
     }
 

@@ -1,15 +1,18 @@
 //! The checks: pure functions from [`Facts`] to [`Finding`]s, one file each.
 
+mod admission_policy;
 mod apiservice_unavailable;
 mod cluster_already_stuck;
 mod finalizer_controller;
 mod finalizer_stuck;
+mod finalizer_ties;
 mod finalizers_pending;
 mod hosts_apiservice_backend;
 mod hosts_conversion_backend;
 mod list_failure;
 mod namespace_finalizers;
 mod pods_unterminable;
+pub mod registry;
 mod webhooks;
 
 pub use webhooks::{HostedHook, hosted_hooks, only_custom_resources};
@@ -75,14 +78,41 @@ impl Settings {
     }
 }
 
+/// The findings of one check: the registry's entries bound to their pure functions.
+fn findings_of(id: CheckId, facts: &Facts, settings: &Settings) -> Vec<Finding> {
+    match id {
+        CheckId::ApiserviceUnavailable => {
+            apiservice_unavailable::check(facts, settings.apiservice_grace)
+        }
+        CheckId::HostsApiserviceBackend => hosts_apiservice_backend::check(facts),
+        CheckId::HostsWebhookBackend => webhooks::hosts_backend(facts),
+        CheckId::HostsConversionBackend => hosts_conversion_backend::check(facts),
+        CheckId::WebhookBackendUnavailable => {
+            webhooks::backend_unavailable(facts, settings.backend_grace)
+        }
+        CheckId::AdmissionPolicyRefuses => admission_policy::check(facts),
+        CheckId::ListFailure => list_failure::check(facts),
+        CheckId::FinalizerStuck => finalizer_stuck::check(facts, settings.finalizer_stuck_after),
+        CheckId::FinalizerController => finalizer_controller::check(facts),
+        CheckId::FinalizersPending => {
+            finalizers_pending::check(facts, settings.finalizer_stuck_after)
+        }
+        CheckId::NamespaceFinalizers => namespace_finalizers::check(facts),
+        CheckId::PodsUnterminable => pods_unterminable::check(facts),
+        CheckId::ClusterAlreadyStuck => {
+            cluster_already_stuck::check(facts, settings.apiservice_grace)
+        }
+    }
+}
+
 /// Runs every enabled check and returns the report, blocking findings first.
 pub fn run(facts: &Facts, settings: &Settings) -> Report {
     let mut findings = Vec::new();
-    let mut add = |id: CheckId, found: Vec<Finding>| {
+    for id in CheckId::all() {
         let Some(severity) = settings.setting(id) else {
-            return;
+            continue;
         };
-        findings.extend(found.into_iter().map(|mut f| {
+        findings.extend(findings_of(id, facts, settings).into_iter().map(|mut f| {
             // A check lowers its own default where evidence is missing (a 403 list is an RBAC
             // gap; a cause inside its grace; a webhook that only may intercept). `warn` lowers
             // any finding, but `block` raises only findings at the check's default: it never
@@ -92,46 +122,7 @@ pub fn run(facts: &Facts, settings: &Settings) -> Report {
             }
             f
         }));
-    };
-    add(
-        CheckId::ApiserviceUnavailable,
-        apiservice_unavailable::check(facts, settings.apiservice_grace),
-    );
-    add(
-        CheckId::HostsApiserviceBackend,
-        hosts_apiservice_backend::check(facts),
-    );
-    add(CheckId::HostsWebhookBackend, webhooks::hosts_backend(facts));
-    add(
-        CheckId::HostsConversionBackend,
-        hosts_conversion_backend::check(facts),
-    );
-    add(
-        CheckId::WebhookBackendUnavailable,
-        webhooks::backend_unavailable(facts, settings.backend_grace),
-    );
-    add(CheckId::ListFailure, list_failure::check(facts));
-    add(
-        CheckId::FinalizerStuck,
-        finalizer_stuck::check(facts, settings.finalizer_stuck_after),
-    );
-    add(
-        CheckId::FinalizerController,
-        finalizer_controller::check(facts),
-    );
-    add(
-        CheckId::FinalizersPending,
-        finalizers_pending::check(facts, settings.finalizer_stuck_after),
-    );
-    add(
-        CheckId::NamespaceFinalizers,
-        namespace_finalizers::check(facts),
-    );
-    add(CheckId::PodsUnterminable, pods_unterminable::check(facts));
-    add(
-        CheckId::ClusterAlreadyStuck,
-        cluster_already_stuck::check(facts, settings.apiservice_grace),
-    );
+    }
     findings.sort_by_key(|f| (f.severity, f.check));
     Report {
         namespace: facts.name.clone(),

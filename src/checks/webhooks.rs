@@ -22,7 +22,7 @@ use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceRef
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::facts::{Facts, ResourceType, ServiceKey};
-use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// One webhook, validating or mutating, with what the checks need.
 struct Hook<'a> {
@@ -201,54 +201,89 @@ fn hook_matches(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
     }
 }
 
-/// Every resource type with content here whose DELETE a hook intercepts (surely or maybe),
-/// with how many of its objects the hook's object selector matches; `labels` are the
-/// namespace's.
+/// A write the deletion needs of the namespace's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Write {
+    /// The namespace controller's DELETE of every object.
+    Delete,
+    /// A controller's UPDATE (or PATCH, admitted as UPDATE) removing its finalizer, of every
+    /// object that carries one (built-in finalizers too: the job controller, the
+    /// pvc-protection controller, the garbage collector remove theirs this way).
+    RemoveFinalizer,
+}
+
+impl Write {
+    fn describe(self, gr: &str, n: usize) -> String {
+        match self {
+            Write::Delete => format!("DELETE of {gr} ({n} here)"),
+            Write::RemoveFinalizer => {
+                format!("the finalizer removal (UPDATE) of {gr} ({n} here with finalizers)")
+            }
+        }
+    }
+
+    fn blocks(self) -> Blocks {
+        match self {
+            Write::Delete => Blocks::Delete,
+            Write::RemoveFinalizer => Blocks::RemoveFinalizer,
+        }
+    }
+}
+
+/// Every resource type with content here whose DELETE, or whose finalizer removal, a hook
+/// intercepts (surely or maybe), with how many of its objects the hook's object selector
+/// matches; `labels` are the namespace's.
 fn intercepted_all<'f>(
     facts: &'f Facts,
     labels: &BTreeMap<String, String>,
     hook: &Hook<'_>,
-) -> Vec<(&'f ResourceType, usize, Match)> {
+) -> Vec<(&'f ResourceType, usize, Match, Write)> {
     if !super::selector_matches(hook.namespace_selector, labels) {
         return Vec::new();
     }
     let mut out = Vec::new();
     for c in &facts.namespace.content {
-        let req = Request {
-            op: "DELETE",
-            group: &c.resource.group,
-            version: &c.resource.version,
-            resource: &c.resource.resource,
-            namespaced: true,
-        };
-        let matched = hook_matches(facts, hook, &req);
-        if matched == Match::No {
-            continue;
-        }
-        let objects = c
-            .objects
-            .iter()
-            .filter(|o| super::selector_matches(hook.object_selector, &o.labels))
-            .count();
-        if objects > 0 {
-            out.push((&c.resource, objects, matched));
+        for (write, op) in [
+            (Write::Delete, "DELETE"),
+            (Write::RemoveFinalizer, "UPDATE"),
+        ] {
+            let req = Request {
+                op,
+                group: &c.resource.group,
+                version: &c.resource.version,
+                resource: &c.resource.resource,
+                namespaced: true,
+            };
+            let matched = hook_matches(facts, hook, &req);
+            if matched == Match::No {
+                continue;
+            }
+            let objects = c
+                .objects
+                .iter()
+                .filter(|o| write == Write::Delete || !o.finalizers.is_empty())
+                .filter(|o| super::selector_matches(hook.object_selector, &o.labels))
+                .count();
+            if objects > 0 {
+                out.push((&c.resource, objects, matched, write));
+            }
         }
     }
     out
 }
 
-/// The resource type with content here that a hook intercepts on DELETE (one it surely does
-/// first, else one it may); `labels` are the namespace's.
+/// The resource type with content here that a hook intercepts (one it surely does first, a
+/// DELETE before a finalizer removal, else one it may); `labels` are the namespace's.
 fn intercepted_content(
     facts: &Facts,
     labels: &BTreeMap<String, String>,
     hook: &Hook<'_>,
-) -> Option<(String, usize, Match)> {
+) -> Option<(String, usize, Match, Write)> {
     let all = intercepted_all(facts, labels, hook);
     all.iter()
-        .find(|(_, _, m)| *m == Match::Yes)
+        .find(|(_, _, m, _)| *m == Match::Yes)
         .or_else(|| all.first())
-        .map(|(r, n, m)| (r.group_resource(), *n, m.clone()))
+        .map(|(r, n, m, w)| (r.group_resource(), *n, m.clone(), *w))
 }
 
 /// A `failurePolicy: Fail` webhook served from the namespace being deleted, and what of the
@@ -288,7 +323,9 @@ pub fn hosted_hooks(facts: &Facts) -> Vec<HostedHook> {
             service: key(svc),
             content: intercepted_all(facts, &labels, &hook)
                 .into_iter()
-                .map(|(r, _, _)| r.clone())
+                .map(|(r, _, _, _)| r.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
             finalize,
         });
@@ -369,11 +406,15 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         };
         const FINALIZE: &str = "the namespace's finalize/status updates";
         let finalize_too = finalize != Match::No;
-        let (what, matched) = match (content, finalize) {
-            (Some((gr, n, Match::Yes)), _) => (format!("DELETE of {gr} ({n} here)"), Match::Yes),
-            (_, Match::Yes) => (FINALIZE.to_string(), Match::Yes),
-            (Some((gr, n, m)), _) => (format!("DELETE of {gr} ({n} here)"), m),
-            (None, Match::May(why)) => (FINALIZE.to_string(), Match::May(why)),
+        let (what, matched, blocks) = match (content, finalize) {
+            (Some((gr, n, Match::Yes, w)), _) => (w.describe(&gr, n), Match::Yes, w.blocks()),
+            (_, Match::Yes) => (FINALIZE.to_string(), Match::Yes, Blocks::FinalizeNamespace),
+            (Some((gr, n, m, w)), _) => (w.describe(&gr, n), m, w.blocks()),
+            (None, Match::May(why)) => (
+                FINALIZE.to_string(),
+                Match::May(why),
+                Blocks::FinalizeNamespace,
+            ),
             (None, Match::No) => continue,
         };
         let by_hand = format!(
@@ -385,7 +426,9 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         // webhook still serves, is what `nsguard delete` does.
         let intercepted: Vec<ResourceType> = intercepted_all(facts, &labels, &hook)
             .into_iter()
-            .map(|(r, _, _)| r.clone())
+            .map(|(r, _, _, _)| r.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         let ordered =
             !finalize_too && !intercepted.is_empty() && only_custom_resources(facts, &intercepted);
@@ -415,6 +458,7 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
                 format!("webhook {} (failurePolicy Fail) intercepts {what} but is served from this namespace", hook.name),
                 fix,
             )
+            .blocks(blocks)
             .object(ObjectRef::cluster(hook.config_kind, &hook.config))
             .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))
             .evidence("its pods are deleted first; every call it then gets fails and the deletion cannot finish"),
@@ -445,9 +489,10 @@ pub(super) fn backend_unavailable(facts: &Facts, grace: Duration) -> Vec<Finding
         if state.reachable() {
             continue;
         }
-        let Some((gr, n, matched)) = intercepted_content(facts, &labels, &hook) else {
+        let Some((gr, n, matched, write)) = intercepted_content(facts, &labels, &hook) else {
             continue;
         };
+        let what = write.describe(&gr, n);
         let why = if state.exists {
             format!("Service {key} has no ready endpoints")
         } else {
@@ -459,16 +504,30 @@ pub(super) fn backend_unavailable(facts: &Facts, grace: Duration) -> Vec<Finding
                     < i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)
         });
         let mut f = Finding::new(
-                CheckId::WebhookBackendUnavailable,
-                format!("webhook {} (failurePolicy Fail) intercepts DELETE of {gr} ({n} here) and is down: {why}", hook.name),
-                remedy(
-                    format!("restore Service {key}, or delete {} {} if it is no longer used", hook.config_kind, hook.config),
-                    format!("kubectl delete {} {}", hook.config_kind.to_lowercase(), hook.config),
+            CheckId::WebhookBackendUnavailable,
+            format!(
+                "webhook {} (failurePolicy Fail) intercepts {what} and is down: {why}",
+                hook.name
+            ),
+            remedy(
+                format!(
+                    "restore Service {key}, or delete {} {} if it is no longer used",
+                    hook.config_kind, hook.config
                 ),
-            )
-            .object(ObjectRef::cluster(hook.config_kind, &hook.config))
-            .object(ObjectRef::namespaced("Service", &key.namespace, &key.name))
-            .evidence(why);
+                format!(
+                    "kubectl delete {} {}",
+                    hook.config_kind.to_lowercase(),
+                    hook.config
+                ),
+            ),
+        )
+        .blocks(write.blocks())
+        .object(ObjectRef::cluster(hook.config_kind, &hook.config))
+        .object(ObjectRef::namespaced("Service", &key.namespace, &key.name))
+        .evidence(why);
+        if write == Write::RemoveFinalizer {
+            f = f.evidence("removing a finalizer is an UPDATE of the object: its controller runs, but every removal it tries is refused, so the objects keep their finalizers (NamespaceFinalizersRemaining)");
+        }
         if let Some(since) = state.unreachable_since.filter(|_| state.exists) {
             f = f.evidence(format!(
                 "no ready endpoints since {since} ({} ago)",
@@ -477,7 +536,7 @@ pub(super) fn backend_unavailable(facts: &Facts, grace: Duration) -> Vec<Finding
         }
         if let Some(since) = recent {
             f.summary = format!(
-                "webhook {} (failurePolicy Fail) intercepts DELETE of {gr} ({n} here); its Service {key} has had no ready endpoints for {}: blocks after {}s",
+                "webhook {} (failurePolicy Fail) intercepts {what}; its Service {key} has had no ready endpoints for {}: blocks after {}s",
                 hook.name,
                 super::age(facts.now, since),
                 grace.as_secs()
@@ -534,6 +593,41 @@ mod tests {
             .build();
         let found = backend_unavailable(&facts, GRACE);
         assert_eq!(found.len(), expected, "{found:?}");
+    }
+
+    #[rstest]
+    #[case::finalized_objects(&[("g1", &["acc.example.com/cleanup"][..]), ("g2", &[][..])], Some(1))]
+    #[case::built_in_finalizers_too(&[("g1", &["orphan"][..])], Some(1))]
+    #[case::no_finalizers_no_update(&[("g1", &[][..])], None)]
+    fn a_down_webhook_on_update_blocks_the_finalizer_removal(
+        #[case] objects: &[(&str, &[&str])],
+        #[case] expected: Option<usize>,
+    ) {
+        let facts = fixtures::facts("team-a")
+            .with_content("", "configmaps", objects)
+            .with_webhook(
+                "guard",
+                &["UPDATE"],
+                &["configmaps"],
+                ("sec", "hook"),
+                BackendState::default(),
+            )
+            .build();
+        let found = backend_unavailable(&facts, GRACE);
+        match expected {
+            None => assert!(found.is_empty(), "{found:?}"),
+            Some(n) => {
+                assert_eq!(found.len(), 1, "{found:?}");
+                assert_eq!(found[0].blocks, Blocks::RemoveFinalizer);
+                assert!(
+                    found[0].summary.contains(&format!(
+                        "the finalizer removal (UPDATE) of configmaps ({n} here"
+                    )),
+                    "{}",
+                    found[0].summary
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,9 +10,6 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -20,6 +17,8 @@ use super::{
     ClusterArgs, DELETE_FORMATS, JSON_SCHEMA, Output, exit, formats, parse_duration,
     parse_namespace, phase, print_document, synced_engine,
 };
+use crate::cluster::gather::Gatherer;
+use crate::cluster::teardown::NamespaceDeletion;
 use crate::facts::Facts;
 use crate::facts::controllers::Liveness;
 use crate::teardown::{self, Plan, Wave};
@@ -178,27 +177,12 @@ impl Run {
     }
 }
 
-fn api_resource(r: &crate::facts::ResourceType) -> ApiResource {
-    ApiResource {
-        group: r.group.clone(),
-        version: r.version.clone(),
-        api_version: r.api_version(),
-        kind: r.kind.clone(),
-        plural: r.resource.clone(),
-    }
-}
-
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
 /// Runs `nsguard delete`; returns the exit code: 0 deleted (or, with `--dry-run`, a plan that
 /// can run), 3 with `--dry-run`, a plan that can run although something was not checked, 4
 /// stopped (a blocker ordering cannot fix, a wave or the namespace past its deadline, a
 /// denial).
 pub async fn delete(args: DeleteArgs) -> Result<i32> {
     let engine = synced_engine(&args.cluster).await?;
-    let client = engine.gatherer().client().clone();
     let name = args.namespace.clone();
     let table = args.output == Output::Table;
     let mut run = Run {
@@ -217,7 +201,6 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         table,
         progress: table && std::io::stderr().is_terminal(),
     };
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     for round in 0..MAX_ROUNDS {
         let deadline = Instant::now() + args.cluster.check_timeout;
         let Some(ns) = engine.gatherer().read_namespace(&name, deadline).await? else {
@@ -265,7 +248,8 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
             ));
             let started = Instant::now();
             let (deleted, left) = run_wave(
-                &client,
+                engine.gatherer(),
+                args.cluster.check_timeout,
                 &name,
                 wave,
                 &facts,
@@ -315,14 +299,11 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         }
         // Nothing blocks: the namespace, through the webhook.
         if !terminating {
-            match namespaces.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => run.say(&format!("deleting namespace {name}")),
-                Err(e) if is_status(&e, 404) => {}
-                // Already Terminating (another client raced us): wait for it like ours.
-                Err(e) if is_status(&e, 409) => {}
-                Err(kube::Error::Api(s))
-                    if s.code == 403 && s.message.contains("denied the request") =>
-                {
+            let deadline = Instant::now() + args.cluster.check_timeout;
+            match engine.gatherer().delete_namespace(&name, deadline).await? {
+                NamespaceDeletion::Started => run.say(&format!("deleting namespace {name}")),
+                NamespaceDeletion::AlreadyGoing => {}
+                NamespaceDeletion::Denied(message) => {
                     // The webhook's watches may lag this client's view by a moment.
                     if round + 1 < MAX_ROUNDS {
                         run.say("the webhook denied the deletion; checking again");
@@ -330,12 +311,11 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
                         continue;
                     }
                     if table {
-                        eprintln!("nsguard delete: {}", s.message);
+                        eprintln!("nsguard delete: {message}");
                     }
-                    run.out.message = Some(s.message);
+                    run.out.message = Some(message);
                     return run.finish(Outcome::Denied);
                 }
-                Err(e) => return Err(e).with_context(|| format!("deleting namespace {name}")),
             }
         }
         return wait_namespace_gone(run, &engine, &name, args.namespace_timeout).await;
@@ -349,7 +329,8 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
 /// Deletes every object of the wave's types and waits until they are gone or `timeout`
 /// passes. Returns the DELETE calls issued and what is left.
 async fn run_wave(
-    client: &kube::Client,
+    gatherer: &Gatherer,
+    call_deadline: std::time::Duration,
     ns: &str,
     wave: &Wave,
     facts: &Facts,
@@ -357,46 +338,28 @@ async fn run_wave(
     bar: &indicatif::ProgressBar,
 ) -> Result<(usize, Vec<Left>)> {
     let until = Instant::now() + timeout;
-    let apis: Vec<(String, Api<DynamicObject>)> = wave
+    let resources: Vec<(String, crate::facts::ResourceType)> = wave
         .resources
         .iter()
-        .map(|r| {
-            (
-                r.resource.clone(),
-                Api::namespaced_with(client.clone(), ns, &api_resource(&r.resource_type)),
-            )
-        })
+        .map(|r| (r.resource.clone(), r.resource_type.clone()))
         .collect();
     let total: usize = wave.resources.iter().map(|r| r.objects.len()).sum();
     let mut deleted = 0;
     loop {
-        let mut left = Vec::new();
-        for (gr, api) in &apis {
-            let listed = api
-                .list_metadata(&ListParams::default())
-                .await
-                .with_context(|| format!("listing {gr} in {ns}"))?;
-            for o in listed.items {
-                let name = o.metadata.name.clone().unwrap_or_default();
-                // A DELETE only sets deletionTimestamp on an object with finalizers: its
-                // controller does the rest. Objects created since are deleted too.
-                if o.metadata.deletion_timestamp.is_none() {
-                    match api.delete(&name, &DeleteParams::background()).await {
-                        Ok(_) => deleted += 1,
-                        Err(e) if is_status(&e, 404) => continue,
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("deleting {gr} {name} in {ns}"));
-                        }
-                    }
-                }
-                left.push(Left {
-                    resource: gr.clone(),
-                    name,
-                    finalizers: o.metadata.finalizers.clone().unwrap_or_default(),
-                    expected: expected(facts, gr),
-                });
-            }
-        }
+        let (n, remaining) = gatherer
+            .delete_pass(ns, &resources, Instant::now() + call_deadline)
+            .await
+            .with_context(|| format!("deleting a wave in {ns}"))?;
+        deleted += n;
+        let left: Vec<Left> = remaining
+            .into_iter()
+            .map(|r| Left {
+                expected: expected(facts, &r.resource),
+                resource: r.resource,
+                name: r.name,
+                finalizers: r.finalizers,
+            })
+            .collect();
         // Objects created since the plan count too: the length grows with them.
         let gone = total.saturating_sub(left.len());
         bar.set_length((gone + left.len()) as u64);

@@ -23,9 +23,9 @@ use kube::{Client, Config};
 use tokio::time::Instant;
 
 use crate::checks::{Setting, Settings};
+use crate::cluster::gather::Limits;
+use crate::cluster::gather::{Gatherer, Source};
 use crate::facts::controllers::{Declarations, Identity};
-use crate::facts::gather::Limits;
-use crate::facts::gather::{Gatherer, Source};
 use crate::policy::Mode;
 use crate::preflight::Engine;
 use crate::report::CheckId;

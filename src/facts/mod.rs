@@ -1,14 +1,11 @@
-//! Facts: everything the checks look at, as plain data. [`gather`] is the only module that
-//! talks to the API server; checks read these structs and nothing else.
+//! Facts: everything the checks look at, as plain data: no I/O and no clock (the time of the
+//! gathering is itself a fact, [`Facts::now`]). [`crate::cluster`] reads the API server and
+//! fills these structs; checks read them and nothing else.
 
+pub mod admission;
 pub mod controllers;
 pub mod discovery;
 pub mod finalizers;
-pub mod gather;
-pub mod index;
-pub mod snapshot;
-#[cfg(test)]
-pub(crate) mod testing;
 
 use std::collections::BTreeMap;
 
@@ -46,6 +43,8 @@ pub struct ClusterFacts {
     pub namespace_phases: BTreeMap<String, String>,
     /// RBAC, to find who can remove a finalizer.
     pub rbac: Rbac,
+    /// ValidatingAdmissionPolicies that some binding binds, compiled.
+    pub admission_policies: Vec<std::sync::Arc<admission::AdmissionPolicy>>,
 }
 
 /// RBAC objects, cluster-wide.

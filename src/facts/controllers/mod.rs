@@ -1,47 +1,40 @@
 //! Who is expected to remove a finalizer, and is it live?
 //!
 //! For each resource type whose objects in the namespace carry finalizers Kubernetes does not
-//! remove itself, nsguard names the controllers expected to remove them, from evidence in this
-//! order:
+//! remove itself, nsguard names the candidates expected to remove them:
 //! 1. a declaration by the cluster's admin: the annotation [`DECLARATION`] on the CRD, or the
-//!    `--finalizer-controller` flag (for built-in types, or controllers authorized outside
-//!    RBAC). A declaration is authoritative: nothing else is consulted.
-//! 2. the installer's record: an OLM ClusterServiceVersion (never a copy) that owns the CRD
-//!    (its install Deployments), or the Helm release named by the CRD's annotations (that
-//!    release's Deployments, StatefulSets and DaemonSets);
-//! 3. RBAC grants that **name** the resource (or `<resource>/finalizers`) with update or patch,
-//!    honouring `resourceNames`. Wildcard grants (cluster-admin) and aggregated roles
-//!    (admin, edit) are not evidence that anyone handles this finalizer; Users and Groups are
-//!    people, except control-plane identities (`system:` users), trusted as live.
+//!    `--finalizer-controller` flag / configuration (for built-in types, or controllers
+//!    authorized outside RBAC). A declaration is authoritative: nothing else is consulted.
+//! 2. otherwise, who may update the type by RBAC ([`rbac`]): grants that name the resource are
+//!    evidence; an installer's record (an OLM ClusterServiceVersion that owns the CRD, or the
+//!    Helm release named by the CRD's annotations) narrows the candidates to the workloads it
+//!    installed that may update the type, each live through its own identity's pods.
 //!
 //! A ServiceAccount is live when it exists and a Ready pod that is not being deleted runs as it
 //! on a Ready node, in a namespace that exists, is not Terminating and is not the one being
-//! deleted (live there only: it dies first).
+//! deleted (live there only: it dies first). Which finalizer each candidate accounts for is the
+//! check's to judge (`finalizer-controller`), from the groups each candidate serves.
 //!
-//! [`leads`] and [`liveness`] are pure; [`Gatherer::controllers`] makes the few targeted calls
-//! (no cluster-wide pod watch): per candidate ServiceAccount, the ServiceAccount, the pods
-//! running as it (field selector) and, when none is ready, the workloads that would run it.
+//! Everything here is pure. The few targeted reads behind it (per candidate, the pods running as
+//! it and, when none is ready, the workloads that would run it; installer records) are made in
+//! [`crate::cluster::controllers`].
+
+pub mod rbac;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{PolicyRule, RoleRef, Subject};
-use kube::api::{ApiResource, DynamicObject, ListParams};
-use kube::{Api, Resource};
+use kube::api::DynamicObject;
 use serde::Serialize;
-use tokio::time::Instant;
 
-use super::gather::Gatherer;
-use super::{ClusterFacts, Content, Discovery, ResourceType, finalizers};
+use super::{ClusterFacts, Content, ResourceType, finalizers};
 
 /// The CRD annotation by which an admin names the controller of its finalizers:
 /// `<namespace>/<serviceaccount>` (or a `system:` user), comma-separated for several.
 pub const DECLARATION: &str = "nsguard.io/finalizer-controller";
 
 /// Helm's release annotations.
-const HELM_RELEASE: &str = "meta.helm.sh/release-name";
-const HELM_NAMESPACE: &str = "meta.helm.sh/release-namespace";
+pub const HELM_RELEASE: &str = "meta.helm.sh/release-name";
+pub const HELM_NAMESPACE: &str = "meta.helm.sh/release-namespace";
 
 /// A controller's identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -53,6 +46,12 @@ pub enum Identity {
         namespace: String,
         /// Name.
         name: String,
+    },
+    /// Every ServiceAccount of a namespace (the group `system:serviceaccounts:<ns>`): live
+    /// when a Ready pod runs in that namespace.
+    ServiceAccounts {
+        /// Namespace.
+        namespace: String,
     },
     /// A control-plane user (`system:kube-controller-manager`): trusted as live.
     ControlPlane {
@@ -90,6 +89,27 @@ impl Identity {
         };
         (valid(ns) && valid(name)).then(|| Self::service_account(ns, name))
     }
+
+    /// Whether this holder of a grant is (or includes) `other`: the same identity, or the
+    /// ServiceAccounts of a namespace that holds `other`.
+    pub fn covers(&self, other: &Identity) -> bool {
+        match (self, other) {
+            (
+                Identity::ServiceAccounts { namespace },
+                Identity::ServiceAccount { namespace: n, .. },
+            ) => namespace == n,
+            (a, b) => a == b,
+        }
+    }
+
+    /// The namespace its pods run in, for a ServiceAccount or a namespace's ServiceAccounts.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Identity::ServiceAccount { namespace, .. }
+            | Identity::ServiceAccounts { namespace } => Some(namespace),
+            Identity::ControlPlane { .. } => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Identity {
@@ -97,6 +117,12 @@ impl std::fmt::Display for Identity {
         match self {
             Identity::ServiceAccount { namespace, name } => {
                 write!(f, "ServiceAccount {namespace}/{name}")
+            }
+            Identity::ServiceAccounts { namespace } => {
+                write!(
+                    f,
+                    "the ServiceAccounts of {namespace} (group system:serviceaccounts:{namespace})"
+                )
             }
             Identity::ControlPlane { name } => write!(f, "control-plane user {name}"),
         }
@@ -115,6 +141,8 @@ pub enum Source {
     Helm(String),
     /// An RBAC grant naming the resource.
     Rbac(String),
+    /// An installer's workload that may update the type only through a wildcard grant.
+    Installer(String),
 }
 
 impl Liveness {
@@ -126,9 +154,11 @@ impl Liveness {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Declared(s) | Source::Olm(s) | Source::Helm(s) | Source::Rbac(s) => {
-                f.write_str(s)
-            }
+            Source::Declared(s)
+            | Source::Olm(s)
+            | Source::Helm(s)
+            | Source::Rbac(s)
+            | Source::Installer(s) => f.write_str(s),
         }
     }
 }
@@ -144,6 +174,14 @@ pub struct Expected {
     /// Only these objects, when its grant lists `resourceNames`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_names: Option<BTreeSet<String>>,
+    /// Only these finalizers, when it was declared for them by name; `None`: it was declared
+    /// for the type, or found by evidence about the type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finalizers: Option<BTreeSet<String>>,
+    /// The API groups it serves or owns: named in its grants, or the groups of the CRDs its
+    /// installer record owns. A finalizer whose domain belongs to one of them is its own.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub groups: BTreeSet<String>,
 }
 
 impl Expected {
@@ -211,10 +249,30 @@ impl Declarations {
         Ok((key.to_string(), ids))
     }
 
-    fn for_type(&self, group_resource: &str, finalizers: &BTreeSet<&str>) -> Vec<Identity> {
-        let mut out: Vec<Identity> = self.0.get(group_resource).cloned().unwrap_or_default();
+    /// The identities declared for the type (for all its finalizers: `None`) or for one of
+    /// `finalizers` by name.
+    fn for_type(
+        &self,
+        group_resource: &str,
+        finalizers: &BTreeSet<&str>,
+    ) -> Vec<(Identity, Option<BTreeSet<String>>)> {
+        let mut out: Vec<(Identity, Option<BTreeSet<String>>)> = self
+            .0
+            .get(group_resource)
+            .into_iter()
+            .flatten()
+            .map(|id| (id.clone(), None))
+            .collect();
         for f in finalizers {
-            out.extend(self.0.get(*f).cloned().unwrap_or_default());
+            for id in self.0.get(*f).into_iter().flatten() {
+                match out.iter_mut().find(|(i, _)| i == id) {
+                    Some((_, Some(fs))) => {
+                        fs.insert(f.to_string());
+                    }
+                    Some((_, None)) => {}
+                    None => out.push((id.clone(), Some([f.to_string()].into()))),
+                }
+            }
         }
         out
     }
@@ -231,15 +289,16 @@ fn parse_identities(value: &str) -> Result<Vec<Identity>, String> {
 /// Where to look next for one resource type: the pure part of the evidence.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leads {
-    /// Declared controllers (authoritative when not empty), with where the declaration is.
-    pub declared: Vec<(Identity, String)>,
+    /// Declared controllers (authoritative when not empty): identity, where the declaration
+    /// is, and the finalizers it names (`None`: the whole type).
+    pub declared: Vec<(Identity, String, Option<BTreeSet<String>>)>,
     /// The CRD's name, when OLM may own it.
     pub crd: Option<String>,
     /// The Helm release `(namespace, name)` the CRD's annotations name.
     pub helm: Option<(String, String)>,
-    /// Controllers from RBAC grants that name the resource.
-    pub rbac: Vec<Expected>,
-    /// What RBAC shows that is not evidence.
+    /// Who may update the type in the namespace, by RBAC.
+    pub updaters: rbac::Updaters,
+    /// What the evidence shows that is not a candidate.
     pub notes: Vec<String>,
 }
 
@@ -263,7 +322,7 @@ pub fn leads(
         if let Some(value) = annotations.get(DECLARATION) {
             match parse_identities(value) {
                 Ok(ids) => out.declared.extend(ids.into_iter().map(|id| {
-                    (id, format!("annotation {DECLARATION} on CRD {name}"))
+                    (id, format!("annotation {DECLARATION} on CRD {name}"), None)
                 })),
                 Err(bad) => out.notes.push(format!(
                     "annotation {DECLARATION} on CRD {name} has {bad:?}, which is not NAMESPACE/SERVICEACCOUNT: ignored"
@@ -282,240 +341,145 @@ pub fn leads(
         declarations
             .for_type(&gr, finalizers)
             .into_iter()
-            .map(|id| (id, "flag --finalizer-controller".to_string())),
+            .map(|(id, fs)| {
+                (
+                    id,
+                    "declared by configuration (finalizer controllers)".to_string(),
+                    fs,
+                )
+            }),
     );
-    let (rbac, notes) = rbac_controllers(cluster, &resource.group, &resource.resource, ns);
-    out.rbac = rbac;
-    out.notes.extend(notes);
+    out.updaters = rbac::updaters(cluster, &resource.group, &resource.resource, ns);
     out
 }
 
-/// What a rule grants on `group/resource` for update or patch.
+/// What an installer record names: a workload's identity, and what it says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Grant {
-    /// The rule names the resource; `None` = every object, else only these names.
-    Named(Option<BTreeSet<String>>),
-    /// Only through `*` resources: not evidence.
-    Wildcard,
+pub struct Installed {
+    /// The workload's identity.
+    pub identity: Identity,
+    /// Where it comes from.
+    pub source: Source,
+    /// The API groups of the CRDs the record owns.
+    pub groups: BTreeSet<String>,
 }
 
-fn rule_grant(rule: &PolicyRule, group: &str, resource: &str) -> Option<Grant> {
-    let verbs = rule
-        .verbs
-        .iter()
-        .any(|v| v == "*" || v == "update" || v == "patch");
-    let names_group = rule.api_groups.iter().flatten().any(|g| g == group);
-    let any_group = rule.api_groups.iter().flatten().any(|g| g == "*");
-    if !verbs || !(names_group || any_group) {
-        return None;
-    }
-    let resources = rule.resources.iter().flatten();
-    let mut named = false;
-    let mut wildcard = false;
-    for r in resources {
-        if r == resource || *r == format!("{resource}/finalizers") {
-            named = true;
-        } else if r == "*" || r == "*/*" {
-            // Every resource of one named group is an operator's grant over its own API
-            // (`apiGroups: [acc.example.com], resources: ["*"]`); every resource of every
-            // group is cluster-admin's, which says nothing about who handles this finalizer.
-            if names_group && !group.is_empty() {
-                named = true;
-            } else {
-                wildcard = true;
-            }
-        }
-    }
-    if named {
-        let names: BTreeSet<String> = rule.resource_names.iter().flatten().cloned().collect();
-        Some(Grant::Named((!names.is_empty()).then_some(names)))
-    } else if wildcard {
-        Some(Grant::Wildcard)
-    } else {
-        None
-    }
-}
-
-/// The grants a role reference gives; aggregated ClusterRoles (admin, edit and whatever
-/// aggregates into them) are grants to people, not to controllers.
-fn role_grants(
+/// The candidates for one type: the declared ones when there are any; otherwise the installer
+/// records' workloads that may update the type (narrowing, never replacing, the RBAC test),
+/// and every controller whose grant names the type.
+pub fn candidates(
     cluster: &ClusterFacts,
-    role: &RoleRef,
-    binding_ns: Option<&str>,
-    group: &str,
-    resource: &str,
-) -> (Vec<Grant>, Option<String>) {
-    let rules: Vec<&PolicyRule> = match role.kind.as_str() {
-        "ClusterRole" => {
-            let Some(r) = cluster
-                .rbac
-                .cluster_roles
-                .iter()
-                .find(|r| r.metadata.name.as_deref() == Some(role.name.as_str()))
-            else {
-                return (Vec::new(), None);
-            };
-            if r.aggregation_rule.is_some() {
-                let grants = r
-                    .rules
-                    .iter()
-                    .flatten()
-                    .filter_map(|rule| rule_grant(rule, group, resource))
-                    .count();
-                let note = (grants > 0).then(|| {
-                    format!(
-                        "ClusterRole {} aggregates grants for people (not evidence)",
-                        role.name
-                    )
-                });
-                return (Vec::new(), note);
-            }
-            r.rules.iter().flatten().collect()
-        }
-        "Role" => cluster
-            .rbac
-            .roles
-            .iter()
-            .filter(|r| {
-                r.metadata.name.as_deref() == Some(role.name.as_str())
-                    && r.metadata.namespace.as_deref() == binding_ns
-            })
-            .flat_map(|r| r.rules.iter().flatten())
-            .collect(),
-        _ => Vec::new(),
-    };
-    let grants = rules
-        .into_iter()
-        .filter_map(|rule| rule_grant(rule, group, resource))
-        .collect();
-    (grants, None)
-}
-
-/// A binding subject as a controller identity; `None` for people (Users, Groups).
-fn subject_identity(s: &Subject, binding_ns: Option<&str>) -> Option<Identity> {
-    match s.kind.as_str() {
-        "ServiceAccount" => {
-            let ns = s.namespace.as_deref().or(binding_ns)?;
-            Some(Identity::service_account(ns, &s.name))
-        }
-        "User" if s.name.starts_with("system:") => Identity::parse(&s.name),
-        _ => None,
-    }
-}
-
-fn rbac_controllers(
-    cluster: &ClusterFacts,
-    group: &str,
-    resource: &str,
-    ns: &str,
+    resource: &ResourceType,
+    leads: &Leads,
+    installed: &[Installed],
 ) -> (Vec<Expected>, Vec<String>) {
-    let mut out: Vec<Expected> = Vec::new();
-    let mut wildcard_subjects: BTreeSet<String> = BTreeSet::new();
-    let mut people: BTreeSet<String> = BTreeSet::new();
-    let mut notes: BTreeSet<String> = BTreeSet::new();
-    let crbs = cluster.rbac.cluster_role_bindings.iter().map(|b| {
-        (
-            "ClusterRoleBinding",
-            None,
-            &b.metadata,
-            &b.role_ref,
-            &b.subjects,
-        )
-    });
-    let rbs = cluster
-        .rbac
-        .role_bindings
-        .iter()
-        .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
-        .map(|b| {
-            (
-                "RoleBinding",
-                Some(ns),
-                &b.metadata,
-                &b.role_ref,
-                &b.subjects,
-            )
+    let gr = resource.group_resource();
+    let mut notes = leads.notes.clone();
+    if !leads.declared.is_empty() {
+        let list = leads
+            .declared
+            .iter()
+            .map(|(identity, source, finalizers)| Expected {
+                identity: identity.clone(),
+                source: Source::Declared(source.clone()),
+                resource_names: None,
+                finalizers: finalizers.clone(),
+                groups: rbac::granted_groups(cluster, identity),
+            })
+            .collect();
+        return (list, notes);
+    }
+    let mut list: Vec<Expected> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for i in installed {
+        if list.iter().any(|e| e.identity == i.identity) {
+            continue;
+        }
+        if !leads.updaters.may_update(&i.identity, None) {
+            refused.push(i.identity.to_string());
+            continue;
+        }
+        let mut groups = rbac::granted_groups(cluster, &i.identity);
+        groups.extend(i.groups.iter().cloned());
+        list.push(Expected {
+            identity: i.identity.clone(),
+            source: i.source.clone(),
+            resource_names: leads
+                .updaters
+                .named
+                .iter()
+                .find(|(h, _)| h.covers(&i.identity))
+                .and_then(|(_, u)| u.resource_names.clone()),
+            finalizers: None,
+            groups,
         });
-    for (kind, binding_ns, meta, role, subjects) in crbs.chain(rbs) {
-        let (grants, note) = role_grants(cluster, role, binding_ns, group, resource);
-        notes.extend(note);
-        let binding = meta.name.clone().unwrap_or_default();
-        for grant in grants {
-            for s in subjects.iter().flatten() {
-                let identity = subject_identity(s, binding_ns);
-                match (&grant, identity) {
-                    (Grant::Wildcard, _) => {
-                        wildcard_subjects.insert(format!("{} {} ({})", s.kind, s.name, role.name));
-                    }
-                    (Grant::Named(_), None) => {
-                        people.insert(format!("{} {}", s.kind, s.name));
-                    }
-                    (Grant::Named(names), Some(identity)) => {
-                        let source = Source::Rbac(format!(
-                            "{kind} {binding} -> {} {} grants update on {}",
-                            role.kind,
-                            role.name,
-                            if group.is_empty() {
-                                resource.to_string()
-                            } else {
-                                format!("{resource}.{group}")
-                            }
-                        ));
-                        merge(&mut out, identity, source, names.clone());
-                    }
-                }
-            }
-        }
     }
-    if out.is_empty() {
-        let gr = if group.is_empty() {
-            resource.to_string()
-        } else {
-            format!("{resource}.{group}")
-        };
-        let mut note = format!("no role names {gr} with update or patch for a controller");
-        if !wildcard_subjects.is_empty() {
-            let list: Vec<&String> = wildcard_subjects.iter().take(3).collect();
-            note.push_str(&format!(
-                "; only wildcard grants ({}{}), which are not evidence that anyone handles its finalizers",
-                list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                if wildcard_subjects.len() > 3 { ", ..." } else { "" }
-            ));
-        }
-        notes.insert(note);
-    }
-    if !people.is_empty() {
-        let list: Vec<&str> = people.iter().take(3).map(String::as_str).collect();
-        notes.insert(format!(
-            "grants to people are not controllers: {}",
-            list.join(", ")
+    if !refused.is_empty() {
+        notes.push(format!(
+            "the installer record's workloads {} may not update {gr} (no update or patch on it): not candidates",
+            refused.join(", ")
         ));
     }
-    (out, notes.into_iter().collect())
-}
-
-fn merge(
-    out: &mut Vec<Expected>,
-    identity: Identity,
-    source: Source,
-    names: Option<BTreeSet<String>>,
-) {
-    if let Some(e) = out.iter_mut().find(|e| e.identity == identity) {
-        // Grants add up: any grant without resourceNames covers everything.
-        e.resource_names = match (e.resource_names.take(), names) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
-        return;
+    for (identity, u) in &leads.updaters.named {
+        if list
+            .iter()
+            .any(|e| identity.covers(&e.identity) || e.identity == *identity)
+        {
+            continue;
+        }
+        list.push(Expected {
+            identity: identity.clone(),
+            source: Source::Rbac(u.via.clone()),
+            resource_names: u.resource_names.clone(),
+            finalizers: None,
+            groups: rbac::granted_groups(cluster, identity),
+        });
     }
-    out.push(Expected {
-        identity,
-        source,
-        resource_names: names,
-    });
+    if list.is_empty() {
+        let mut note = format!("no role names {gr} with update or patch for a controller");
+        if !leads.updaters.wildcard.is_empty() {
+            let shown: Vec<String> = leads
+                .updaters
+                .wildcard
+                .keys()
+                .take(3)
+                .map(|i| i.to_string())
+                .collect();
+            note.push_str(&format!(
+                "; only wildcard grants ({}{}), which are not evidence that anyone handles its finalizers",
+                shown.join(", "),
+                if leads.updaters.wildcard.len() > 3 { ", ..." } else { "" }
+            ));
+        }
+        notes.push(note);
+    }
+    if !leads.updaters.people.is_empty() {
+        let shown: Vec<&str> = leads
+            .updaters
+            .people
+            .iter()
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        notes.push(format!(
+            "grants to people are not controllers: {}",
+            shown.join(", ")
+        ));
+    }
+    if !leads.updaters.everyone.is_empty() {
+        let shown: Vec<&str> = leads
+            .updaters
+            .everyone
+            .iter()
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        notes.push(format!(
+            "grants to everyone are not controllers: {}",
+            shown.join(", ")
+        ));
+    }
+    (list, notes)
 }
 
 /// A pod running as a candidate ServiceAccount, distilled.
@@ -563,11 +527,13 @@ pub fn liveness(
     ready_nodes: &BTreeSet<String>,
     deleting: &str,
 ) -> Liveness {
-    let (ns, _) = match identity {
+    let ns = match identity {
         Identity::ControlPlane { name } => {
             return Liveness::Live(format!("{name} is a control-plane identity"));
         }
-        Identity::ServiceAccount { namespace, name } => (namespace, name),
+        Identity::ServiceAccount { namespace, .. } | Identity::ServiceAccounts { namespace } => {
+            namespace
+        }
     };
     match state.namespace_phase.as_deref() {
         None => return Liveness::not(format!("{identity}: its namespace does not exist")),
@@ -667,7 +633,7 @@ pub fn finalized(content: &[Content]) -> Vec<(&Content, BTreeSet<&str>)> {
         .collect()
 }
 
-fn ready_nodes(cluster: &ClusterFacts) -> BTreeSet<String> {
+pub fn ready_nodes(cluster: &ClusterFacts) -> BTreeSet<String> {
     cluster
         .nodes
         .iter()
@@ -681,307 +647,10 @@ fn ready_nodes(cluster: &ClusterFacts) -> BTreeSet<String> {
         .collect()
 }
 
-fn template_account(t: Option<&PodTemplateSpec>) -> String {
-    t.and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.service_account_name.clone().filter(|n| !n.is_empty()))
-        .unwrap_or_else(|| "default".to_string())
-}
-
-impl Gatherer {
-    /// The controllers of the finalizers in `content`, and what could not be checked.
-    pub async fn controllers(
-        &self,
-        cluster: &ClusterFacts,
-        content: &[Content],
-        ns: &str,
-        declarations: &Declarations,
-        deadline: Instant,
-    ) -> (ControllerFacts, Vec<String>) {
-        let mut out = ControllerFacts::new();
-        let mut not_checked = Vec::new();
-        let mut expected: BTreeMap<String, (Vec<Expected>, Vec<String>)> = BTreeMap::new();
-        for (c, names) in finalized(content) {
-            let gr = c.resource.group_resource();
-            let l = leads(cluster, &c.resource, &names, ns, declarations);
-            let mut notes = l.notes.clone();
-            let list = if !l.declared.is_empty() {
-                // Declared: authoritative, nothing else consulted.
-                l.declared
-                    .into_iter()
-                    .map(|(identity, source)| Expected {
-                        identity,
-                        source: Source::Declared(source),
-                        resource_names: None,
-                    })
-                    .collect()
-            } else {
-                let mut list = Vec::new();
-                if let Some(crd) = &l.crd {
-                    match self
-                        .olm_controllers(&cluster.discovery, crd, deadline)
-                        .await
-                    {
-                        Ok(found) => list.extend(found),
-                        Err(e) => not_checked.push(format!("OLM record of CRD {crd}: {e}")),
-                    }
-                }
-                if let Some((rel_ns, rel)) = &l.helm {
-                    match self.helm_controllers(rel_ns, rel, deadline).await {
-                        Ok(found) if found.is_empty() => notes.push(format!(
-                            "Helm release {rel_ns}/{rel} (annotations on its CRD) has no Deployment, StatefulSet or DaemonSet"
-                        )),
-                        Ok(found) => list.extend(found),
-                        Err(e) => not_checked.push(format!("Helm release {rel_ns}/{rel}: {e}")),
-                    }
-                }
-                for e in l.rbac {
-                    if !list.iter().any(|x: &Expected| x.identity == e.identity) {
-                        list.push(e);
-                    }
-                }
-                list
-            };
-            expected.insert(gr, (list, notes));
-        }
-        let accounts: BTreeSet<Identity> = expected
-            .values()
-            .flat_map(|(l, _)| l.iter().map(|e| e.identity.clone()))
-            .collect();
-        let nodes = ready_nodes(cluster);
-        let mut states: BTreeMap<Identity, Liveness> = BTreeMap::new();
-        for identity in accounts {
-            let live = match self.account_state(cluster, &identity, deadline).await {
-                Ok(state) => liveness(&identity, &state, &nodes, ns),
-                Err(e) => {
-                    not_checked.push(format!("liveness of {identity}: {e}"));
-                    Liveness::Unknown(e.to_string())
-                }
-            };
-            states.insert(identity, live);
-        }
-        for (gr, (list, notes)) in expected {
-            let controllers = list
-                .into_iter()
-                .map(|e| {
-                    let live = states
-                        .get(&e.identity)
-                        .cloned()
-                        .unwrap_or_else(|| Liveness::Unknown("not looked at".into()));
-                    (e, live)
-                })
-                .collect();
-            out.insert(gr, ResourceControllers { controllers, notes });
-        }
-        (out, not_checked)
-    }
-
-    async fn account_state(
-        &self,
-        cluster: &ClusterFacts,
-        identity: &Identity,
-        deadline: Instant,
-    ) -> Result<AccountState, super::gather::GatherError> {
-        let Identity::ServiceAccount { namespace, name } = identity else {
-            return Ok(AccountState::default());
-        };
-        let mut state = AccountState {
-            namespace_phase: cluster.namespace_phases.get(namespace).cloned(),
-            ..Default::default()
-        };
-        if state.namespace_phase.is_none() {
-            return Ok(state);
-        }
-        let client = self.client().clone();
-        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-        let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
-        state.exists = !self
-            .call(
-                &format!("serviceaccount {namespace}/{name}"),
-                deadline,
-                accounts.list_metadata(&by_name),
-            )
-            .await?
-            .items
-            .is_empty();
-        if !state.exists {
-            return Ok(state);
-        }
-        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let lp = ListParams::default().fields(&format!("spec.serviceAccountName={name}"));
-        let listed = self
-            .call(
-                &format!("pods of serviceaccount {namespace}/{name}"),
-                deadline,
-                pods.list(&lp),
-            )
-            .await?;
-        state.pods = listed
-            .items
-            .iter()
-            .map(|p| PodState {
-                name: p.metadata.name.clone().unwrap_or_default(),
-                ready: p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-                deleting: p.metadata.deletion_timestamp.is_some(),
-                node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
-            })
-            .collect();
-        if state.pods.iter().any(|p| p.ready && !p.deleting) {
-            return Ok(state);
-        }
-        // No ready pod: find the workloads that would run one, to say why.
-        state.workloads = self
-            .workloads(namespace, deadline)
-            .await?
-            .into_iter()
-            .filter(|w| w.account == *name)
-            .map(|w| WorkloadState {
-                kind: w.kind.to_string(),
-                name: w.name,
-                replicas: w.replicas,
-            })
-            .collect();
-        Ok(state)
-    }
-
-    /// The install Deployments' ServiceAccounts of the original (not copied) CSVs that own
-    /// `crd`. Nothing when OLM is not installed.
-    async fn olm_controllers(
-        &self,
-        discovery: &Discovery,
-        crd: &str,
-        deadline: Instant,
-    ) -> Result<Vec<Expected>, super::gather::GatherError> {
-        let Some(rt) = discovery
-            .resources
-            .iter()
-            .find(|r| r.group == "operators.coreos.com" && r.resource == "clusterserviceversions")
-        else {
-            return Ok(Vec::new());
-        };
-        let ar = ApiResource {
-            group: rt.group.clone(),
-            version: rt.version.clone(),
-            api_version: rt.api_version(),
-            kind: rt.kind.clone(),
-            plural: rt.resource.clone(),
-        };
-        let api: Api<DynamicObject> = Api::all_with(self.client().clone(), &ar);
-        let lp = ListParams::default().labels("!olm.copiedFrom");
-        let csvs = self
-            .call("clusterserviceversions", deadline, api.list(&lp))
-            .await?;
-        Ok(olm_expected(&csvs.items, crd))
-    }
-
-    /// The ServiceAccounts of a Helm release's workloads in its namespace.
-    async fn helm_controllers(
-        &self,
-        ns: &str,
-        release: &str,
-        deadline: Instant,
-    ) -> Result<Vec<Expected>, super::gather::GatherError> {
-        let mut out: Vec<Expected> = Vec::new();
-        for w in self.workloads(ns, deadline).await? {
-            if w.release.as_deref() != Some(release) {
-                continue;
-            }
-            let identity = Identity::service_account(ns, &w.account);
-            if out.iter().any(|e| e.identity == identity) {
-                continue;
-            }
-            out.push(Expected {
-                identity,
-                source: Source::Helm(format!(
-                    "Helm release {ns}/{release} installed the CRD; {} {} runs its controller",
-                    w.kind, w.name
-                )),
-                resource_names: None,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Deployments, StatefulSets and DaemonSets of `ns`, distilled.
-    async fn workloads(
-        &self,
-        ns: &str,
-        deadline: Instant,
-    ) -> Result<Vec<Workload>, super::gather::GatherError> {
-        let client = self.client().clone();
-        let lp = ListParams::default();
-        let what = format!("workloads in {ns}");
-        let mut out = Vec::new();
-        let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        for o in self.call(&what, deadline, d.list(&lp)).await?.items {
-            let spec = o.spec.as_ref();
-            let replicas = Some(spec.and_then(|s| s.replicas).unwrap_or(1));
-            out.push(Workload::of(
-                "Deployment",
-                &o,
-                spec.map(|s| &s.template),
-                replicas,
-            ));
-        }
-        let s: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-        for o in self.call(&what, deadline, s.list(&lp)).await?.items {
-            let spec = o.spec.as_ref();
-            let replicas = Some(spec.and_then(|s| s.replicas).unwrap_or(1));
-            out.push(Workload::of(
-                "StatefulSet",
-                &o,
-                spec.map(|s| &s.template),
-                replicas,
-            ));
-        }
-        let ds: Api<DaemonSet> = Api::namespaced(client, ns);
-        for o in self.call(&what, deadline, ds.list(&lp)).await?.items {
-            let template = o.spec.as_ref().map(|s| &s.template);
-            out.push(Workload::of("DaemonSet", &o, template, None));
-        }
-        Ok(out)
-    }
-}
-
-/// A workload, distilled: as which ServiceAccount its pods run, how many, which Helm release
-/// made it.
-struct Workload {
-    kind: &'static str,
-    name: String,
-    account: String,
-    replicas: Option<i32>,
-    release: Option<String>,
-}
-
-impl Workload {
-    fn of<K: Resource>(
-        kind: &'static str,
-        o: &K,
-        template: Option<&PodTemplateSpec>,
-        replicas: Option<i32>,
-    ) -> Self {
-        let m = o.meta();
-        Workload {
-            kind,
-            name: m.name.clone().unwrap_or_default(),
-            account: template_account(template),
-            replicas,
-            release: m
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(HELM_RELEASE))
-                .cloned(),
-        }
-    }
-}
-
 /// From CSVs (already filtered to originals), the install Deployments' ServiceAccounts of
 /// those that own `crd`.
-pub fn olm_expected(csvs: &[DynamicObject], crd: &str) -> Vec<Expected> {
-    let mut out: Vec<Expected> = Vec::new();
+pub fn olm_expected(csvs: &[DynamicObject], crd: &str) -> Vec<Installed> {
+    let mut out: Vec<Installed> = Vec::new();
     for csv in csvs {
         // A copy names its origin; only the original is the operator's record.
         let copied = csv
@@ -1001,6 +670,18 @@ pub fn olm_expected(csvs: &[DynamicObject], crd: &str) -> Vec<Expected> {
         }
         let ns = csv.metadata.namespace.clone().unwrap_or_default();
         let name = csv.metadata.name.clone().unwrap_or_default();
+        // A CRD's name is `<plural>.<group>`.
+        let groups: BTreeSet<String> = spec["customresourcedefinitions"]["owned"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                c["name"]
+                    .as_str()?
+                    .split_once('.')
+                    .map(|(_, g)| g.to_string())
+            })
+            .collect();
         for d in spec["install"]["spec"]["deployments"]
             .as_array()
             .into_iter()
@@ -1014,13 +695,13 @@ pub fn olm_expected(csvs: &[DynamicObject], crd: &str) -> Vec<Expected> {
             if out.iter().any(|e| e.identity == identity) {
                 continue;
             }
-            out.push(Expected {
+            out.push(Installed {
                 identity,
                 source: Source::Olm(format!(
-                    "ClusterServiceVersion {ns}/{name} owns CRD {crd}; Deployment {} runs its controller",
+                    "ClusterServiceVersion {ns}/{name} owns CRD {crd}; Deployment {} runs as it",
                     d["name"].as_str().unwrap_or_default()
                 )),
-                resource_names: None,
+                groups: groups.clone(),
             });
         }
     }
@@ -1031,7 +712,7 @@ pub fn olm_expected(csvs: &[DynamicObject], crd: &str) -> Vec<Expected> {
 mod tests {
     use super::*;
     use k8s_openapi::api::rbac::v1::{
-        AggregationRule, ClusterRole, ClusterRoleBinding, RoleBinding,
+        AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
         CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
@@ -1140,27 +821,32 @@ mod tests {
         Identity::service_account(ns, name)
     }
 
+    fn helm(identity: Identity) -> Installed {
+        Installed {
+            identity,
+            source: Source::Helm("Helm release gadget-system/gadget".into()),
+            groups: ["acc.example.com".to_string()].into(),
+        }
+    }
+
+    /// Installer record x the RBAC test: the record narrows the candidates to its workloads
+    /// that may update the type; it never stands in for that test.
     #[rstest]
-    #[case::named_resource(vec![rule(&["gadgets"], &["update"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), None)), "")]
-    #[case::finalizers_subresource(vec![rule(&["gadgets/finalizers"], &["patch"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), None)), "")]
-    #[case::verb_wildcard_on_named_resource(vec![rule(&["gadgets"], &["*"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), None)), "")]
-    #[case::resource_names(vec![rule(&["gadgets"], &["update"], &["g1"])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), Some(vec!["g1"]))), "")]
-    #[case::read_only(vec![rule(&["gadgets"], &["get", "list"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), None, "no role names gadgets.acc.example.com")]
-    #[case::wildcard_resources(vec![cluster_admin()], false, subject("ServiceAccount", Some("argocd"), "argocd-application-controller"), None, "only wildcard grants")]
-    #[case::every_resource_of_its_own_group(vec![rule(&["*"], &["*"], &[])], false, subject("ServiceAccount", Some("ops"), "op"), Some((sa("ops", "op"), None)), "")]
-    #[case::aggregated_role(vec![rule(&["gadgets"], &["update"], &[])], true, subject("ServiceAccount", Some("team"), "ci"), None, "aggregates grants for people")]
-    #[case::group_is_people(vec![rule(&["gadgets"], &["update"], &[])], false, subject("Group", None, "kubeadm:cluster-admins"), None, "grants to people are not controllers: Group kubeadm:cluster-admins")]
-    #[case::user_is_people(vec![rule(&["gadgets"], &["update"], &[])], false, subject("User", None, "alice"), None, "User alice")]
-    #[case::control_plane_user(vec![rule(&["gadgets"], &["update"], &[])], false, subject("User", None, "system:kube-controller-manager"), Some((Identity::ControlPlane { name: "system:kube-controller-manager".into() }, None)), "")]
-    #[case::service_account_as_user(vec![rule(&["gadgets"], &["update"], &[])], false, subject("User", None, "system:serviceaccount:ops:op"), Some((sa("ops", "op"), None)), "")]
-    fn rbac_evidence(
+    #[case::workload_with_a_named_grant(vec![rule(&["gadgets"], &["update"], &[])], vec![sa("gadget-system", "op")], vec![sa("gadget-system", "op")])]
+    #[case::workload_with_only_cluster_admin(vec![cluster_admin()], vec![sa("gadget-system", "op")], vec![sa("gadget-system", "op")])]
+    #[case::sibling_webhook_without_the_right(vec![rule(&["gadgets"], &["update"], &[])], vec![sa("gadget-system", "op"), sa("gadget-system", "webhook")], vec![sa("gadget-system", "op")])]
+    #[case::record_of_workloads_that_may_not_update(vec![rule(&["gadgets"], &["get"], &[])], vec![sa("gadget-system", "webhook")], vec![])]
+    #[case::finalizers_subresource_is_not_the_right(vec![rule(&["gadgets/finalizers"], &["update"], &[])], vec![sa("gadget-system", "op")], vec![])]
+    fn installer_records_narrow_never_replace(
         #[case] rules: Vec<PolicyRule>,
-        #[case] aggregated: bool,
-        #[case] subject: Subject,
-        #[case] want: Option<(Identity, Option<Vec<&str>>)>,
-        #[case] note: &str,
+        #[case] installed: Vec<Identity>,
+        #[case] want: Vec<Identity>,
     ) {
-        let c = cluster(rules, aggregated, vec![subject]);
+        let c = cluster(
+            rules,
+            false,
+            vec![subject("ServiceAccount", Some("gadget-system"), "op")],
+        );
         let l = leads(
             &c,
             &gadgets(),
@@ -1168,41 +854,23 @@ mod tests {
             "team-a",
             &Declarations::default(),
         );
-        match want {
-            None => assert!(l.rbac.is_empty(), "{:?}", l.rbac),
-            Some((identity, names)) => {
-                assert_eq!(l.rbac.len(), 1, "{:?}", l.rbac);
-                assert_eq!(l.rbac[0].identity, identity);
-                let names: Option<BTreeSet<String>> =
-                    names.map(|n| n.iter().map(|s| s.to_string()).collect());
-                assert_eq!(l.rbac[0].resource_names, names);
-            }
-        }
-        assert!(
-            note.is_empty() || l.notes.iter().any(|n| n.contains(note)),
-            "{note:?} not in {:?}",
-            l.notes
-        );
+        let installed: Vec<Installed> = installed.into_iter().map(helm).collect();
+        let (list, _) = candidates(&c, &gadgets(), &l, &installed);
+        let got: Vec<Identity> = list.into_iter().map(|e| e.identity).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
-    fn role_bindings_count_only_in_the_namespace_being_deleted() {
-        let mut c = cluster(vec![rule(&["gadgets"], &["update"], &[])], false, vec![]);
-        for ns in ["team-a", "elsewhere"] {
-            c.rbac.role_bindings.push(RoleBinding {
-                metadata: ObjectMeta {
-                    name: Some("op".into()),
-                    namespace: Some(ns.into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "ClusterRole".into(),
-                    name: "role".into(),
-                },
-                subjects: Some(vec![subject("ServiceAccount", None, &format!("op-{ns}"))]),
-            });
-        }
+    fn an_aggregated_role_bound_to_a_controller_makes_a_candidate() {
+        let c = cluster(
+            vec![rule(&["*"], &["*"], &[])],
+            true,
+            vec![subject(
+                "ServiceAccount",
+                Some("crossplane-system"),
+                "provider",
+            )],
+        );
         let l = leads(
             &c,
             &gadgets(),
@@ -1210,8 +878,10 @@ mod tests {
             "team-a",
             &Declarations::default(),
         );
-        let ids: Vec<&Identity> = l.rbac.iter().map(|e| &e.identity).collect();
-        assert_eq!(ids, vec![&sa("team-a", "op-team-a")]);
+        let (list, _) = candidates(&c, &gadgets(), &l, &[]);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].identity, sa("crossplane-system", "provider"));
+        assert!(list[0].groups.contains("acc.example.com"));
     }
 
     #[test]
@@ -1229,7 +899,7 @@ mod tests {
             "team-a",
             &Declarations::default(),
         );
-        let ids: Vec<&Identity> = l.declared.iter().map(|(i, _)| i).collect();
+        let ids: Vec<&Identity> = l.declared.iter().map(|(i, _, _)| i).collect();
         assert_eq!(
             ids,
             vec![

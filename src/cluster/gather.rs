@@ -21,14 +21,15 @@ use arc_swap::ArcSwapOption;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::reflector::{self};
 use kube::{Api, Client, Resource};
 use tokio::time::Instant;
 
+pub use super::clock::now;
 use super::index::{self as content_index, Index};
 use super::snapshot::{Changed, SNAPSHOT_COALESCE, SNAPSHOT_WAIT, Snapshot, Stores, Tell};
-use super::{
+use crate::facts::{
     ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts, ObjectFacts,
     ResourceType, ServiceKey,
 };
@@ -578,13 +579,7 @@ impl Gatherer {
                 .await?;
             return Ok(Listed::Pods(pods));
         }
-        let ar = ApiResource {
-            group: r.group.clone(),
-            version: r.version.clone(),
-            api_version: r.api_version(),
-            kind: r.kind.clone(),
-            plural: r.resource.clone(),
-        };
+        let ar = super::api_resource(r);
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let objects = self
             .paged(&what, deadline, consistent, |lp| {
@@ -727,11 +722,6 @@ fn list_error(source: &kube::Error) -> (ListErrorClass, Option<u16>, String) {
     }
 }
 
-/// The current time, as the checks compare ages against it.
-pub fn now() -> Timestamp {
-    Timestamp::now()
-}
-
 /// `(group, plural)` of CRDs converting through a webhook, and `(group, "")` of groups
 /// served by an aggregated API server: types whose reads depend on a backend, which the
 /// index cannot vouch for.
@@ -759,7 +749,7 @@ mod tests {
 
     #[tokio::test]
     async fn reviews_that_find_discovery_unsettled_share_one_fetch() {
-        let (client, calls) = crate::facts::testing::slow_discovery(Duration::from_millis(50));
+        let (client, calls) = crate::cluster::testing::slow_discovery(Duration::from_millis(50));
         let limits = Limits {
             call_timeout: Duration::from_secs(5),
             concurrency: 4,

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -26,7 +27,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::{BackendState, ClusterFacts, Discovery, Rbac, ServiceKey};
+use crate::facts::admission::AdmissionPolicy;
+use crate::facts::{BackendState, ClusterFacts, Discovery, Rbac, ServiceKey};
 
 /// Watched cluster-scoped objects.
 #[derive(Clone)]
@@ -43,6 +45,11 @@ pub(super) struct Stores {
     pub(super) cluster_role_bindings: Store<ClusterRoleBinding>,
     pub(super) roles: Store<Role>,
     pub(super) role_bindings: Store<RoleBinding>,
+    pub(super) policies: Store<ValidatingAdmissionPolicy>,
+    pub(super) policy_bindings: Store<ValidatingAdmissionPolicyBinding>,
+    /// Compiled policies by (uid, resourceVersion, bindings' resourceVersions): CEL is
+    /// compiled once per version, not at every snapshot.
+    compiled: Arc<Mutex<BTreeMap<String, Arc<AdmissionPolicy>>>>,
 }
 
 impl Stores {
@@ -62,6 +69,9 @@ impl Stores {
             cluster_role_bindings: watch(client, changed, None, strip),
             roles: watch(client, changed, None, strip),
             role_bindings: watch(client, changed, None, strip),
+            policies: watch(client, changed, None, strip),
+            policy_bindings: watch(client, changed, None, strip),
+            compiled: Arc::default(),
         }
     }
 
@@ -80,6 +90,47 @@ impl Stores {
         self.cluster_role_bindings.wait_until_ready().await.ok();
         self.roles.wait_until_ready().await.ok();
         self.role_bindings.wait_until_ready().await.ok();
+        self.policies.wait_until_ready().await.ok();
+        self.policy_bindings.wait_until_ready().await.ok();
+    }
+
+    /// The bound policies, compiled (from the cache when nothing about them changed).
+    fn admission_policies(&self) -> Vec<Arc<AdmissionPolicy>> {
+        let bindings: Vec<ValidatingAdmissionPolicyBinding> = self
+            .policy_bindings
+            .state()
+            .iter()
+            .map(|b| (**b).clone())
+            .collect();
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keep = BTreeMap::new();
+        let mut out = Vec::new();
+        for p in self.policies.state() {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let mut key = format!(
+                "{name}@{}",
+                p.metadata.resource_version.as_deref().unwrap_or_default()
+            );
+            for b in &bindings {
+                if b.spec.policy_name == name {
+                    key.push_str(&format!(
+                        ",{}@{}",
+                        b.metadata.name.as_deref().unwrap_or_default(),
+                        b.metadata.resource_version.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
+            let compiled = match cache.get(&key) {
+                Some(c) => Some(c.clone()),
+                None => AdmissionPolicy::distil(&p, &bindings).map(Arc::new),
+            };
+            if let Some(c) = compiled {
+                keep.insert(key, c.clone());
+                out.push(c);
+            }
+        }
+        *cache = keep;
+        out
     }
 
     /// Cluster facts from the stores as they are now, with `discovery`. `unreachable_seen`
@@ -132,11 +183,12 @@ impl Stores {
                 roles: all(&s.roles),
                 role_bindings: all(&s.role_bindings),
             },
+            admission_policies: s.admission_policies(),
         };
         let keys = referenced_services(&facts);
         let services = s.services.state();
         let slices = s.slices.state();
-        let now = super::gather::now();
+        let now = super::clock::now();
         let mut seen = unreachable_seen.lock().unwrap_or_else(|e| e.into_inner());
         for key in keys {
             let service = services.iter().find(|svc| {

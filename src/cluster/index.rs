@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 
-use super::{ListErrorClass, ObjectFacts, ResourceType};
+use crate::facts::{ListErrorClass, ObjectFacts, ResourceType};
 
 /// A type's watch, as nsguard tracks it.
 #[derive(Clone, Debug, PartialEq)]
@@ -374,13 +374,7 @@ pub async fn run(
     use futures::StreamExt;
     use kube::api::WatchEvent;
     use kube::runtime::utils::Backoff;
-    let ar = ApiResource {
-        group: r.group.clone(),
-        version: r.version.clone(),
-        api_version: r.api_version(),
-        kind: r.kind.clone(),
-        plural: r.resource.clone(),
-    };
+    let ar = super::api_resource(&r);
     let api = Api::<DynamicObject>::all_with(client, &ar);
     let mut backoff = watcher::DefaultBackoff::default();
     let params = kube::api::WatchParams::default().timeout(WATCH_TIMEOUT_S);
