@@ -180,3 +180,75 @@ fn render_audit(audited: &[Audited], wide: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Finding, Severity, remedy};
+
+    fn audited(namespace: &str, findings: Vec<Finding>, not_checked: &[&str]) -> Audited {
+        let report = Report {
+            namespace: namespace.into(),
+            findings,
+            not_checked: not_checked.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Audited {
+            namespace: namespace.into(),
+            phase: "Active".into(),
+            verdict: report.verdict(),
+            report,
+            diagnosis: None,
+            kinds: Default::default(),
+        }
+    }
+
+    fn finding(check: CheckId, severity: Severity) -> Finding {
+        let mut f = Finding::new(check, "found", remedy("fix", None));
+        f.severity = severity;
+        f
+    }
+
+    #[test]
+    fn the_worst_namespace_decides_the_exit_code_and_wide_adds_columns() {
+        let clean = audited("a-clean", vec![], &[]);
+        let unchecked = audited("b-unchecked", vec![], &["list of x: timed out"]);
+        let advisory = audited(
+            "c-advisory",
+            vec![finding(CheckId::FinalizersPending, Severity::Advisory)],
+            &[],
+        );
+        let hangs = audited(
+            "d-hangs",
+            vec![finding(CheckId::FinalizerController, Severity::Blocking)],
+            &[],
+        );
+        assert_eq!(code(&clean), exit::CLEAN);
+        assert_eq!(code(&unchecked), exit::WARNINGS);
+        assert_eq!(code(&advisory), exit::WARNINGS);
+        assert_eq!(code(&hangs), exit::WOULD_HANG);
+
+        let all = [clean, unchecked, advisory, hangs];
+        let table = render_audit(&all, false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0], "NAMESPACE     PHASE    VERDICT      BLOCKERS",
+            "{table}"
+        );
+        assert_eq!(
+            lines[4], "d-hangs       Active   would-hang   finalizer-controller",
+            "{table}"
+        );
+        let wide = render_audit(&all, true);
+        let lines: Vec<&str> = wide.lines().collect();
+        assert!(
+            lines[0].ends_with("BLOCKERS               ADVISORIES           NOT CHECKED"),
+            "{wide}"
+        );
+        assert!(
+            lines[2].starts_with("b-unchecked") && lines[2].ends_with(" 1"),
+            "{wide}"
+        );
+        assert!(lines[3].contains("finalizers-pending"), "{wide}");
+    }
+}
