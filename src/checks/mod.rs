@@ -90,7 +90,11 @@ fn findings_of(id: CheckId, facts: &Facts, settings: &Settings) -> Vec<Finding> 
         CheckId::WebhookBackendUnavailable => {
             webhooks::backend_unavailable(facts, settings.backend_grace)
         }
-        CheckId::AdmissionPolicyRefuses => admission_policy::check(facts),
+        CheckId::AdmissionPolicyRefuses => {
+            let mut found = admission_policy::check(facts);
+            found.extend(webhooks::live_may_refuse(facts));
+            found
+        }
         CheckId::ListFailure => list_failure::check(facts),
         CheckId::FinalizerStuck => finalizer_stuck::check(facts, settings.finalizer_stuck_after),
         CheckId::FinalizerController => finalizer_controller::check(facts),

@@ -58,6 +58,53 @@ spec:
     ns
 }
 
+/// A Deployment `name` in `ns` running as ServiceAccount `account` (created too), with
+/// `replicas` and the given annotations on the Deployment (an installer's record). Creates the
+/// namespace when missing. No RBAC.
+pub async fn deploy(
+    cluster: &LocalCluster,
+    ns: &str,
+    name: &str,
+    account: &str,
+    replicas: u32,
+    annotations: &[(&str, &str)],
+) {
+    let notes: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+        .collect();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}, labels: {{"{TEST_LABEL}": "true"}}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {account}, namespace: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}, annotations: {{{notes}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      serviceAccountName: {account}
+      containers:
+      - {{name: main, image: registry.invalid/{name}:1}}
+"#,
+        notes = notes.join(", ")
+    );
+    eventually(
+        &format!("Deployment {ns}/{name} to be created"),
+        Duration::from_secs(60),
+        || async { Ok(kubectl(cluster, &["apply", "-f", "-"], Some(&yaml)).ok()) },
+    )
+    .await;
+}
+
 /// Waits until Deployment `name` in `ns` has a Ready replica.
 pub async fn wait_ready(cluster: &LocalCluster, ns: &str, name: &str) {
     eventually(
@@ -94,10 +141,20 @@ pub struct Operator {
 impl Operator {
     /// Starts it.
     pub fn start(cluster: &'static LocalCluster, group: &str, resource: &str) -> Self {
+        Self::removing(cluster, group, resource, &format!("{group}/cleanup"))
+    }
+
+    /// Starts one that removes `finalizer` (and only it).
+    pub fn removing(
+        cluster: &'static LocalCluster,
+        group: &str,
+        resource: &str,
+        finalizer: &str,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let gr = format!("{resource}.{group}");
-        let finalizer = format!("{group}/cleanup");
+        let finalizer = finalizer.to_string();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 let listed = kubectl(cluster, &["get", &gr, "-A", "-o", "json"], None);
