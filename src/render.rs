@@ -200,12 +200,14 @@ pub fn table(report: &Report, wide: bool) -> String {
 }
 
 /// The objects of the blocking findings, as kubectl's `-o name` writes them (`KIND/NAME`,
-/// the kind lower case), each once, in order.
+/// the kind lower case), each once, in order. A resource type that cannot be listed
+/// (list-failure names it as kind `Resource`) is no object and is left out.
 pub fn blocking_object_names(report: &Report) -> Vec<String> {
     let mut seen = BTreeSet::new();
     report
         .blocking()
         .flat_map(|f| &f.objects)
+        .filter(|o| o.kind != "Resource")
         .map(|o| format!("{}/{}", o.kind.to_lowercase(), o.name))
         .filter(|n| seen.insert(n.clone()))
         .collect()
@@ -558,6 +560,16 @@ mod tests {
         assert_eq!(
             blocking_object_names(&report),
             ["gadgets.example.com/g1".to_string()]
+        );
+        let mut listing = report.clone();
+        listing.findings[0] = listing.findings[0]
+            .clone()
+            .object(ObjectRef::cluster("APIService", "v1.example.com"))
+            .object(ObjectRef::cluster("Resource", "widgets.example.com"))
+            .object(ObjectRef::namespaced("gadgets.example.com", "team-a", "g1"));
+        assert_eq!(
+            blocking_object_names(&listing),
+            ["gadgets.example.com/g1", "apiservice/v1.example.com"]
         );
     }
 
