@@ -1,19 +1,21 @@
 //! nsguard: stops namespace deletions that would hang in `Terminating`.
+//!
+//! The pipeline, one way: [`cluster`] (every API call) -> [`facts`] (plain data) -> [`checks`]
+//! (pure functions, one registry) -> [`engine`] (facts + configuration -> [`checks::report`]) -> [`policy`]
+//! (mode, overrides -> decision) -> output ([`render`], [`policyreport`], [`records`]). The
+//! front ends, [`webhook`] and [`cli`], only wire it; [`remedy`] plans diagnoses and the
+//! ordered teardown from a report.
 
-pub mod admission;
 pub mod certs;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
-pub mod diagnose;
+pub mod engine;
 pub mod facts;
 pub mod policy;
 pub mod policyreport;
-pub mod preflight;
 pub mod ratelimit;
 pub mod records;
+pub mod remedy;
 pub mod render;
-pub mod report;
-pub mod serve;
-pub mod server;
-pub mod teardown;
+pub mod webhook;

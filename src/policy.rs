@@ -1,10 +1,10 @@
 //! Policy: mode, overrides and bypasses turn a [`Report`] into a [`Decision`]. Pure.
 
+use crate::checks::report::Report;
 use crate::render;
-use crate::report::Report;
 
 /// The annotation on a namespace that allows its deletion despite blockers.
-pub use crate::report::OVERRIDE_ANNOTATION;
+pub use crate::checks::report::OVERRIDE_ANNOTATION;
 
 /// What nsguard does with blocking findings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -62,7 +62,7 @@ pub struct RequestContext {
 /// What happened, as a bounded metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum Ruling {
     /// Allowed, nothing found.
     Allowed,
     /// Allowed with warnings (advisory findings, or warn mode).
@@ -77,16 +77,16 @@ pub enum Outcome {
     FailOpen,
 }
 
-impl Outcome {
+impl Ruling {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Warned => "warned",
-            Outcome::Denied => "denied",
-            Outcome::Audited => "audited",
-            Outcome::Overridden => "overridden",
-            Outcome::FailOpen => "fail_open",
+            Ruling::Allowed => "allowed",
+            Ruling::Warned => "warned",
+            Ruling::Denied => "denied",
+            Ruling::Audited => "audited",
+            Ruling::Overridden => "overridden",
+            Ruling::FailOpen => "fail_open",
         }
     }
 }
@@ -97,7 +97,7 @@ pub struct Decision {
     /// Whether the API server may go on.
     pub allowed: bool,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: Ruling,
     /// The denial message (also recorded for audit and override).
     pub message: Option<String>,
     /// Warnings for the user.
@@ -122,24 +122,24 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
             warnings.extend(render::finding_warnings(report));
         }
         if report.is_incomplete() {
-            Outcome::FailOpen
+            Ruling::FailOpen
         } else if warnings.is_empty() {
-            Outcome::Allowed
+            Ruling::Allowed
         } else {
-            Outcome::Warned
+            Ruling::Warned
         }
     } else if let Some(reason) = &ctx.override_reason {
         warnings.push(format!(
             "{OVERRIDE_ANNOTATION} ({reason}): deleting despite blockers; it may hang"
         ));
         warnings.extend(render::finding_warnings(report));
-        Outcome::Overridden
+        Ruling::Overridden
     } else if let Some(group) = bypass {
         warnings.push(format!(
             "bypass group {group}: deleting despite blockers; it may hang"
         ));
         warnings.extend(render::finding_warnings(report));
-        Outcome::Overridden
+        Ruling::Overridden
     } else {
         match policy.mode {
             Mode::Enforce => {
@@ -148,13 +148,13 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
                         .into_iter()
                         .filter(|w| !w.starts_with("blocking")),
                 );
-                Outcome::Denied
+                Ruling::Denied
             }
             Mode::Warn => {
                 warnings.extend(render::finding_warnings(report));
-                Outcome::Warned
+                Ruling::Warned
             }
-            Mode::Audit => Outcome::Audited,
+            Mode::Audit => Ruling::Audited,
         }
     };
     // Types skipped by choice are a standing caveat: said first (never cut by the bound), and
@@ -165,7 +165,7 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
         warnings.insert(0, caveat);
     }
     Decision {
-        allowed: outcome != Outcome::Denied,
+        allowed: outcome != Ruling::Denied,
         outcome,
         message: blocking.then_some(would_deny),
         warnings: render::bound_warnings(warnings, policy.max_warnings, ns),
@@ -176,7 +176,7 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
 #[allow(clippy::too_many_arguments)] // rstest case tables: one argument per column
 mod tests {
     use super::*;
-    use crate::report::{CheckId, Finding, Severity, remedy};
+    use crate::checks::report::{CheckId, Finding, Severity, remedy};
     use rstest::rstest;
 
     fn report(blocking: bool, advisory: bool, incomplete: bool) -> Report {
@@ -221,47 +221,29 @@ mod tests {
         false,
         false,
         true,
-        Outcome::Allowed,
+        Ruling::Allowed,
         false
     )]
+    #[case(Mode::Enforce, true, false, false, false, false, Ruling::Denied, false)]
+    #[case(Mode::Enforce, true, true, false, false, false, Ruling::Denied, true)]
+    #[case(Mode::Enforce, false, true, false, false, true, Ruling::Warned, true)]
+    #[case(Mode::Enforce, false, false, true, false, true, Ruling::FailOpen, true)]
+    #[case(Mode::Enforce, true, false, true, false, false, Ruling::Denied, false)]
     #[case(
         Mode::Enforce,
         true,
         false,
         false,
-        false,
-        false,
-        Outcome::Denied,
-        false
-    )]
-    #[case(Mode::Enforce, true, true, false, false, false, Outcome::Denied, true)]
-    #[case(Mode::Enforce, false, true, false, false, true, Outcome::Warned, true)]
-    #[case(
-        Mode::Enforce,
-        false,
-        false,
         true,
-        false,
         true,
-        Outcome::FailOpen,
+        Ruling::Overridden,
         true
     )]
-    #[case(Mode::Enforce, true, false, true, false, false, Outcome::Denied, false)]
-    #[case(
-        Mode::Enforce,
-        true,
-        false,
-        false,
-        true,
-        true,
-        Outcome::Overridden,
-        true
-    )]
-    #[case(Mode::Warn, true, false, false, false, true, Outcome::Warned, true)]
-    #[case(Mode::Warn, false, false, false, false, true, Outcome::Allowed, false)]
-    #[case(Mode::Audit, true, true, false, false, true, Outcome::Audited, false)]
-    #[case(Mode::Audit, false, true, false, false, true, Outcome::Allowed, false)]
-    #[case(Mode::Audit, true, false, false, true, true, Outcome::Overridden, true)]
+    #[case(Mode::Warn, true, false, false, false, true, Ruling::Warned, true)]
+    #[case(Mode::Warn, false, false, false, false, true, Ruling::Allowed, false)]
+    #[case(Mode::Audit, true, true, false, false, true, Ruling::Audited, false)]
+    #[case(Mode::Audit, false, true, false, false, true, Ruling::Allowed, false)]
+    #[case(Mode::Audit, true, false, false, true, true, Ruling::Overridden, true)]
     fn decision_grid(
         #[case] mode: Mode,
         #[case] blocking: bool,
@@ -269,7 +251,7 @@ mod tests {
         #[case] incomplete: bool,
         #[case] overridden: bool,
         #[case] allowed: bool,
-        #[case] outcome: Outcome,
+        #[case] outcome: Ruling,
         #[case] warns: bool,
     ) {
         let policy = Policy {
@@ -301,14 +283,14 @@ mod tests {
     }
 
     #[rstest]
-    #[case(Mode::Enforce, false, Outcome::Allowed, true)]
-    #[case(Mode::Enforce, true, Outcome::Denied, true)]
-    #[case(Mode::Warn, false, Outcome::Allowed, true)]
-    #[case(Mode::Audit, false, Outcome::Allowed, false)]
+    #[case(Mode::Enforce, false, Ruling::Allowed, true)]
+    #[case(Mode::Enforce, true, Ruling::Denied, true)]
+    #[case(Mode::Warn, false, Ruling::Allowed, true)]
+    #[case(Mode::Audit, false, Ruling::Allowed, false)]
     fn types_skipped_by_choice_are_a_warning_that_changes_no_outcome(
         #[case] mode: Mode,
         #[case] blocking: bool,
-        #[case] outcome: Outcome,
+        #[case] outcome: Ruling,
         #[case] warns: bool,
     ) {
         let mut r = report(blocking, false, false);

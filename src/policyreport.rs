@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::report::{Finding, ObjectRef, Report, Severity};
+use crate::checks::report::{Finding, ObjectRef, Report, Severity};
 
 /// The name of every report nsguard prints (one per namespace), and its `source` and `policy`.
 pub const NAME: &str = "nsguard";
@@ -367,7 +367,7 @@ pub fn list<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{CheckId, ObjectRef, remedy};
+    use crate::checks::report::{CheckId, ObjectRef, remedy};
 
     const NOW: Timestamp = Timestamp {
         seconds: 1_700_000_000,

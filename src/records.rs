@@ -13,8 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::policy::{Decision, Mode, Outcome};
-use crate::report::Report;
+use crate::checks::report::Report;
+use crate::policy::{Decision, Mode, Ruling};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
@@ -230,11 +230,11 @@ impl Events {
     /// background so that it never delays the answer.
     pub fn publish(&self, namespace: &str, uid: Option<String>, mode: Mode, decision: &Decision) {
         let (type_, reason) = match decision.outcome {
-            Outcome::Denied => (EventType::Warning, "DeletionDenied"),
-            Outcome::Warned => (EventType::Warning, "DeletionWarned"),
-            Outcome::Audited => (EventType::Warning, "DeletionWouldBeDenied"),
-            Outcome::Overridden => (EventType::Warning, "DeletionOverridden"),
-            Outcome::Allowed | Outcome::FailOpen => return,
+            Ruling::Denied => (EventType::Warning, "DeletionDenied"),
+            Ruling::Warned => (EventType::Warning, "DeletionWarned"),
+            Ruling::Audited => (EventType::Warning, "DeletionWouldBeDenied"),
+            Ruling::Overridden => (EventType::Warning, "DeletionOverridden"),
+            Ruling::Allowed | Ruling::FailOpen => return,
         };
         let note = decision
             .message

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
+use crate::checks::report::{CheckId, Finding, Report, Verdict};
 use crate::facts::Facts;
 use crate::facts::controllers::Liveness;
-use crate::report::{CheckId, Finding, Report, Verdict};
 
 /// Warnings longer than this are cut (the API recommends 120 characters).
 pub const WARNING_MAX_CHARS: usize = 120;
@@ -96,7 +96,7 @@ pub fn denial_message(report: &Report) -> String {
         blockers.len(),
         if blockers.len() == 1 { "" } else { "s" },
         blockers.join("\n"),
-        crate::report::OVERRIDE_ANNOTATION,
+        crate::checks::report::OVERRIDE_ANNOTATION,
     )
 }
 
@@ -459,8 +459,8 @@ mod tests {
         assert!(caveat.chars().count() <= WARNING_MAX_CHARS, "{caveat}");
     }
 
-    use crate::facts::controllers::{Expected, Identity, ResourceControllers, Source};
-    use crate::report::{CheckId, ObjectRef, Severity, remedy};
+    use crate::checks::report::{CheckId, ObjectRef, Severity, remedy};
+    use crate::facts::controllers::{Basis, Expected, Identity, ResourceControllers};
 
     fn finding(check: CheckId, severity: Severity) -> Finding {
         let mut f = Finding::new(check, format!("{check} found"), remedy("do this", None));
@@ -595,7 +595,7 @@ mod tests {
                             namespace: "gadget-system".into(),
                             name: "gadget-operator".into(),
                         },
-                        source: Source::Rbac("ClusterRole gadget-operator".into()),
+                        source: Basis::Rbac("ClusterRole gadget-operator".into()),
                         resource_names: None,
                         finalizers: None,
                         groups: BTreeSet::new(),

@@ -10,11 +10,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use nsguard::admission::Admission;
-use nsguard::policy::{Decision, Mode, Outcome, Policy};
+use nsguard::checks::report::{CheckId, Finding, Report, Severity, remedy};
+use nsguard::policy::{Decision, Mode, Policy, Ruling};
 use nsguard::records::Metrics;
-use nsguard::report::{CheckId, Finding, Report, Severity, remedy};
-use nsguard::server::{BODY_LIMIT, Readiness, admin_router, webhook_router};
+use nsguard::webhook::admission::Admission;
+use nsguard::webhook::server::{BODY_LIMIT, Readiness, admin_router, webhook_router};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{self, Expr, VectorSelector};
 use serde_json::Value;
@@ -175,18 +175,18 @@ async fn exposition() -> String {
         report.findings.push(f);
     }
     let outcomes = [
-        Outcome::Allowed,
-        Outcome::Warned,
-        Outcome::Denied,
-        Outcome::Audited,
-        Outcome::Overridden,
-        Outcome::FailOpen,
+        Ruling::Allowed,
+        Ruling::Warned,
+        Ruling::Denied,
+        Ruling::Audited,
+        Ruling::Overridden,
+        Ruling::FailOpen,
     ];
     for mode in [Mode::Enforce, Mode::Warn, Mode::Audit] {
         for outcome in outcomes {
             for dry_run in [false, true] {
                 let decision = Decision {
-                    allowed: outcome != Outcome::Denied,
+                    allowed: outcome != Ruling::Denied,
                     outcome,
                     message: None,
                     warnings: vec![],

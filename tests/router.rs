@@ -7,11 +7,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use nsguard::admission::Admission;
 use nsguard::policy::Policy;
 use nsguard::ratelimit::{Peer, PeerLimit};
 use nsguard::records::Metrics;
-use nsguard::server::{BODY_LIMIT, webhook_router};
+use nsguard::webhook::admission::Admission;
+use nsguard::webhook::server::{BODY_LIMIT, webhook_router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

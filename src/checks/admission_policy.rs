@@ -26,10 +26,10 @@ use regex::Regex;
 use serde_json::{Value as Json, json};
 
 use super::finalizer_ties::ties;
+use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::admission::{AdmissionPolicy, Expr, PolicyBinding, env};
 use crate::facts::controllers::{Identity, Liveness};
 use crate::facts::{Content, Facts, ObjectFacts, finalizers};
-use crate::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// The namespace controller's identity (kube-controller-manager with per-controller
 /// credentials, as kubeadm and every managed offering run it).
@@ -83,7 +83,7 @@ struct Write<'a> {
 }
 
 /// What a policy does to one write.
-enum Outcome {
+enum Answer {
     /// Not selected, a match condition false, or every validation holds.
     Admits,
     /// A validation evaluates to false: the message.
@@ -269,21 +269,21 @@ fn judge(
     policy: &AdmissionPolicy,
     binding: &PolicyBinding,
     w: &Write<'_>,
-) -> Outcome {
+) -> Answer {
     let ns_labels = facts.labels();
     let Some(constraints) = &policy.constraints else {
-        return Outcome::Admits;
+        return Answer::Admits;
     };
     if !selects(constraints, w, &ns_labels, false) {
-        return Outcome::Admits;
+        return Answer::Admits;
     }
     if let Some(m) = &binding.match_resources
         && !selects(m, w, &ns_labels, true)
     {
-        return Outcome::Admits;
+        return Answer::Admits;
     }
     if policy.params || binding.params {
-        return Outcome::Unknown("it takes parameters, which nsguard does not read".into());
+        return Answer::Unknown("it takes parameters, which nsguard does not read".into());
     }
     let sources = policy
         .match_conditions
@@ -293,7 +293,7 @@ fn judge(
         .chain(policy.validations.iter().map(|v| &v.expression));
     for e in sources {
         if let Some(why) = unevaluable(&e.source, w.user.is_some()) {
-            return Outcome::Unknown(why);
+            return Answer::Unknown(why);
         }
     }
     let mut vars: BTreeMap<&str, Json> = BTreeMap::new();
@@ -320,15 +320,15 @@ fn judge(
     for (name, e) in &policy.match_conditions {
         match run(e, &vars) {
             Ok(cel::Value::Bool(true)) => {}
-            Ok(cel::Value::Bool(false)) => return Outcome::Admits,
+            Ok(cel::Value::Bool(false)) => return Answer::Admits,
             Ok(other) => {
-                return Outcome::Unknown(format!(
+                return Answer::Unknown(format!(
                     "match condition {name} gives {other:?}, not a bool"
                 ));
             }
-            Err(e) if policy.fails_closed => return Outcome::Unknown(e),
+            Err(e) if policy.fails_closed => return Answer::Unknown(e),
             // failurePolicy Ignore: an error skips the policy.
-            Err(_) => return Outcome::Admits,
+            Err(_) => return Answer::Admits,
         }
     }
     let mut variables = serde_json::Map::new();
@@ -338,7 +338,7 @@ fn judge(
             Ok(v) => {
                 variables.insert(name.clone(), v);
             }
-            Err(e) => return Outcome::Unknown(format!("variable {name}: {e}")),
+            Err(e) => return Answer::Unknown(format!("variable {name}: {e}")),
         }
     }
     vars.insert("variables", Json::Object(variables));
@@ -355,19 +355,19 @@ fn judge(
                     })
                     .or_else(|| v.message.clone())
                     .unwrap_or_else(|| format!("failed expression: {}", v.expression.source));
-                return Outcome::Refuses(message);
+                return Answer::Refuses(message);
             }
             Ok(other) => {
-                return Outcome::Unknown(format!(
+                return Answer::Unknown(format!(
                     "validation {:?} gives {other:?}, not a bool",
                     v.expression.source
                 ));
             }
-            Err(e) if policy.fails_closed => return Outcome::Unknown(e),
+            Err(e) if policy.fails_closed => return Answer::Unknown(e),
             Err(_) => {}
         }
     }
-    Outcome::Admits
+    Answer::Admits
 }
 
 /// The user that removes finalizer `f` from objects of `c`: the built-in controller, or the
@@ -404,7 +404,7 @@ fn remover(facts: &Facts, c: &Content, f: &str) -> Option<String> {
 }
 
 /// One refusal (or possible refusal), gathered over objects.
-struct Verdict {
+struct Refusal {
     policy: Arc<AdmissionPolicy>,
     binding: String,
     blocks: Blocks,
@@ -415,7 +415,7 @@ struct Verdict {
 }
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
-    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut verdicts: Vec<Refusal> = Vec::new();
     let policies: Vec<&Arc<AdmissionPolicy>> = facts
         .cluster
         .admission_policies
@@ -451,9 +451,9 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 for p in &policies {
                     for b in p.bindings.iter().filter(|b| b.deny) {
                         let outcome = match judge(facts, p, b, w) {
-                            Outcome::Admits => continue,
-                            Outcome::Refuses(m) => Ok(m),
-                            Outcome::Unknown(why) => Err(why),
+                            Answer::Admits => continue,
+                            Answer::Refuses(m) => Ok(m),
+                            Answer::Unknown(why) => Err(why),
                         };
                         let resource = c.resource.group_resource();
                         match verdicts.iter_mut().find(|v| {
@@ -464,7 +464,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                                 && v.outcome.is_ok() == outcome.is_ok()
                         }) {
                             Some(v) => v.objects.push(o.name.clone()),
-                            None => verdicts.push(Verdict {
+                            None => verdicts.push(Refusal {
                                 policy: (*p).clone(),
                                 binding: b.name.clone(),
                                 blocks: w.blocks,
@@ -482,7 +482,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     verdicts.into_iter().map(|v| finding(facts, v)).collect()
 }
 
-fn finding(facts: &Facts, v: Verdict) -> Finding {
+fn finding(facts: &Facts, v: Refusal) -> Finding {
     let ns = &facts.name;
     let p = &v.policy.name;
     let shown: Vec<&str> = v.objects.iter().take(3).map(String::as_str).collect();

@@ -19,8 +19,8 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceCondition,
 };
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::{Facts, ServiceKey};
-use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// An `Available` condition that last changed this close to the APIService's creation was
 /// set by the first assessment: the APIService has never been Available.

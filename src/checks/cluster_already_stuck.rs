@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::apiservice_unavailable::{Outage, outage};
+use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::Facts;
-use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// The group-versions a discovery failure message names: every `group/version` word, as
 /// client-go's `ErrGroupDiscoveryFailed` prints them (`<gv>: <error>, <gv>: <error>`).

@@ -8,14 +8,14 @@
 use std::collections::BTreeSet;
 
 use super::finalizer_ties::{domain, ties};
+use crate::checks::report::{CheckId, Finding, Handled, ObjectRef, Severity, remedy};
 use crate::facts::controllers::{Expected, Liveness, ResourceControllers};
 use crate::facts::{Content, Facts, finalizers};
-use crate::report::{CheckId, Finding, Handled, ObjectRef, Severity, remedy};
 
 type Candidate = (Expected, Liveness);
 
 /// What one (resource, finalizer) comes to.
-enum Verdict<'a> {
+enum Judgement<'a> {
     /// Live candidates tied to it cover every object holding it.
     Handled(Vec<&'a Candidate>),
     /// Its controller runs only in this namespace.
@@ -79,7 +79,7 @@ fn verdict<'a>(
     at: usize,
     group: &str,
     objects: &[&'a str],
-) -> Verdict<'a> {
+) -> Judgement<'a> {
     let all: Vec<&Candidate> = rc.controllers.iter().collect();
     let uncovered_by = |live: &[&Candidate]| -> Vec<&'a str> {
         objects
@@ -103,13 +103,13 @@ fn verdict<'a>(
                 .map(|(_, f)| *f)
                 .collect();
             return if domain(finalizers[at]).is_some() && !theirs.is_empty() {
-                Verdict::Nobodys {
+                Judgement::Nobodys {
                     live,
                     theirs,
                     objects: objects.to_vec(),
                 }
             } else {
-                Verdict::Doubtful(live, objects.to_vec())
+                Judgement::Doubtful(live, objects.to_vec())
             };
         }
         mine
@@ -119,10 +119,10 @@ fn verdict<'a>(
     let live: Vec<&Candidate> = mine.iter().copied().filter(|(_, l)| is_live(l)).collect();
     let uncovered = uncovered_by(&live);
     if uncovered.is_empty() {
-        return Verdict::Handled(live);
+        return Judgement::Handled(live);
     }
     if mine.iter().any(|(_, l)| matches!(l, Liveness::Unknown(_))) {
-        return Verdict::Unknown;
+        return Judgement::Unknown;
     }
     let here: Vec<&Candidate> = mine
         .iter()
@@ -130,9 +130,9 @@ fn verdict<'a>(
         .filter(|(_, l)| matches!(l, Liveness::LiveHereOnly(_)))
         .collect();
     if !here.is_empty() {
-        return Verdict::HereOnly(here, uncovered);
+        return Judgement::HereOnly(here, uncovered);
     }
-    Verdict::NotLive(uncovered)
+    Judgement::NotLive(uncovered)
 }
 
 fn describe(e: &Expected, l: &Liveness) -> String {
@@ -160,8 +160,8 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     for (c, f, rc, v) in verdicts(facts) {
         let gr = c.resource.group_resource();
         let mut finding = match v {
-            Verdict::Handled(_) | Verdict::Unknown => continue,
-            Verdict::Nobodys {
+            Judgement::Handled(_) | Judgement::Unknown => continue,
+            Judgement::Nobodys {
                 live,
                 theirs,
                 objects,
@@ -190,7 +190,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                     theirs.join(", ")
                 ))
             }
-            Verdict::Doubtful(live, objects) => {
+            Judgement::Doubtful(live, objects) => {
                 let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
                 let mut f = Finding::new(
                     CheckId::FinalizerController,
@@ -208,7 +208,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 f.severity = Severity::Advisory;
                 f
             }
-            Verdict::HereOnly(here, uncovered) => {
+            Judgement::HereOnly(here, uncovered) => {
                 let who: Vec<String> = here.iter().map(|(e, _)| e.identity.to_string()).collect();
                 Finding::new(
                     CheckId::FinalizerController,
@@ -225,7 +225,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 .evidence("pods are deleted with everything else, so the controller is gone before it can remove its finalizers")
                 .with_objects(&gr, ns, &uncovered)
             }
-            Verdict::NotLive(uncovered) => {
+            Judgement::NotLive(uncovered) => {
                 let reasons: Vec<&str> = rc
                     .controllers
                     .iter()
@@ -291,7 +291,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
 }
 
 /// Every (content, finalizer) with its verdict.
-fn verdicts(facts: &Facts) -> Vec<(&Content, &str, &ResourceControllers, Verdict<'_>)> {
+fn verdicts(facts: &Facts) -> Vec<(&Content, &str, &ResourceControllers, Judgement<'_>)> {
     let mut out = Vec::new();
     for (c, names, rc) in types(facts) {
         for (at, f) in names.iter().enumerate() {
@@ -308,7 +308,7 @@ pub(super) fn handled(facts: &Facts) -> Vec<Handled> {
     use crate::facts::controllers::Identity;
     let mut out = Vec::new();
     for (c, f, _, v) in verdicts(facts) {
-        if let Verdict::Handled(live) = v {
+        if let Judgement::Handled(live) = v {
             let controller = live
                 .iter()
                 .map(|(e, _)| match &e.identity {
@@ -348,13 +348,13 @@ impl WithObjects for Finding {
 mod tests {
     use super::super::fixtures;
     use super::*;
-    use crate::facts::controllers::{Identity, Source};
+    use crate::facts::controllers::{Basis, Identity};
     use rstest::rstest;
 
     fn expected(id: &str, names: Option<&[&str]>) -> Expected {
         Expected {
             identity: Identity::parse(id).unwrap(),
-            source: Source::Rbac("ClusterRoleBinding op -> ClusterRole op".into()),
+            source: Basis::Rbac("ClusterRoleBinding op -> ClusterRole op".into()),
             resource_names: names.map(|n| n.iter().map(|s| s.to_string()).collect()),
             finalizers: None,
             groups: ["acc.example.com".to_string()].into(),

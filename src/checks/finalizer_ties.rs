@@ -47,7 +47,7 @@ fn direct(c: &Expected, finalizer: &str, type_group: &str, only: bool) -> bool {
     if let Some(declared) = &c.finalizers {
         return declared.contains(finalizer);
     }
-    if matches!(c.source, crate::facts::controllers::Source::Declared(_)) {
+    if matches!(c.source, crate::facts::controllers::Basis::Declared(_)) {
         return true;
     }
     match domain(finalizer) {
@@ -89,13 +89,13 @@ pub(super) fn ties(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::controllers::{Identity, Source};
+    use crate::facts::controllers::{Basis, Identity};
     use rstest::rstest;
 
     fn candidate(groups: &[&str]) -> Expected {
         Expected {
             identity: Identity::service_account("ops", "op"),
-            source: Source::Rbac("grant".into()),
+            source: Basis::Rbac("grant".into()),
             resource_names: None,
             finalizers: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn a_declaration_by_finalizer_ties_only_that_finalizer() {
         let mut c = candidate(&["acc.example.com"]);
-        c.source = Source::Declared("flag".into());
+        c.source = Basis::Declared("flag".into());
         c.finalizers = Some(["backup.tools.io/protect".to_string()].into());
         let t = ties(
             &[&c],

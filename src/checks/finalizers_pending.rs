@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
 use crate::facts::Facts;
-use crate::report::{CheckId, Finding, ObjectRef, remedy};
 
 pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
     let mut out = Vec::new();

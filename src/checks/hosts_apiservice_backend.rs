@@ -2,8 +2,8 @@
 //! Its pods go first, the APIService becomes unavailable, and every namespace deletion hangs,
 //! this one included. APIServices are cluster-scoped: the deletion never removes them.
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
 use crate::facts::Facts;
-use crate::report::{CheckId, Finding, ObjectRef, remedy};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     facts

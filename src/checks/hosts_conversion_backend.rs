@@ -10,8 +10,8 @@
 //!
 //! [`ResourceType::version`]: crate::facts::ResourceType
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::Facts;
-use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();

@@ -7,8 +7,8 @@
 //! the first and records the others as not checked, which makes the decision fail open; should
 //! one reach this check, it says nothing.
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::{Facts, ListErrorClass};
-use crate::report::{CheckId, Finding, ObjectRef, Severity, remedy};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     facts

@@ -13,6 +13,7 @@ mod list_failure;
 mod namespace_finalizers;
 mod pods_unterminable;
 pub mod registry;
+pub mod report;
 mod webhooks;
 
 pub use webhooks::{HostedHook, hosted_hooks, only_custom_resources};
@@ -24,9 +25,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 
+use crate::checks::report::{CheckId, Finding, Report, Severity};
 use crate::facts::Facts;
 use crate::facts::controllers::Declarations;
-use crate::report::{CheckId, Finding, Report, Severity};
 
 /// What a check's findings count as, per configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

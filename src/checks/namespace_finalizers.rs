@@ -2,8 +2,8 @@
 //! removes: `spec.finalizers` other than `kubernetes`, `metadata.finalizers` other than
 //! `orphan` and `foregroundDeletion`.
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
 use crate::facts::Facts;
-use crate::report::{CheckId, Finding, ObjectRef, remedy};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let ns = &facts.namespace.namespace;

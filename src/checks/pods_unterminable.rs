@@ -2,8 +2,8 @@
 //! `node.kubernetes.io/out-of-service` taint. No kubelet confirms their end, so they never
 //! finish terminating, and pods are deleted before anything else.
 
+use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
 use crate::facts::Facts;
-use crate::report::{CheckId, Finding, ObjectRef, remedy};
 
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 

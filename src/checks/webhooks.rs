@@ -21,8 +21,8 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::{Facts, ResourceType, ServiceKey};
-use crate::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 
 /// One webhook, validating or mutating, with what the checks need.
 struct Hook<'a> {

@@ -5,7 +5,7 @@ use anyhow::Result;
 use tokio::time::Instant;
 
 use super::{AuditArgs, JSON_SCHEMA, Output, exit, phase, print_document, synced_engine};
-use crate::report::{CheckId, Report, Verdict};
+use crate::checks::report::{CheckId, Report, Verdict};
 
 /// One namespace in an audit.
 #[derive(serde::Serialize)]
@@ -16,7 +16,7 @@ struct Audited {
     verdict: Verdict,
     report: Report,
     #[serde(skip_serializing_if = "Option::is_none")]
-    diagnosis: Option<crate::diagnose::Diagnosis>,
+    diagnosis: Option<crate::remedy::diagnose::Diagnosis>,
     /// The kinds of its objects, for PolicyReports' `resources`.
     #[serde(skip)]
     kinds: crate::policyreport::Kinds,
@@ -62,8 +62,8 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
                 let phase = phase(&ns);
                 let facts = engine.facts(ns, Instant::now() + timeout).await;
                 let report = engine.check(&facts);
-                let diagnosis =
-                    (phase == "Terminating").then(|| crate::diagnose::diagnose(&facts, &report));
+                let diagnosis = (phase == "Terminating")
+                    .then(|| crate::remedy::diagnose::diagnose(&facts, &report));
                 Audited {
                     namespace: name,
                     phase,
@@ -175,7 +175,7 @@ fn render_audit(audited: &[Audited], wide: bool) -> String {
     for a in audited {
         if let Some(d) = &a.diagnosis {
             out.push('\n');
-            out.push_str(&crate::diagnose::render(d));
+            out.push_str(&crate::remedy::diagnose::render(d));
         }
     }
     out
@@ -184,7 +184,7 @@ fn render_audit(audited: &[Audited], wide: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Finding, Severity, remedy};
+    use crate::checks::report::{Finding, Severity, remedy};
 
     fn audited(namespace: &str, findings: Vec<Finding>, not_checked: &[&str]) -> Audited {
         let report = Report {

@@ -8,7 +8,7 @@ use super::{
     CheckArgs, DiagnoseArgs, JSON_SCHEMA, Output, exit, phase, print_document, read_namespace,
     synced_engine,
 };
-use crate::report::{Report, Verdict};
+use crate::checks::report::{Report, Verdict};
 
 /// The JSON document `check -o json` prints; `audit -o json` prints one per namespace.
 #[derive(serde::Serialize)]
@@ -65,7 +65,7 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
 
 /// The exit code of a diagnosis: blockers, else warnings (advisories, or something not
 /// checked), else clean.
-pub(super) fn diagnosis_code(d: &crate::diagnose::Diagnosis) -> i32 {
+pub(super) fn diagnosis_code(d: &crate::remedy::diagnose::Diagnosis) -> i32 {
     if !d.blockers.is_empty() {
         exit::WOULD_HANG
     } else if !d.advisories.is_empty() || !d.not_checked.is_empty() {
@@ -82,14 +82,14 @@ pub async fn diagnose(args: DiagnoseArgs) -> Result<i32> {
     let ns = read_namespace(&engine, &args.namespace, deadline).await?;
     let facts = engine.facts(ns, deadline).await;
     let report = engine.check(&facts);
-    let d = crate::diagnose::diagnose(&facts, &report);
+    let d = crate::remedy::diagnose::diagnose(&facts, &report);
     match args.output {
         Output::Dot => print!(
             "{}",
             crate::render::dot(&d.namespace, &d.phase, &d.blockers, Some(&facts))
         ),
         Output::Json | Output::Yaml => print_document(args.output, &d)?,
-        _ => print!("{}", crate::diagnose::render(&d)),
+        _ => print!("{}", crate::remedy::diagnose::render(&d)),
     }
     Ok(diagnosis_code(&d))
 }

@@ -1,5 +1,5 @@
 //! `nsguard delete NS`: the ordered teardown. It plans from a fresh preflight
-//! ([`crate::teardown::plan`]), deletes the first wave, waits until its controllers have
+//! ([`crate::remedy::teardown::plan`]), deletes the first wave, waits until its controllers have
 //! removed their finalizers, and plans again, until nothing blocks; then it deletes the
 //! namespace (through the webhook, which now allows it) and waits until it is gone. Being
 //! stateless, a run interrupted anywhere continues from the cluster's state when run again.
@@ -21,7 +21,7 @@ use crate::cluster::gather::Gatherer;
 use crate::cluster::teardown::NamespaceDeletion;
 use crate::facts::Facts;
 use crate::facts::controllers::Liveness;
-use crate::teardown::{self, Plan, Wave};
+use crate::remedy::teardown::{self, Plan, Wave};
 
 /// At most this many preflights (one per wave, one for the namespace, retries of a denial).
 const MAX_ROUNDS: usize = 8;
@@ -111,7 +111,7 @@ struct DeleteOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    diagnosis: Option<crate::diagnose::Diagnosis>,
+    diagnosis: Option<crate::remedy::diagnose::Diagnosis>,
 }
 
 struct Run {
@@ -399,7 +399,7 @@ fn expected(facts: &Facts, gr: &str) -> Vec<String> {
 /// `diagnose` view).
 async fn wait_namespace_gone(
     mut run: Run,
-    engine: &crate::preflight::Engine,
+    engine: &crate::engine::Engine,
     name: &str,
     timeout: std::time::Duration,
 ) -> Result<i32> {
@@ -422,12 +422,12 @@ async fn wait_namespace_gone(
             let deadline = Instant::now() + std::time::Duration::from_secs(10);
             let facts = engine.facts(ns, deadline).await;
             let report = engine.check(&facts);
-            let d = crate::diagnose::diagnose(&facts, &report);
+            let d = crate::remedy::diagnose::diagnose(&facts, &report);
             if run.table {
                 eprintln!(
                     "nsguard delete: namespace {name} is still there after {timeout:?}; what holds it:"
                 );
-                eprint!("{}", crate::diagnose::render(&d));
+                eprint!("{}", crate::remedy::diagnose::render(&d));
             }
             run.out.diagnosis = Some(d);
             return run.finish(Outcome::NamespaceTimeout);

@@ -22,13 +22,13 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::time::Instant;
 
+use crate::checks::report::CheckId;
 use crate::checks::{Setting, Settings};
 use crate::cluster::gather::Limits;
-use crate::cluster::gather::{Gatherer, Source};
+use crate::cluster::gather::{ContentSource, Gatherer};
+use crate::engine::Engine;
 use crate::facts::controllers::{Declarations, Identity};
 use crate::policy::Mode;
-use crate::preflight::Engine;
-use crate::report::CheckId;
 
 /// nsguard: stops namespace deletions that would hang in Terminating.
 #[derive(Debug, Parser)]
@@ -83,7 +83,7 @@ pub enum Command {
 
 /// The exit status of `check`, `audit`, `diagnose` and `delete`.
 pub mod exit {
-    use crate::report::Verdict;
+    use crate::checks::report::Verdict;
 
     /// Nothing blocks, nothing to warn about.
     pub const CLEAN: i32 = 0;
@@ -464,7 +464,7 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    pub(crate) async fn engine(&self, source: Source) -> Result<Engine> {
+    pub(crate) async fn engine(&self, source: ContentSource) -> Result<Engine> {
         let client = self.client().await?;
         let gatherer = Gatherer::start(
             client,
@@ -491,7 +491,7 @@ pub(crate) fn phase(ns: &Namespace) -> String {
 }
 
 pub(crate) async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
-    let engine = cluster.engine(Source::List).await?;
+    let engine = cluster.engine(ContentSource::List).await?;
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use super::gather::{GatherError, Gatherer};
 use crate::facts::controllers::{
-    AccountState, ControllerFacts, Declarations, Expected, HELM_RELEASE, Identity, Installed,
-    Liveness, PodState, ResourceControllers, Source, WorkloadState, candidates, finalized, leads,
-    liveness, olm_expected, ready_nodes,
+    AccountState, Basis, ControllerFacts, Declarations, Expected, HELM_RELEASE, Identity,
+    Installed, Liveness, PodState, ResourceControllers, WorkloadState, candidates, finalized,
+    leads, liveness, olm_expected, ready_nodes,
 };
 use crate::facts::{ClusterFacts, Content, Discovery};
 
@@ -222,7 +222,7 @@ impl Gatherer {
             }
             out.push(Installed {
                 identity,
-                source: Source::Helm(format!(
+                source: Basis::Helm(format!(
                     "Helm release {ns}/{release} installed the CRD; {} {} runs as it",
                     w.kind, w.name
                 )),

@@ -72,7 +72,7 @@ pub enum GatherError {
 
 /// Where namespace facts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum ContentSource {
     /// Aggregated discovery and one metadata LIST per type on every call (the one-shot CLI:
     /// it should not start hundreds of watches).
     List,
@@ -179,7 +179,12 @@ impl Gatherer {
     /// Starts the watches. `limits` bound the preflight's API calls; `source` says whether
     /// discovery runs per call or in the background; the types in `skip` are left out of
     /// discovery, so never listed nor watched.
-    pub fn start(client: Client, limits: Limits, source: Source, skip: BTreeSet<String>) -> Self {
+    pub fn start(
+        client: Client,
+        limits: Limits,
+        source: ContentSource,
+        skip: BTreeSet<String>,
+    ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let rebuild = Arc::new(tokio::sync::Notify::new());
         let changed = Changed {
@@ -187,12 +192,12 @@ impl Gatherer {
             rebuild: rebuild.clone(),
         };
         let shared_discovery =
-            (source == Source::Index).then(|| Arc::new(SharedDiscovery::default()));
+            (source == ContentSource::Index).then(|| Arc::new(SharedDiscovery::default()));
         let tell = shared_discovery
             .clone()
             .map(|d| -> Tell { Arc::new(move || d.changed()) });
         let stores = Stores::start(&client, &changed, tell);
-        let index = (source == Source::Index).then(|| Arc::new(Index::default()));
+        let index = (source == ContentSource::Index).then(|| Arc::new(Index::default()));
         let this = Self {
             client,
             shared_discovery,
@@ -537,7 +542,9 @@ impl Gatherer {
                     facts.pods = pods;
                 }
                 Err(GatherError::Timeout(what)) => not_checked.push(what),
-                Err(e @ GatherError::Busy(_)) => not_checked.push(e.to_string()),
+                Err(e @ (GatherError::Busy(_) | GatherError::NotReady)) => {
+                    not_checked.push(e.to_string())
+                }
                 Err(GatherError::Api { what, source }) => match list_error(&source) {
                     (ListErrorClass::Gone, ..) => {}
                     (ListErrorClass::Own, code, message) => not_checked.push(match code {
@@ -550,7 +557,6 @@ impl Gatherer {
                         message,
                     }),
                 },
-                Err(GatherError::NotReady) => {}
             }
         }
         facts.content.sort_by(|a, b| a.resource.cmp(&b.resource));
@@ -755,7 +761,7 @@ mod tests {
             concurrency: 4,
             api_calls: 64,
         };
-        let g = Gatherer::start(client, limits, Source::Index, BTreeSet::new());
+        let g = Gatherer::start(client, limits, ContentSource::Index, BTreeSet::new());
         let shared = g.shared_discovery.clone().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(g.discovery_result(&shared, deadline).await.is_ok());
@@ -782,7 +788,7 @@ mod tests {
             concurrency: 1,
             api_calls: 1,
         };
-        let g = Gatherer::start(client, limits, Source::List, BTreeSet::new());
+        let g = Gatherer::start(client, limits, ContentSource::List, BTreeSet::new());
         let deadline = Instant::now() + Duration::from_secs(1);
         let held = g.api_calls.try_acquire().unwrap();
         let made = std::sync::atomic::AtomicBool::new(false);

@@ -189,9 +189,9 @@ impl Backend {
         let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::write(&c, &pair.cert_pem).unwrap();
         std::fs::write(&k, &pair.key_pem).unwrap();
-        let provider = nsguard::server::tls::provider();
-        let cert = nsguard::server::tls::ReloadingCert::load(&c, &k, provider.clone()).unwrap();
-        let config = nsguard::server::tls::server_config(Arc::new(cert), provider).unwrap();
+        let provider = nsguard::webhook::tls::provider();
+        let cert = nsguard::webhook::tls::ReloadingCert::load(&c, &k, provider.clone()).unwrap();
+        let config = nsguard::webhook::tls::server_config(Arc::new(cert), provider).unwrap();
         let port = free_port().unwrap();
         let handle = axum_server::Handle::new();
         let shared = Shared::default();

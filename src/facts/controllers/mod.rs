@@ -132,7 +132,7 @@ impl std::fmt::Display for Identity {
 /// Where the expectation that a controller removes a finalizer comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "kind", content = "detail")]
-pub enum Source {
+pub enum Basis {
     /// An admin's declaration (annotation or flag).
     Declared(String),
     /// OLM's ClusterServiceVersion that owns the CRD.
@@ -151,14 +151,14 @@ impl Liveness {
     }
 }
 
-impl std::fmt::Display for Source {
+impl std::fmt::Display for Basis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Declared(s)
-            | Source::Olm(s)
-            | Source::Helm(s)
-            | Source::Rbac(s)
-            | Source::Installer(s) => f.write_str(s),
+            Basis::Declared(s)
+            | Basis::Olm(s)
+            | Basis::Helm(s)
+            | Basis::Rbac(s)
+            | Basis::Installer(s) => f.write_str(s),
         }
     }
 }
@@ -170,7 +170,7 @@ pub struct Expected {
     /// Who.
     pub identity: Identity,
     /// Why nsguard expects it.
-    pub source: Source,
+    pub source: Basis,
     /// Only these objects, when its grant lists `resourceNames`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_names: Option<BTreeSet<String>>,
@@ -359,7 +359,7 @@ pub struct Installed {
     /// The workload's identity.
     pub identity: Identity,
     /// Where it comes from.
-    pub source: Source,
+    pub source: Basis,
     /// The API groups of the CRDs the record owns.
     pub groups: BTreeSet<String>,
 }
@@ -381,7 +381,7 @@ pub fn candidates(
             .iter()
             .map(|(identity, source, finalizers)| Expected {
                 identity: identity.clone(),
-                source: Source::Declared(source.clone()),
+                source: Basis::Declared(source.clone()),
                 resource_names: None,
                 finalizers: finalizers.clone(),
                 groups: rbac::granted_groups(cluster, identity),
@@ -429,7 +429,7 @@ pub fn candidates(
         }
         list.push(Expected {
             identity: identity.clone(),
-            source: Source::Rbac(u.via.clone()),
+            source: Basis::Rbac(u.via.clone()),
             resource_names: u.resource_names.clone(),
             finalizers: None,
             groups: rbac::granted_groups(cluster, identity),
@@ -697,7 +697,7 @@ pub fn olm_expected(csvs: &[DynamicObject], crd: &str) -> Vec<Installed> {
             }
             out.push(Installed {
                 identity,
-                source: Source::Olm(format!(
+                source: Basis::Olm(format!(
                     "ClusterServiceVersion {ns}/{name} owns CRD {crd}; Deployment {} runs as it",
                     d["name"].as_str().unwrap_or_default()
                 )),
@@ -824,7 +824,7 @@ mod tests {
     fn helm(identity: Identity) -> Installed {
         Installed {
             identity,
-            source: Source::Helm("Helm release gadget-system/gadget".into()),
+            source: Basis::Helm("Helm release gadget-system/gadget".into()),
             groups: ["acc.example.com".to_string()].into(),
         }
     }
@@ -962,7 +962,7 @@ mod tests {
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].identity, sa("operators", "gadget-operator"));
-        assert!(matches!(found[0].source, Source::Olm(_)));
+        assert!(matches!(found[0].source, Basis::Olm(_)));
     }
 
     fn pod(ready: bool, deleting: bool, node: &str) -> PodState {

@@ -19,9 +19,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::checks;
+use crate::checks::report::{CheckId, Finding, ObjectRef, Report};
 use crate::facts::controllers::Liveness;
 use crate::facts::{Facts, ResourceType};
-use crate::report::{CheckId, Finding, ObjectRef, Report};
 
 /// Why a wave comes where it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -323,7 +323,7 @@ mod tests {
     use super::*;
     use crate::checks::{Settings, fixtures};
     use crate::facts::BackendState;
-    use crate::facts::controllers::{Expected, Identity, ResourceControllers, Source};
+    use crate::facts::controllers::{Basis, Expected, Identity, ResourceControllers};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
         CustomResourceConversion, CustomResourceDefinition, CustomResourceDefinitionNames,
         CustomResourceDefinitionSpec, CustomResourceDefinitionStatus,
@@ -391,7 +391,7 @@ mod tests {
                 controllers: vec![(
                     Expected {
                         identity: Identity::parse(identity).unwrap(),
-                        source: Source::Rbac("RoleBinding op -> Role op".into()),
+                        source: Basis::Rbac("RoleBinding op -> Role op".into()),
                         resource_names: None,
                         finalizers: None,
                         groups: Default::default(),

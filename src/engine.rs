@@ -11,10 +11,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use tokio::time::Instant;
 
 use crate::checks::registry::Confirm;
+use crate::checks::report::Report;
 use crate::checks::{self, Settings};
 use crate::cluster::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
-use crate::report::Report;
 
 /// How long past its deadline a caller waits for the gathering it joined: a gathering bounded
 /// by the same deadline stops its calls at that instant and then says what it could not
@@ -59,7 +59,8 @@ impl Engine {
         // Findings whose evidence is namespace content (or a failed list of it) are confirmed
         // by a LIST before a deny: a list that failed once for a moment (an etcd leader change,
         // a restart) is not evidence of a hang; one that fails again is.
-        let confirmed = |f: &&crate::report::Finding| f.check.entry().confirm != Confirm::No;
+        let confirmed =
+            |f: &&crate::checks::report::Finding| f.check.entry().confirm != Confirm::No;
         if !self.gatherer.indexed() || !report.blocking().any(|f| confirmed(&f)) {
             return report;
         }
@@ -223,7 +224,7 @@ async fn gather_facts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::gather::{Limits, Source};
+    use crate::cluster::gather::{ContentSource, Limits};
     use crate::cluster::testing::slow_discovery;
     use std::sync::atomic::Ordering;
 
@@ -241,7 +242,7 @@ mod tests {
             api_calls: 16,
         };
         Engine::new(
-            Gatherer::start(client, limits, Source::List, BTreeSet::new()),
+            Gatherer::start(client, limits, ContentSource::List, BTreeSet::new()),
             Settings::default(),
         )
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 /// The namespace annotation that allows a deletion despite blockers: `"<reason>"`.
 pub const OVERRIDE_ANNOTATION: &str = "nsguard.io/allow-stuck-delete";
 
-pub use crate::checks::registry::{Blocks, CheckId, Severity};
+pub use super::registry::{Blocks, CheckId, Severity};
 
 /// An object a finding is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

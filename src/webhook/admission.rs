@@ -11,8 +11,8 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::engine::Engine;
 use crate::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
-use crate::preflight::Engine;
 use crate::ratelimit::{Peer, PeerLimit};
 use crate::records::{Events, Metrics};
 
@@ -68,8 +68,8 @@ pub fn parse_timeout(query: Option<&str>) -> Option<Duration> {
 }
 
 /// A report with nothing checked in `namespace`, saying why: the review fails open.
-fn unchecked(namespace: &str, why: &str) -> crate::report::Report {
-    crate::report::Report {
+fn unchecked(namespace: &str, why: &str) -> crate::checks::report::Report {
+    crate::checks::report::Report {
         namespace: namespace.to_string(),
         not_checked: vec![why.to_string()],
         ..Default::default()
@@ -77,11 +77,6 @@ fn unchecked(namespace: &str, why: &str) -> crate::report::Report {
 }
 
 impl Admission {
-    /// Answers one AdmissionReview body from an unknown peer (no per-peer limit applies).
-    pub async fn review(&self, body: &[u8], timeout: Option<Duration>) -> Reply {
-        self.review_from(body, timeout, None).await
-    }
-
     /// Answers one AdmissionReview body sent by `peer`.
     pub async fn review_from(
         &self,

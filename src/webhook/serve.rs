@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::admission::Admission;
 use crate::cli::ServeArgs;
-use crate::cluster::gather::Source;
+use crate::cluster::gather::ContentSource;
 use crate::policy::Policy;
 use crate::ratelimit::PeerLimit;
 use crate::records::{Events, Metrics};
-use crate::server::{self, Readiness, tls};
+use crate::webhook::admission::Admission;
+use crate::webhook::server::{self, Readiness};
+use crate::webhook::tls;
 
 /// Runs `nsguard serve`.
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -28,7 +29,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(ca) => tls::server_config_verifying_clients(cert, provider, ca)?,
         None => tls::server_config(cert, provider)?,
     };
-    let engine = args.cluster.engine(Source::Index).await?;
+    let engine = args.cluster.engine(ContentSource::Index).await?;
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::checks::report::{CheckId, Finding, Report};
 use crate::facts::Facts;
 use crate::facts::finalizers::is_built_in;
-use crate::report::{CheckId, Finding, Report};
 
 /// At most this many objects are listed (the remedies cover every object).
 pub const MAX_OBJECTS: usize = 20;

@@ -1,8 +1,6 @@
 //! Server plumbing: the HTTPS webhook listener, the plain-HTTP admin listener (`/livez`,
 //! `/readyz`, `/metrics`), and two-phase shutdown.
 
-pub mod tls;
-
 use hyper_util::rt::TokioTimer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,9 +19,9 @@ use axum_server::accept::Accept;
 use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpStream;
 
-use crate::admission::{Admission, parse_timeout};
 use crate::ratelimit::Peer;
 use crate::records::Metrics;
+use crate::webhook::admission::{Admission, parse_timeout};
 
 /// Bodies larger than this get 413. Namespace reviews are a few KiB; the API server's own
 /// limit for a request is 3 MiB.
