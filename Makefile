@@ -14,7 +14,10 @@ FAULTS_NAMESPACES ?= 200
 # Generated and mutated AdmissionReviews in `make fuzz` (`make test` runs 2000).
 CASES ?= 100000
 
-.PHONY: controlplane helm build test lint run cluster bench faults fuzz
+# Release archives, the chart's package, checksums and the krew manifest.
+DIST := target/dist
+
+.PHONY: controlplane helm build test lint run cluster bench faults fuzz dist chart-package chart-readme actionlint promtool
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -67,3 +70,34 @@ faults:
 	cargo build -q --release -p nsguard -p nsguard-bench --bin nsguard --bin nsguard-faults; \
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_FAULTS_DATE=$$(date -u +%F) \
 	  target/release/nsguard-faults target/release/nsguard docs/reliability.md $(FAULTS_NAMESPACES)
+
+
+## dist: this machine's release archive (binary, LICENSE, README, completions) into target/dist/, with SHA256SUMS and the krew manifest generated from them (the release workflow builds the other platforms)
+dist:
+	cargo build --release --locked --bin nsguard
+	target=$$(rustc -vV | sed -n 's/^host: //p'); \
+	bash deploy/release/dist.sh $$target target/release/nsguard $(DIST)
+	version=$$(target/release/nsguard --version | cut -d' ' -f2); \
+	bash deploy/krew/generate.sh $$version $(DIST)/SHA256SUMS > $(DIST)/nsguard.krew.yaml
+	cat $(DIST)/SHA256SUMS
+
+## chart-package: the chart's archive (nsguard-CHARTVERSION.tgz) into target/dist/, and SHA256SUMS
+chart-package:
+	helm=$$(bash $(HELM) | tail -n 1); \
+	$$helm lint --strict charts/nsguard; \
+	$$helm package charts/nsguard -d $(DIST)
+	bash deploy/release/checksums.sh $(DIST)
+	cat $(DIST)/SHA256SUMS
+
+## chart-readme: regenerate the values table of charts/nsguard/README.md from values.yaml's comments
+chart-readme:
+	NSGUARD_BLESS=1 cargo test -q --test packaging the_chart_readme_is_current
+
+## actionlint: lint .github/workflows with actionlint (built from its Go module, cached)
+actionlint:
+	bin=$$(bash tests/actionlint/build.sh | tail -n 1); $$bin -color
+
+## promtool: check the alert rules and run their unit tests with promtool (built from its Go module, cached)
+promtool:
+	bin=$$(bash tests/promtool/build.sh | tail -n 1); \
+	cd deploy/prometheus && $$bin check rules nsguard-rules.yaml && $$bin test rules nsguard-rules.test.yaml

@@ -35,6 +35,13 @@ struct IndexLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    os: &'static str,
+    arch: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -111,6 +118,20 @@ impl Default for Metrics {
         for state in ["synced", "syncing", "failing"] {
             index_types.get_or_create(&IndexLabels { state }).set(0);
         }
+        // Always 1: its labels say which build runs, and its absence that none is scraped.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "1, labelled with the version, OS and architecture of the running build",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+            })
+            .set(1);
         let index_objects = Gauge::default();
         registry.register(
             "index_objects",

@@ -1,8 +1,10 @@
 //! The Helm chart (`charts/nsguard`): it lints, renders for every certificate source and
 //! mode, its RBAC and its objects equal the kustomize manifests' (parsed, so the two cannot
-//! drift), its schema refuses a typo, and installed then upgraded on the real control plane
-//! it keeps its generated certificate and guards deletions through its own webhook
-//! configuration and Service.
+//! drift), every knob renders where it should and is in the schema, the schema refuses a typo
+//! and accepts `global` (use as a subchart), and on the real control plane the chart's first
+//! version, installed and then upgraded to this one, keeps its generated certificate and keeps
+//! guarding deletions through its own webhook configuration and Service, and `helm test`
+//! passes.
 //!
 //! Helm is built from its Go module by `tests/helm/build.sh`, cached by version outside the
 //! repo, like the control plane.
@@ -84,6 +86,12 @@ fn documents(yaml: &str) -> Vec<Value> {
 
 /// `helm template` of release `nsguard` in `nsguard-system` (the manifests' names) with `set`.
 fn template(set: &[String]) -> Vec<Value> {
+    let args: Vec<&str> = set.iter().flat_map(|s| ["--set", s.as_str()]).collect();
+    template_with(&args)
+}
+
+/// `helm template` of release `nsguard` in `nsguard-system` with extra helm arguments.
+fn template_with(extra: &[&str]) -> Vec<Value> {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -92,9 +100,7 @@ fn template(set: &[String]) -> Vec<Value> {
         "-n",
         "nsguard-system",
     ];
-    for s in set {
-        args.extend(["--set", s.as_str()]);
-    }
+    args.extend(extra);
     documents(&helm_ok(&args, None))
 }
 
@@ -225,6 +231,10 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
             if *kind == "Secret" && *name == "nsguard-tls" {
                 continue;
             }
+            // `helm test`'s pod is not installed; kustomize has no such thing.
+            if c["metadata"]["annotations"]["helm.sh/hook"] == "test" {
+                continue;
+            }
             assert!(
                 kust.iter()
                     .any(|k| k["kind"] == *kind && k["metadata"]["name"] == *name),
@@ -249,6 +259,15 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     assert_eq!(cs["securityContext"], ks["securityContext"], "{what}");
                     assert_eq!(cs["serviceAccountName"], ks["serviceAccountName"], "{what}");
                     assert_eq!(cs["volumes"], ks["volumes"], "{what}");
+                    // The same spread; each selects its own pods' labels (labels aside).
+                    let spread = |spec: &Value| -> Value {
+                        let mut v = spec["topologySpreadConstraints"].clone();
+                        for c in v.as_array_mut().into_iter().flatten() {
+                            c.as_object_mut().unwrap().remove("labelSelector");
+                        }
+                        v
+                    };
+                    assert_eq!(spread(cs), spread(ks), "{what}");
                     let (cc, kc) = (&cs["containers"][0], &ks["containers"][0]);
                     for field in [
                         "args",
@@ -302,6 +321,260 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
     }
 }
 
+/// The knobs users of other charts reach for first: each renders where Kubernetes reads it,
+/// and each is in the values schema.
+#[test]
+fn every_convention_knob_renders_and_is_in_the_schema() {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
+    for path in [
+        "extraArgs",
+        "extraEnv",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "topologySpreadConstraints",
+        "priorityClassName",
+        "imagePullSecrets",
+        "podAnnotations",
+        "podLabels",
+        "serviceAccount.create",
+        "serviceAccount.name",
+        "serviceAccount.annotations",
+        "serviceMonitor.labels",
+        "prometheusRule.labels",
+        "grafanaDashboard.enabled",
+        "grafanaDashboard.labels",
+        "grafanaDashboard.annotations",
+        "grafanaDashboard.namespace",
+        "test.enabled",
+        "global",
+    ] {
+        let mut node = &schema;
+        for key in path.split('.') {
+            node = &node["properties"][key];
+        }
+        assert!(
+            node["type"].is_string(),
+            "{path} is not in values.schema.json"
+        );
+    }
+
+    let docs = template_with(&[
+        "--set-json",
+        r#"extraArgs=["--check=finalizer-stuck=warn","--bypass-group=platform"]"#,
+        "--set-json",
+        r#"extraEnv=[{"name":"RUST_LOG","value":"debug"},{"name":"NODE","valueFrom":{"fieldRef":{"fieldPath":"spec.nodeName"}}}]"#,
+        "--set-json",
+        r#"nodeSelector={"node-role.kubernetes.io/infra":""}"#,
+        "--set-json",
+        r#"tolerations=[{"key":"infra","operator":"Exists","effect":"NoSchedule"}]"#,
+        "--set-json",
+        r#"affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]}]}]}}}"#,
+        "--set-json",
+        r#"topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"topology.kubernetes.io/zone","whenUnsatisfiable":"DoNotSchedule"},{"maxSkew":2,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"ScheduleAnyway","labelSelector":{"matchLabels":{"own":"selector"}}}]"#,
+        "--set",
+        "priorityClassName=system-cluster-critical",
+        "--set-json",
+        r#"imagePullSecrets=[{"name":"regcred"}]"#,
+        "--set-json",
+        r#"podAnnotations={"example.com/scrape":"true"}"#,
+        "--set-json",
+        r#"podLabels={"team":"platform"}"#,
+        "--set-json",
+        r#"serviceAccount={"create":true,"name":"guard","annotations":{"iam.example.com/role":"nsguard"}}"#,
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.labels.release=kps",
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.labels.release=kps",
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.namespace=monitoring",
+        "--set",
+        "grafanaDashboard.annotations.grafana_folder=Kubernetes",
+        "--set",
+        "global.imageRegistry=registry.example.com",
+    ]);
+    let deployment = find(&docs, "Deployment", "nsguard");
+    let pod = &deployment["spec"]["template"];
+    let spec = &pod["spec"];
+    let container = &spec["containers"][0];
+    assert_eq!(
+        container["args"],
+        json!([
+            "serve",
+            "--check=finalizer-stuck=warn",
+            "--bypass-group=platform"
+        ])
+    );
+    assert_eq!(env_value(deployment, "RUST_LOG"), "debug");
+    assert_eq!(env_value(deployment, "NSGUARD_MODE"), "enforce");
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "NODE"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "{env:?}"
+    );
+    assert_eq!(
+        spec["nodeSelector"],
+        json!({"node-role.kubernetes.io/infra": ""})
+    );
+    assert_eq!(spec["tolerations"][0]["key"], "infra");
+    assert_eq!(
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "zone"
+    );
+    let spread = spec["topologySpreadConstraints"].as_array().unwrap();
+    assert_eq!(spread.len(), 2);
+    assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(spread[0]["whenUnsatisfiable"], "DoNotSchedule");
+    assert_eq!(
+        spread[0]["labelSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/name": "nsguard", "app.kubernetes.io/instance": "nsguard"}),
+        "a constraint without a selector gets the pods' own"
+    );
+    assert_eq!(
+        spread[1]["labelSelector"]["matchLabels"],
+        json!({"own": "selector"}),
+        "a constraint's own selector is kept"
+    );
+    assert_eq!(spec["priorityClassName"], "system-cluster-critical");
+    assert_eq!(spec["imagePullSecrets"], json!([{"name": "regcred"}]));
+    assert_eq!(pod["metadata"]["annotations"]["example.com/scrape"], "true");
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/name"], "nsguard",
+        "the selector labels stay"
+    );
+    assert_eq!(spec["serviceAccountName"], "guard");
+    let account = find(&docs, "ServiceAccount", "guard");
+    assert_eq!(
+        account["metadata"]["annotations"]["iam.example.com/role"],
+        "nsguard"
+    );
+    assert_eq!(
+        find(&docs, "ClusterRoleBinding", "nsguard")["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "guard", "namespace": "nsguard-system"}])
+    );
+    let monitor = find(&docs, "ServiceMonitor", "nsguard");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "kps");
+    assert_eq!(
+        monitor["metadata"]["labels"]["app.kubernetes.io/name"],
+        "nsguard"
+    );
+    assert_eq!(monitor["spec"]["jobLabel"], "app.kubernetes.io/name");
+    assert_eq!(
+        find(&docs, "PrometheusRule", "nsguard")["metadata"]["labels"]["release"],
+        "kps"
+    );
+    let dashboard = find(&docs, "ConfigMap", "nsguard-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "Kubernetes"
+    );
+    let json_text = dashboard["data"]["nsguard.json"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(json_text).unwrap(),
+        serde_json::from_str::<Value>(
+            &std::fs::read_to_string(root().join("deploy/grafana/nsguard.json")).unwrap()
+        )
+        .unwrap(),
+        "the ConfigMap holds the dashboard"
+    );
+    // The test pod runs as the same ServiceAccount, scheduled as the webhook's pods.
+    let test = find(&docs, "Pod", "nsguard-test");
+    assert_eq!(test["spec"]["serviceAccountName"], "guard");
+    assert_eq!(test["spec"]["nodeSelector"], spec["nodeSelector"]);
+    assert_eq!(test["spec"]["imagePullSecrets"], spec["imagePullSecrets"]);
+
+    // Defaults: the webhook pods spread over nodes, nothing else is set, and the
+    // ServiceAccount is the release's.
+    let docs = template(&[]);
+    let spec = &find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"];
+    for absent in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+        "imagePullSecrets",
+    ] {
+        assert!(spec[absent].is_null(), "{absent}: {}", spec[absent]);
+    }
+    assert_eq!(
+        spec["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(spec["serviceAccountName"], "nsguard");
+    assert!(!docs.iter().any(|d| d["kind"] == "ConfigMap"));
+    let docs = template_with(&["--set-json", "topologySpreadConstraints=[]"]);
+    assert!(
+        find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"]
+            ["topologySpreadConstraints"]
+            .is_null()
+    );
+
+    // A ServiceAccount made elsewhere: none rendered, the pods and the binding use its name.
+    let docs = template(&[
+        "serviceAccount.create=false".into(),
+        "serviceAccount.name=ops".into(),
+    ]);
+    assert!(!docs.iter().any(|d| d["kind"] == "ServiceAccount"));
+    assert_eq!(
+        find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"]["serviceAccountName"],
+        "ops"
+    );
+    assert_eq!(
+        find(&docs, "ClusterRoleBinding", "nsguard")["subjects"][0]["name"],
+        "ops"
+    );
+    let docs = template(&["rbac.create=false".into()]);
+    assert!(!docs.iter().any(|d| d["kind"] == "ClusterRole"));
+    assert!(docs.iter().any(|d| d["kind"] == "ServiceAccount"));
+}
+
+/// The `helm test` hook: a pod running `nsguard check <release namespace>` with the release's
+/// image and ServiceAccount, never left behind once it passed.
+#[test]
+fn the_test_hook_checks_the_release_namespace_as_the_release() {
+    let docs = template(&["secrets.check=false".into()]);
+    let pod = find(&docs, "Pod", "nsguard-test");
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    assert!(
+        pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+            .as_str()
+            .unwrap()
+            .contains("before-hook-creation")
+    );
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    assert_eq!(pod["spec"]["serviceAccountName"], "nsguard");
+    let container = &pod["spec"]["containers"][0];
+    let webhook = &find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"];
+    assert_eq!(container["image"], webhook["containers"][0]["image"]);
+    assert_eq!(container["args"], json!(["check", "nsguard-system"]));
+    assert_eq!(
+        container["env"],
+        json!([{"name": "NSGUARD_SKIP_RESOURCES", "value": "secrets"}]),
+        "without Secrets in its RBAC, the check skips them as the webhook does"
+    );
+    assert_eq!(pod["spec"]["securityContext"], webhook["securityContext"]);
+    assert_eq!(
+        container["securityContext"],
+        webhook["containers"][0]["securityContext"]
+    );
+    let docs = template(&["test.enabled=false".into()]);
+    assert!(!docs.iter().any(|d| d["kind"] == "Pod"));
+}
+
 #[test]
 fn the_schema_refuses_typos() {
     let chart = chart();
@@ -311,6 +584,11 @@ fn the_schema_refuses_typos() {
         "failurePolicy=Fial",
         "certificates.source=vault",
         "image.tagg=1",
+        "extraArgs=--verbose",
+        "serviceAccount.nmae=x",
+        "podLabels.team=1",
+        "topologySpreadConstraints[0].maxSkew=0",
+        "grafanaDashboard.label.x=1",
     ] {
         let out = helm(
             &["template", "nsguard", chart.to_str().unwrap(), "--set", bad],
@@ -320,6 +598,23 @@ fn the_schema_refuses_typos() {
         assert!(!out.status.success(), "{bad} was accepted");
         assert!(err.contains("schema"), "{bad}: {err}");
     }
+    // What a parent chart passes its subcharts.
+    let docs = template(&[
+        "global.imageRegistry=r.example.com".into(),
+        "global.x.y=1".into(),
+    ]);
+    find(&docs, "Deployment", "nsguard");
+}
+
+#[test]
+fn the_dashboard_config_map_holds_the_dashboard_unchanged() {
+    let original = std::fs::read_to_string(root().join("deploy/grafana/nsguard.json"));
+    let copy = std::fs::read_to_string(chart().join("files/nsguard-dashboard.json"));
+    assert_eq!(
+        copy.unwrap(),
+        original.unwrap(),
+        "charts/nsguard/files/nsguard-dashboard.json must be a copy of deploy/grafana/nsguard.json"
+    );
 }
 
 #[test]
@@ -376,13 +671,183 @@ impl Drop for Local {
     }
 }
 
-/// Installs the chart (warn mode), upgrades it (enforce mode) and checks that the generated
-/// certificate survives the upgrade; then nsguard, run locally with that certificate and the
-/// chart's ServiceAccount, is called by the API server through the chart's webhook
-/// configuration and Service (an ExternalName to localhost: no pod can run here), and denies
-/// a guarded deletion and allows a clean one.
+/// The chart as first released: the commit that added `charts/nsguard/Chart.yaml`, unpacked
+/// from git into `dir`. The upgrade test starts from it.
+fn first_chart(dir: &Path) -> PathBuf {
+    let git = |args: &[&str]| -> Output {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(root())
+            .output()
+            .expect("running git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        out
+    };
+    let log = git(&[
+        "log",
+        "--diff-filter=A",
+        "--format=%H",
+        "--",
+        "charts/nsguard/Chart.yaml",
+    ]);
+    let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    let first = log.lines().last().expect("a commit that added the chart");
+    let tar = git(&["archive", "--format=tar", first, "charts/nsguard"]);
+    let mut child = Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+    assert!(child.wait().unwrap().success());
+    dir.join("charts/nsguard")
+}
+
+/// Polls server dry runs of deleting `ns` until nsguard denies with `check`; deletes nothing.
+async fn dry_run_denied(cluster: &LocalCluster, ns: &str, check: &str) {
+    let dry = ["delete", "namespace", ns, "--dry-run=server"];
+    eventually(
+        &format!("a server dry run of deleting {ns} to be denied by {check}"),
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(cluster, &dry, None)?;
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success() && err.contains(check) {
+                return Ok(Some(()));
+            }
+            anyhow::bail!("not (yet) denied by {check}: {err}")
+        },
+    )
+    .await;
+}
+
+/// Runs `helm test` and plays the kubelet for its pod (the local control plane runs no
+/// container): runs the pod's own command and arguments with the nsguard built here, as the
+/// pod's ServiceAccount, and reports its exit code as the pod's. Returns helm's output and
+/// the command's.
+async fn helm_test(cluster: &LocalCluster, release: &str, ns: &str) -> (Output, Output) {
+    let home = tempfile::tempdir().unwrap();
+    let mut helm_test = Command::new(helm_bin())
+        .args(["test", release, "-n", ns, "--timeout", "2m"])
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pod_name = format!("{release}-test");
+    // Once the fake kubelet reports it Running, as a kubelet would before its container ends.
+    let pod: Value = eventually(
+        "the helm test pod to run",
+        Duration::from_secs(60),
+        || async {
+            let out = kubectl_output(
+                cluster,
+                &["get", "pod", &pod_name, "-n", ns, "-o", "json"],
+                None,
+            )?;
+            if !out.status.success() {
+                return Ok(None);
+            }
+            let pod: Value = serde_json::from_slice(&out.stdout)?;
+            Ok((pod["status"]["phase"] == "Running").then_some(pod))
+        },
+    )
+    .await;
+    let spec = &pod["spec"];
+    let container = &spec["containers"][0];
+    let account = spec["serviceAccountName"].as_str().unwrap();
+    let kubeconfig = cluster.service_account_kubeconfig(ns, account).unwrap();
+    let mut check = Command::new(env!("CARGO_BIN_EXE_nsguard"));
+    check.env("KUBECONFIG", &kubeconfig);
+    for arg in container["args"].as_array().unwrap() {
+        check.arg(arg.as_str().unwrap());
+    }
+    for env in container["env"].as_array().into_iter().flatten() {
+        check.env(
+            env["name"].as_str().unwrap(),
+            env["value"].as_str().unwrap(),
+        );
+    }
+    let ran = check.output().unwrap();
+    let code = ran.status.code().unwrap_or(-1);
+    let now = "2026-01-01T00:00:00Z";
+    let phase = if code == 0 { "Succeeded" } else { "Failed" };
+    let status = json!({"status": {
+        "phase": phase,
+        "containerStatuses": [{
+            "name": container["name"], "image": container["image"], "imageID": "",
+            "ready": false, "restartCount": 0, "started": false,
+            "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                     "startedAt": now, "finishedAt": now}},
+        }],
+    }});
+    eventually("the test pod's status", Duration::from_secs(30), || async {
+        let out = kubectl_output(
+            cluster,
+            &[
+                "patch",
+                "pod",
+                &pod_name,
+                "-n",
+                ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ],
+            None,
+        )?;
+        Ok(out.status.success().then_some(()))
+    })
+    .await;
+    let until = std::time::Instant::now() + Duration::from_secs(150);
+    let done = loop {
+        if let Some(status) = helm_test.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "helm test did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    use std::io::Read;
+    helm_test
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    helm_test
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    (
+        Output {
+            status: done,
+            stdout,
+            stderr,
+        },
+        ran,
+    )
+}
+
+/// The chart's first version is installed (warn mode) and guards deletions through its
+/// webhook configuration and Service, served by nsguard run locally with the chart's
+/// certificate and ServiceAccount (an ExternalName Service to localhost: no pod runs here).
+/// Upgraded to this chart (enforce mode), the certificate, the caBundle and the Service stay,
+/// so the same nsguard keeps answering: it denies the guarded deletion again and allows a
+/// clean one. Then `helm test` passes, and `helm uninstall` removes the cluster-wide objects.
 #[tokio::test(flavor = "multi_thread")]
-async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_the_service() {
+async fn upgrade_from_the_first_chart_keeps_the_webhook_serving_and_helm_test_passes() {
     let _lock = CLUSTER_WIDE.read().await;
     let (cluster, client) = cluster().await;
     let ns = create_namespace(&client, "nsguard-helm").await;
@@ -390,6 +855,8 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     let id = random_suffix();
     let port = free_port().unwrap();
     let chart = chart();
+    let old = tempfile::tempdir().unwrap();
+    let first = first_chart(old.path());
     let port_set = format!("service.port={port}");
     let selector = format!("webhook.objectSelector.matchLabels.nsguard\\.io/e2e-helm={id}");
     let common = [
@@ -406,7 +873,7 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     let mut install = vec![
         "install",
         release.as_str(),
-        chart.to_str().unwrap(),
+        first.to_str().unwrap(),
         "-n",
         ns.as_str(),
         "--set",
@@ -429,53 +896,11 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     };
     assert_eq!(env_value(&deployment(cluster), "NSGUARD_MODE"), "warn");
 
-    let mut upgrade = vec![
-        "upgrade",
-        release.as_str(),
-        chart.to_str().unwrap(),
-        "-n",
-        ns.as_str(),
-        "--set",
-        "mode=enforce",
-    ];
-    upgrade.extend(common);
-    helm_ok(&upgrade, kc);
-    assert_eq!(env_value(&deployment(cluster), "NSGUARD_MODE"), "enforce");
-    let after = secret_data(cluster, &ns, &tls);
-    assert_eq!(
-        before, after,
-        "the upgrade changed the generated certificate"
-    );
-    let config: Value = serde_json::from_str(
-        &kubectl(
-            cluster,
-            &[
-                "get",
-                "validatingwebhookconfiguration",
-                &release,
-                "-o",
-                "json",
-            ],
-            None,
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        config["webhooks"][0]["clientConfig"]["caBundle"],
-        after["ca.crt"]
-    );
-    assert_eq!(
-        config["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
-        json!([ns]),
-        "the release namespace is not excluded"
-    );
-
     // nsguard as the pods would run it: the Secret's pair, the chart's ServiceAccount.
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, b64(&after["tls.crt"])).unwrap();
-    std::fs::write(&key, b64(&after["tls.key"])).unwrap();
+    std::fs::write(&cert, b64(&before["tls.crt"])).unwrap();
+    std::fs::write(&key, b64(&before["tls.key"])).unwrap();
     let kubeconfig = cluster.service_account_kubeconfig(&ns, &release).unwrap();
     let admin_port = free_port().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
@@ -510,9 +935,64 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
         )),
     )
     .unwrap();
-    denied(cluster, &guarded, "finalizer-controller").await;
+    // Through the first chart's webhook configuration and Service.
+    dry_run_denied(cluster, &guarded, "finalizer-controller").await;
 
-    // A clean one, through the same webhook: allowed.
+    let mut upgrade = vec![
+        "upgrade",
+        release.as_str(),
+        chart.to_str().unwrap(),
+        "-n",
+        ns.as_str(),
+        "--set",
+        "mode=enforce",
+    ];
+    upgrade.extend(common);
+    let upgraded = helm_ok(&upgrade, kc);
+    assert!(upgraded.contains("NOTES:"), "{upgraded}");
+    assert!(upgraded.contains("in enforce mode"), "{upgraded}");
+    let deployed = deployment(cluster);
+    assert_eq!(env_value(&deployed, "NSGUARD_MODE"), "enforce");
+    assert!(
+        deployed["metadata"]["labels"]["helm.sh/chart"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(&chart_version())),
+        "not upgraded to this chart: {}",
+        deployed["metadata"]["labels"]
+    );
+    let after = secret_data(cluster, &ns, &tls);
+    assert_eq!(
+        before, after,
+        "the upgrade changed the generated certificate"
+    );
+    let config: Value = serde_json::from_str(
+        &kubectl(
+            cluster,
+            &[
+                "get",
+                "validatingwebhookconfiguration",
+                &release,
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config["webhooks"][0]["clientConfig"]["caBundle"],
+        after["ca.crt"]
+    );
+    assert_eq!(
+        config["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!([ns]),
+        "the release namespace is not excluded"
+    );
+
+    // The same nsguard, still serving through the upgraded release: it denies the guarded
+    // deletion and allows a clean one.
+    denied(cluster, &guarded, "finalizer-controller").await;
     let clean = create_namespace_with(&client, "helm-clean", &labels, &[]).await;
     allowed_and_gone(cluster, &client, &clean).await;
     // Both answers came from this nsguard, not from another test's.
@@ -528,9 +1008,64 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
         );
     }
 
+    // helm test: `nsguard check <release namespace>` as the release's ServiceAccount.
+    let (tested, check) = helm_test(cluster, &release, &ns).await;
+    assert!(
+        check.status.success(),
+        "the test pod's command failed: {}\n{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        tested.status.success(),
+        "helm test: {}\n{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    let report = String::from_utf8_lossy(&tested.stdout);
+    assert!(report.contains("Phase:          Succeeded"), "{report}");
+
     clear_finalizers(cluster, "widgets.helm.nsguard.test", "w1", &guarded);
     allowed_and_gone(cluster, &client, &guarded).await;
+    // The alert rules read kube-apiserver's own counts of this webhook's calls: it labels
+    // them as deploy/prometheus/nsguard-rules.yaml expects. A denial was counted above; with
+    // nsguard stopped, the next deletion fails open (failurePolicy Ignore) and is counted.
     drop(local);
+    let unguarded = create_namespace_with(&client, "helm-unguarded", &labels, &[]).await;
+    allowed_and_gone(cluster, &client, &unguarded).await;
+    let rejected = apiserver_series(cluster, "apiserver_admission_webhook_rejection_count");
+    assert!(
+        rejected.iter().any(|(l, v)| *v >= 1.0
+            && l.get("error_type").map(String::as_str) == Some("no_error")
+            && l.keys().map(String::as_str).eq([
+                "error_type",
+                "name",
+                "operation",
+                "rejection_code",
+                "type"
+            ])),
+        "{rejected:?}"
+    );
+    let reviewed = apiserver_series(
+        cluster,
+        "apiserver_admission_webhook_admission_duration_seconds_count",
+    );
+    assert!(
+        reviewed.iter().any(
+            |(l, _)| l.get("rejected").map(String::as_str) == Some("true")
+                && l.keys()
+                    .map(String::as_str)
+                    .eq(["name", "operation", "rejected", "type"])
+        ),
+        "{reviewed:?}"
+    );
+    let failed_open = apiserver_series(cluster, "apiserver_admission_webhook_fail_open_count");
+    assert!(
+        failed_open
+            .iter()
+            .any(|(l, v)| *v >= 1.0 && l.keys().map(String::as_str).eq(["name", "type"])),
+        "{failed_open:?}"
+    );
     helm_ok(
         &["uninstall", release.as_str(), "-n", ns.as_str(), "--wait"],
         kc,
@@ -549,6 +1084,38 @@ async fn install_upgrade_keeps_the_certificate_and_the_webhook_guards_through_th
     assert!(!left.contains(&release), "helm uninstall left {left}");
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
+}
+
+/// kube-apiserver's series of `metric` for the webhook `namespaces.nsguard.io`, from its
+/// `/metrics`: each one's labels and value.
+fn apiserver_series(
+    cluster: &LocalCluster,
+    metric: &str,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let text = kubectl(cluster, &["get", "--raw", "/metrics"], None).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once("} ")?;
+            let labels: std::collections::BTreeMap<String, String> = labels
+                .split("\",")
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .filter(|(l, _)| l.get("name").map(String::as_str) == Some("namespaces.nsguard.io"))
+        .collect()
+}
+
+/// The version in charts/nsguard/Chart.yaml.
+fn chart_version() -> String {
+    let chart: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap())
+            .unwrap();
+    chart["version"].as_str().unwrap().to_string()
 }
 
 /// The README's Helm install block, run as printed (helm and kubectl on the PATH), installs

@@ -609,3 +609,62 @@ subjects:
     let _operator = Operator::start(cluster, &group, "gadgets");
     allowed_and_gone(cluster, &client, &ns).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admission_policy_on_annotations_is_judged_on_annotations_read_for_it() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let sfx = random_suffix();
+    let key = format!("keep-{sfx}.example.com/protected");
+    let ns = create_namespace_with(&client, "vapa", &guard.labels(), &[]).await;
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep, namespace: {ns}, annotations: {{\"{key}\": \"true\"}}}}\n"
+        ),
+    );
+    let policy = format!("keep-{sfx}");
+    apply(
+        cluster,
+        &format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {policy}}}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: [v1], operations: [DELETE], resources: [configmaps]}}
+  validations:
+  - expression: "!has(oldObject.metadata.annotations) || !('{key}' in oldObject.metadata.annotations)"
+    message: annotated ConfigMaps are kept
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {policy}}}
+spec: {{policyName: {policy}, validationActions: [Deny]}}
+"#
+        ),
+    );
+    refused(
+        cluster,
+        &["delete", "configmap", "keep", "-n", &ns, "--dry-run=server"],
+        "annotated ConfigMaps are kept",
+    )
+    .await;
+    let err = denied(cluster, &ns, "admission-policy-refuses").await;
+    assert!(err.contains("annotated ConfigMaps are kept"), "{err}");
+    kubectl(
+        cluster,
+        &["delete", "validatingadmissionpolicybinding", &policy],
+        None,
+    )
+    .unwrap();
+    allowed_and_gone(cluster, &client, &ns).await;
+    kubectl(
+        cluster,
+        &["delete", "validatingadmissionpolicy", &policy],
+        None,
+    )
+    .unwrap();
+}

@@ -1,7 +1,11 @@
 //! The observability kit stays true to the binary (no cluster): every PromQL expression of the
 //! Grafana dashboard and the alert rules parses with PromQL's grammar, and every metric, label
 //! and label value they name is in what nsguard's `/metrics` serves once it has recorded a
-//! decision of each kind; every family nsguard exports is on the dashboard.
+//! decision of each kind (or, for kube-apiserver's and Prometheus' own series, in what those
+//! expose); every family nsguard exports is on the dashboard. The alert rules pass their unit
+//! tests under promtool (built from its Go module by `tests/promtool/build.sh`), whose input
+//! series are shaped as nsguard's exposition; every alert links its section of
+//! docs/operating.md.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,6 +26,34 @@ use tower::ServiceExt;
 
 const DASHBOARD: &str = include_str!("../deploy/grafana/nsguard.json");
 const RULES: &str = include_str!("../deploy/prometheus/nsguard-rules.yaml");
+const RULE_TESTS: &str = include_str!("../deploy/prometheus/nsguard-rules.test.yaml");
+const OPERATING: &str = include_str!("../docs/operating.md");
+
+/// The webhook's name in the manifests and the chart: kube-apiserver labels its webhook
+/// metrics with it.
+const WEBHOOK_NAME: &str = "namespaces.nsguard.io";
+
+/// Series the rules and the dashboard read that nsguard does not export, with the labels their
+/// exporter sets: Prometheus' `up`, and kube-apiserver's counts of webhook calls
+/// (`staging/src/k8s.io/apiserver/pkg/admission/metrics`).
+const FOREIGN: &[(&str, &[&str])] = &[
+    ("up", &[]),
+    (
+        "apiserver_admission_webhook_fail_open_count",
+        &["name", "type"],
+    ),
+    (
+        "apiserver_admission_webhook_rejection_count",
+        &["name", "type", "operation", "error_type", "rejection_code"],
+    ),
+    (
+        "apiserver_admission_webhook_admission_duration_seconds_count",
+        &["name", "type", "operation", "rejected"],
+    ),
+];
+
+/// The labels a scrape adds to every series.
+const TARGET_LABELS: &[&str] = &["job", "instance"];
 
 /// Grafana's interval variables, as Grafana would substitute them before querying.
 fn substitute_grafana_variables(expr: &str) -> String {
@@ -239,6 +271,9 @@ fn every_expression_parses_as_promql() {
         }
     }
     for wanted in [
+        "NsguardDown",
+        "NsguardApiServerFailingOpen",
+        "NsguardRejectionRateHigh",
         "NsguardFailOpen",
         "NsguardNotReady",
         "NsguardPreflightSlow",
@@ -284,6 +319,20 @@ async fn every_metric_label_and_value_they_name_is_exported() {
                 .name
                 .clone()
                 .unwrap_or_else(|| panic!("{e}: no metric name"));
+            if let Some((_, labels)) = FOREIGN.iter().find(|(n, _)| *n == name) {
+                for m in &v.matchers.matchers {
+                    assert!(
+                        labels.contains(&m.name.as_str())
+                            || TARGET_LABELS.contains(&m.name.as_str()),
+                        "{e}: {name} has no label {}",
+                        m.name
+                    );
+                    if m.name == "name" {
+                        assert_eq!(m.value, WEBHOOK_NAME, "{e}");
+                    }
+                }
+                continue;
+            }
             assert!(
                 names.contains(name.as_str()),
                 "{e}: nsguard exports no {name}; it exports {names:?}"
@@ -291,7 +340,7 @@ async fn every_metric_label_and_value_they_name_is_exported() {
             used.insert(name.clone());
             let of_metric: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
             for m in &v.matchers.matchers {
-                if m.name == "__name__" {
+                if m.name == "__name__" || TARGET_LABELS.contains(&m.name.as_str()) {
                     continue;
                 }
                 assert!(
@@ -343,6 +392,7 @@ async fn every_metric_label_and_value_they_name_is_exported() {
         "nsguard_findings",
         "nsguard_bad_requests",
         "nsguard_preflight_duration_seconds",
+        "nsguard_build_info",
     ] {
         assert!(families.contains(f), "no family {f}: {families:?}");
     }
@@ -359,6 +409,169 @@ async fn every_metric_label_and_value_they_name_is_exported() {
         text.contains(r#"nsguard_bad_requests_total{kind="too_large"} 1"#),
         "{text}"
     );
+    let build = format!(
+        "nsguard_build_info{{version=\"{}\",os=\"{}\",arch=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    assert!(text.contains(&build), "no {build} in {text}");
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces to dashes, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_its_runbook_section() {
+    let anchors: BTreeSet<String> = OPERATING
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    let prefix = "https://github.com/nsguard/nsguard/blob/main/docs/operating.md#";
+    for rule in rules().groups.into_iter().flat_map(|g| g.rules) {
+        let Some(alert) = rule.alert else { continue };
+        let url = rule
+            .annotations
+            .get("runbook_url")
+            .unwrap_or_else(|| panic!("{alert}: no runbook_url"));
+        let section = url
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{alert}: {url} is not a section of docs/operating.md"));
+        assert_eq!(
+            section,
+            anchor(&alert),
+            "{alert}: the section is named after the alert"
+        );
+        assert!(
+            anchors.contains(section),
+            "{alert}: docs/operating.md has no section #{section}"
+        );
+    }
+}
+
+/// The input series of the rules' unit tests are what nsguard exports: each nsguard_* series
+/// has the name and, but for the scrape's own labels, the label set of a sample of the real
+/// exposition; the others are the foreign series the rules read.
+#[tokio::test]
+async fn the_rule_tests_feed_series_shaped_as_the_exposition() {
+    let text = exposition().await;
+    let exported = samples(&text);
+    let doc: Value = serde_saphyr::from_str(RULE_TESTS).expect("the rule tests are YAML");
+    let mut seen = 0;
+    for test in doc["tests"].as_array().expect("tests") {
+        for input in test["input_series"].as_array().expect("input_series") {
+            let series = input["series"].as_str().expect("series");
+            let sample = samples(series).pop().expect("a series");
+            let labels: BTreeMap<String, String> = sample
+                .labels
+                .into_iter()
+                .filter(|(k, _)| !TARGET_LABELS.contains(&k.as_str()))
+                .collect();
+            if let Some((_, names)) = FOREIGN.iter().find(|(n, _)| *n == sample.name) {
+                let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+                let mut want = names.to_vec();
+                want.sort_unstable();
+                assert_eq!(keys, want, "{series}: not the labels its exporter sets");
+                assert!(
+                    labels
+                        .get("name")
+                        .is_none_or(|n| n == WEBHOOK_NAME || n.ends_with(".example.com")),
+                    "{series}"
+                );
+            } else {
+                let mut labels = labels;
+                // Values are compared as nsguard writes them, so a bucket bound must be spelled
+                // as the exposition spells it.
+                if sample.name == "nsguard_build_info" {
+                    labels.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+                    labels.insert("os".into(), std::env::consts::OS.into());
+                    labels.insert("arch".into(), std::env::consts::ARCH.into());
+                }
+                assert!(
+                    exported
+                        .iter()
+                        .any(|s| s.name == sample.name && s.labels == labels),
+                    "{series}: nsguard exports no such series"
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "{seen} input series");
+}
+
+fn promtool() -> std::path::PathBuf {
+    let root = localcluster::workspace_root();
+    let out = std::process::Command::new("bash")
+        .arg(root.join("tests/promtool/build.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running tests/promtool/build.sh");
+    assert!(out.status.success(), "tests/promtool/build.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = std::path::PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(path.is_file(), "tests/promtool/build.sh printed {stdout:?}");
+    path
+}
+
+/// `promtool check rules` loads the rules and `promtool test rules` passes every unit test:
+/// each alert fires on the series that should fire it, with its labels and annotations, and
+/// stays quiet on the others.
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let dir = localcluster::workspace_root().join("deploy/prometheus");
+    let promtool = promtool();
+    for args in [
+        &["check", "rules", "nsguard-rules.yaml"][..],
+        &["test", "rules", "nsguard-rules.test.yaml"][..],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("running promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tested: BTreeSet<String> = serde_saphyr::from_str::<Value>(RULE_TESTS).unwrap()["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["exp_alerts"].as_array().is_some_and(|e| !e.is_empty()))
+        .filter_map(|a| a["alertname"].as_str().map(String::from))
+        .collect();
+    for wanted in [
+        "NsguardDown",
+        "NsguardTargetDown",
+        "NsguardApiServerFailingOpen",
+        "NsguardWebhookCallsRejected",
+        "NsguardRejectionRateHigh",
+        "NsguardPreflightSlow",
+        "NsguardFailOpen",
+    ] {
+        assert!(
+            tested.contains(wanted),
+            "no unit test fires {wanted}: {tested:?}"
+        );
+    }
 }
 
 #[test]

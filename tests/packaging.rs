@@ -1,32 +1,239 @@
-//! The krew plugin manifest template is a well-formed krew `Plugin` whose every platform
-//! installs the `nsguard` binary (which, run as `kubectl-nsguard`, speaks as `kubectl nsguard`),
-//! and a fresh clone stays clean after `nsguard certs`.
+//! Release packaging: `deploy/release/dist.sh` packs a release archive (binary, LICENSE,
+//! README, completions) with its SHA256SUMS, `deploy/krew/generate.sh` makes the krew plugin
+//! manifest from those checksums for every platform, and the manifest's sha256 is the
+//! archive's; the workflows pass actionlint; the chart's README values table is generated
+//! from values.yaml and current; a fresh clone stays clean after `nsguard certs`.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn the_krew_manifest_is_a_plugin_for_every_platform() {
-    let path = localcluster::workspace_root().join("deploy/krew/nsguard.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+/// Checks a krew manifest's shape: a `Plugin` named nsguard whose every platform installs the
+/// `nsguard` binary (run as `kubectl-nsguard`, it speaks as `kubectl nsguard`) and LICENSE.
+fn check_krew_manifest(doc: &Value, version: &str) -> Vec<Value> {
     assert_eq!(
         doc["apiVersion"],
         "krew.googlecontainertools.github.com/v1alpha2"
     );
     assert_eq!(doc["kind"], "Plugin");
     assert_eq!(doc["metadata"]["name"], "nsguard");
+    assert_eq!(doc["spec"]["version"], format!("v{version}"));
     assert!(doc["spec"]["shortDescription"].as_str().unwrap().len() <= 128);
-    let platforms = doc["spec"]["platforms"].as_array().unwrap();
+    assert!(
+        !doc["spec"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("musl")
+    );
+    let platforms = doc["spec"]["platforms"].as_array().unwrap().clone();
     assert!(!platforms.is_empty());
-    for p in platforms {
+    for p in &platforms {
         assert_eq!(p["bin"], "nsguard", "{p}");
-        assert!(p["uri"].as_str().unwrap().starts_with("https://"), "{p}");
-        assert!(p["selector"]["matchLabels"]["os"].is_string(), "{p}");
-        let files = p["files"].as_array().unwrap();
-        assert!(files.iter().any(|f| f["from"] == "nsguard"), "{p}");
+        let (os, arch) = (
+            p["selector"]["matchLabels"]["os"].as_str().unwrap(),
+            p["selector"]["matchLabels"]["arch"].as_str().unwrap(),
+        );
+        assert_eq!(
+            p["uri"],
+            format!(
+                "https://github.com/nsguard/nsguard/releases/download/v{version}/nsguard-v{version}-{os}-{arch}.tar.gz"
+            )
+        );
+        let files: Vec<&str> = p["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["from"].as_str().unwrap())
+            .collect();
+        assert_eq!(files, ["nsguard", "LICENSE"], "{p}");
+    }
+    platforms
+}
+
+fn generate_krew(version: &str, sums: &Path, all: bool) -> std::process::Output {
+    let script = localcluster::workspace_root().join("deploy/krew/generate.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(script).arg(version).arg(sums);
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.output().unwrap()
+}
+
+/// The release archive of this platform, packed from the nsguard built for the tests: it
+/// holds what the README promises, SHA256SUMS verifies it, and the krew manifest generated
+/// from SHA256SUMS names it with its sha256.
+#[test]
+fn the_release_archive_and_the_krew_manifest_agree() {
+    let root = localcluster::workspace_root();
+    let version = env!("CARGO_PKG_VERSION");
+    let out = tempfile::tempdir().unwrap();
+    let (target, os, arch) = match std::env::consts::ARCH {
+        "aarch64" => ("aarch64-unknown-linux-gnu", "linux", "arm64"),
+        _ => ("x86_64-unknown-linux-gnu", "linux", "amd64"),
+    };
+    let printed = run(Command::new("bash")
+        .arg(root.join("deploy/release/dist.sh"))
+        .arg(target)
+        .arg(env!("CARGO_BIN_EXE_nsguard"))
+        .arg(out.path()));
+    let name = format!("nsguard-v{version}-{os}-{arch}.tar.gz");
+    let archive = out.path().join(&name);
+    assert_eq!(printed.trim(), archive.display().to_string());
+
+    let listing = run(Command::new("tar").arg("-tzvf").arg(&archive));
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    for wanted in [
+        "nsguard",
+        "LICENSE",
+        "README.md",
+        "completions/nsguard.bash",
+        "completions/_nsguard",
+        "completions/nsguard.fish",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} not in {names:?}");
+    }
+    assert!(
+        listing.lines().all(|l| l.contains(" 0/0 ")),
+        "owned by root, whoever packed it: {listing}"
+    );
+    let unpacked = tempfile::tempdir().unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(unpacked.path()));
+    let license = std::fs::read_to_string(unpacked.path().join("LICENSE")).unwrap();
+    assert!(license.contains("Apache License") && license.contains("Version 2.0"));
+    let said = run(Command::new(unpacked.path().join("nsguard")).arg("--version"));
+    assert_eq!(said.trim(), format!("nsguard {version}"));
+    let bash = std::fs::read_to_string(unpacked.path().join("completions/nsguard.bash")).unwrap();
+    assert!(bash.contains("nsguard"), "{bash}");
+
+    let sums_path = out.path().join("SHA256SUMS");
+    let sums = std::fs::read_to_string(&sums_path).unwrap();
+    let sha = sha256_of(&archive);
+    assert_eq!(sums, format!("{sha}  {name}\n"));
+    run(Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(out.path()));
+
+    // Packed again: the same bytes (a reproducible archive).
+    run(Command::new("bash")
+        .arg(root.join("deploy/release/dist.sh"))
+        .arg(target)
+        .arg(env!("CARGO_BIN_EXE_nsguard"))
+        .arg(out.path()));
+    assert_eq!(sha256_of(&archive), sha, "packing twice gave two archives");
+
+    let generated = generate_krew(version, &sums_path, false);
+    assert!(generated.status.success(), "{generated:?}");
+    let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&generated.stdout)).unwrap();
+    let platforms = check_krew_manifest(&doc, version);
+    assert_eq!(platforms.len(), 1, "{platforms:?}");
+    assert_eq!(
+        platforms[0]["sha256"], sha,
+        "the manifest's sha256 is not the archive's"
+    );
+    assert_eq!(platforms[0]["selector"]["matchLabels"]["os"], os);
+    assert_eq!(platforms[0]["selector"]["matchLabels"]["arch"], arch);
+    // The release workflow requires every platform.
+    assert!(!generate_krew(version, &sums_path, true).status.success());
+}
+
+/// With the archives of every platform (as the release workflow downloads them), the manifest
+/// has one platform each, linux and darwin, amd64 and arm64, each with its own sha256.
+#[test]
+fn the_krew_manifest_covers_every_platform_of_a_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let platforms = ["linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64"];
+    let sums: String = platforms
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "{}  nsguard-v1.2.3-{p}.tar.gz\n",
+                format!("{i:x}").repeat(64)
+            )
+        })
+        .collect::<String>()
+        + &format!("{}  nsguard-1.0.0.tgz\n", "f".repeat(64));
+    let path = dir.path().join("SHA256SUMS");
+    std::fs::write(&path, sums).unwrap();
+    let generated = generate_krew("v1.2.3", &path, true);
+    assert!(generated.status.success(), "{generated:?}");
+    let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&generated.stdout)).unwrap();
+    let got = check_krew_manifest(&doc, "1.2.3");
+    assert_eq!(got.len(), 4);
+    for (i, (p, want)) in got.iter().zip(platforms).enumerate() {
+        let labels = &p["selector"]["matchLabels"];
+        assert_eq!(
+            format!(
+                "{}-{}",
+                labels["os"].as_str().unwrap(),
+                labels["arch"].as_str().unwrap()
+            ),
+            want
+        );
+        assert_eq!(p["sha256"], format!("{i:x}").repeat(64));
+    }
+}
+
+/// The CI and release workflows pass actionlint (built from its Go module by
+/// `tests/actionlint/build.sh`, cached by version outside the repo), and the release builds
+/// what the krew manifest and the README promise.
+#[test]
+fn the_workflows_pass_actionlint() {
+    let root = localcluster::workspace_root();
+    let printed = run(Command::new("bash").arg(root.join("tests/actionlint/build.sh")));
+    let actionlint = printed.lines().last().unwrap().trim().to_string();
+    let workflows = root.join(".github/workflows");
+    for name in ["ci.yml", "release.yml"] {
+        assert!(
+            workflows.join(name).is_file(),
+            "no .github/workflows/{name}"
+        );
+    }
+    run(Command::new(&actionlint)
+        .arg("-no-color")
+        .current_dir(&root));
+    let release = std::fs::read_to_string(workflows.join("release.yml")).unwrap();
+    for wanted in [
+        "x86_64-unknown-linux-gnu",
+        "aarch64-unknown-linux-gnu",
+        "x86_64-apple-darwin",
+        "aarch64-apple-darwin",
+        "deploy/release/dist.sh",
+        "deploy/krew/generate.sh",
+        "--all",
+        "docker/build-push-action",
+        "linux/amd64,linux/arm64",
+        "sbom: true",
+        "provenance:",
+        "helm push",
+        "oci://",
+    ] {
+        assert!(release.contains(wanted), "release.yml has no {wanted}");
     }
 }
 
@@ -99,4 +306,173 @@ fn nsguard_certs_leaves_a_fresh_clone_clean() {
             "nsguard certs {args:?} left files git would commit"
         );
     }
+}
+
+/// One row of the chart README's values table.
+struct ValueRow {
+    key: String,
+    default: String,
+    description: String,
+}
+
+/// The keys of values.yaml with their defaults and descriptions: a `# -- ` comment starts a
+/// key's description and the comment lines under it continue it (helm-docs' convention). A
+/// mapping with a description is one row; one without is a section whose keys are rows.
+fn value_rows(yaml: &str) -> Vec<ValueRow> {
+    let values: Value = serde_saphyr::from_str(yaml).expect("values.yaml is YAML");
+    let mut rows = Vec::new();
+    let mut description: Option<String> = None;
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut skip_deeper_than: Option<usize> = None;
+    for line in yaml.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() {
+            description = None;
+            continue;
+        }
+        if let Some(limit) = skip_deeper_than {
+            if indent > limit || trimmed.starts_with("- ") && indent == limit {
+                continue;
+            }
+            skip_deeper_than = None;
+        }
+        if let Some(text) = trimmed.strip_prefix("# -- ") {
+            description = Some(text.trim().to_string());
+            continue;
+        }
+        if let Some(text) = trimmed.strip_prefix('#') {
+            if let Some(d) = description.as_mut() {
+                d.push(' ');
+                d.push_str(text.trim());
+            }
+            continue;
+        }
+        let Some((key, rest)) = trimmed.split_once(':') else {
+            continue;
+        };
+        if key.starts_with('-') || key.contains(' ') {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).chain([key]).collect();
+        let mut value = &values;
+        for k in &path {
+            value = &value[*k];
+        }
+        let section = rest.trim().is_empty() && value.as_object().is_some_and(|m| !m.is_empty());
+        match description.take() {
+            None if section => stack.push((indent, key.to_string())),
+            description => {
+                rows.push(ValueRow {
+                    key: path.join("."),
+                    default: serde_json::to_string(value).unwrap(),
+                    description: description.unwrap_or_default(),
+                });
+                skip_deeper_than = Some(indent);
+            }
+        }
+    }
+    rows
+}
+
+fn values_table(rows: &[ValueRow]) -> String {
+    let mut out = String::from("| Key | Default | Description |\n|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} |\n",
+            r.key,
+            r.default.replace('|', "\\|"),
+            r.description.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// charts/nsguard/README.md's values table is generated from values.yaml's comments and is
+/// current; `make chart-readme` (NSGUARD_BLESS=1) rewrites it. Every key has a description,
+/// and every key of the schema is in values.yaml (so in the table), but `global`.
+#[test]
+fn the_chart_readme_is_current() {
+    let chart = localcluster::workspace_root().join("charts/nsguard");
+    let yaml = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
+    let rows = value_rows(&yaml);
+    for r in &rows {
+        assert!(
+            !r.description.is_empty(),
+            "{}: no `# -- ` description in values.yaml",
+            r.key
+        );
+    }
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap())
+            .unwrap();
+    for key in schema["properties"].as_object().unwrap().keys() {
+        if key != "global" {
+            assert!(
+                rows.iter()
+                    .any(|r| r.key == *key || r.key.starts_with(&format!("{key}."))),
+                "{key} is in the schema but not in values.yaml"
+            );
+        }
+    }
+    for knob in [
+        "extraArgs",
+        "extraEnv",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "topologySpreadConstraints",
+        "priorityClassName",
+        "imagePullSecrets",
+        "podAnnotations",
+        "podLabels",
+        "serviceAccount.create",
+        "serviceAccount.name",
+        "serviceAccount.annotations",
+        "serviceMonitor.labels",
+        "prometheusRule.labels",
+        "grafanaDashboard.labels",
+    ] {
+        assert!(rows.iter().any(|r| r.key == knob), "no row for {knob}");
+    }
+    let (start, end) = ("<!-- values:start -->\n", "<!-- values:end -->");
+    let path = chart.join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = readme.split_once(start).expect("the values:start marker");
+    let (current, tail) = rest.split_once(end).expect("the values:end marker");
+    let table = values_table(&rows);
+    if std::env::var_os("NSGUARD_BLESS").is_some() {
+        std::fs::write(&path, format!("{head}{start}{table}{end}{tail}")).unwrap();
+    } else {
+        assert!(
+            current == table,
+            "charts/nsguard/README.md is not current: run `make chart-readme`"
+        );
+    }
+}
+
+#[test]
+fn the_values_table_reads_comments_sections_and_blocks() {
+    let rows = value_rows(
+        "# -- A.\n# More.\na: 1\n\n# plain\nb:\n  # -- B c.\n  c: [x]\n  # -- B d.\n  d:\n    e: 1\n  # -- List.\n  f:\n  - g: 1\n    h: 2\n  # -- After.\n  i: \"\"\n",
+    );
+    let got: Vec<(String, String, String)> = rows
+        .into_iter()
+        .map(|r| (r.key, r.default, r.description))
+        .collect();
+    let want = [
+        ("a", "1", "A. More."),
+        ("b.c", "[\"x\"]", "B c."),
+        ("b.d", "{\"e\":1}", "B d."),
+        ("b.f", "[{\"g\":1,\"h\":2}]", "List."),
+        ("b.i", "\"\"", "After."),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(got, want);
 }

@@ -19,68 +19,15 @@
 //! `failurePolicy: Fail`, which is the default, an error refuses too: the finding says so).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
-use regex::Regex;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::finalizer_ties::ties;
+use super::admission_request::{Write, run, unevaluable, variables, writes};
 use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
-use crate::facts::admission::{AdmissionPolicy, Expr, PolicyBinding, env};
-use crate::facts::controllers::{Identity, Liveness};
-use crate::facts::{Content, Facts, ObjectFacts, finalizers};
-
-/// The namespace controller's identity (kube-controller-manager with per-controller
-/// credentials, as kubeadm and every managed offering run it).
-const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
-
-/// Who removes a finalizer Kubernetes itself handles.
-fn built_in_remover(finalizer: &str) -> Option<&'static str> {
-    Some(match finalizer {
-        "kubernetes.io/pvc-protection" => {
-            "system:serviceaccount:kube-system:pvc-protection-controller"
-        }
-        "batch.kubernetes.io/job-tracking" => "system:serviceaccount:kube-system:job-controller",
-        "orphan" | "foregroundDeletion" => {
-            "system:serviceaccount:kube-system:generic-garbage-collector"
-        }
-        "resource.kubernetes.io/delete-protection" => {
-            "system:serviceaccount:kube-system:resource-claim-controller"
-        }
-        "service.kubernetes.io/load-balancer-cleanup" => {
-            "system:serviceaccount:kube-system:service-controller"
-        }
-        _ => return None,
-    })
-}
-
-/// `request.userInfo` for a user name: a ServiceAccount's requests carry its groups.
-fn user_info(username: &str) -> Json {
-    let mut groups = vec![];
-    if let Some(rest) = username.strip_prefix("system:serviceaccount:")
-        && let Some((ns, _)) = rest.split_once(':')
-    {
-        groups.push("system:serviceaccounts".to_string());
-        groups.push(format!("system:serviceaccounts:{ns}"));
-    }
-    groups.push("system:authenticated".to_string());
-    json!({"username": username, "uid": "", "groups": groups})
-}
-
-/// A write, as admission sees it.
-struct Write<'a> {
-    blocks: Blocks,
-    /// In words: "the namespace controller's DELETE", "the removal of F".
-    what: String,
-    /// The user, when nsguard knows who makes it.
-    user: Option<String>,
-    operation: &'static str,
-    content: &'a Content,
-    object: &'a ObjectFacts,
-    /// For a finalizer removal: which one.
-    finalizer: Option<&'a str>,
-}
+use crate::facts::Facts;
+use crate::facts::admission::{AdmissionPolicy, PolicyBinding};
 
 /// What a policy does to one write.
 enum Answer {
@@ -143,126 +90,6 @@ fn selects(
         && super::selector_matches(m.object_selector.as_ref(), &w.object.labels)
 }
 
-/// Parts of the object nsguard holds: the metadata the index keeps.
-const HELD: [&str; 7] = [
-    ".apiVersion",
-    ".kind",
-    ".metadata.name",
-    ".metadata.namespace",
-    ".metadata.labels",
-    ".metadata.finalizers",
-    ".metadata.deletionTimestamp",
-];
-
-/// Whether a path into `object`/`oldObject` (`.metadata.labels`), followed by an index or
-/// not, stays within what nsguard holds.
-fn held(path: &str, indexed: bool) -> bool {
-    if path.is_empty() || path == ".metadata" {
-        // The whole object or its metadata, as a value or `has()` target; an index into them
-        // (`oldObject['spec']`) may reach anything.
-        return !indexed;
-    }
-    HELD.iter().any(|h| {
-        path == *h
-            || path
-                .strip_prefix(h)
-                .is_some_and(|rest| rest.starts_with('.'))
-    })
-}
-
-/// Why an expression cannot be evaluated on what nsguard holds, if it cannot.
-fn unevaluable(source: &str, user_known: bool) -> Option<String> {
-    static OBJECT: OnceLock<Regex> = OnceLock::new();
-    let object = OBJECT.get_or_init(|| {
-        Regex::new(r"\b(oldObject|object)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)(\s*\[)?")
-            .expect("a valid pattern")
-    });
-    for c in object.captures_iter(source) {
-        let path = c.get(2).map_or("", |m| m.as_str());
-        if !held(path, c.get(3).is_some()) {
-            return Some(format!(
-                "it reads {}{}, which nsguard does not hold (it keeps only names, labels, finalizers and deletion timestamps)",
-                c.get(1).map_or("", |m| m.as_str()),
-                path
-            ));
-        }
-    }
-    if source.contains("authorizer") {
-        return Some("it asks the authorizer, which nsguard does not evaluate".into());
-    }
-    if source.contains("params") {
-        return Some("it reads parameters, which nsguard does not read".into());
-    }
-    if !user_known && source.contains("userInfo") {
-        return Some(
-            "it reads the requesting user, and nsguard does not know who removes this finalizer"
-                .into(),
-        );
-    }
-    None
-}
-
-fn object_json(facts: &Facts, c: &Content, o: &ObjectFacts, without: Option<&str>) -> Json {
-    let r = &c.resource;
-    let mut metadata = json!({"name": o.name, "namespace": facts.name});
-    if !o.labels.is_empty() {
-        metadata["labels"] = json!(o.labels);
-    }
-    let finalizers: Vec<&String> = o
-        .finalizers
-        .iter()
-        .filter(|f| Some(f.as_str()) != without)
-        .collect();
-    if !finalizers.is_empty() {
-        metadata["finalizers"] = json!(finalizers);
-    }
-    // A finalizer is removed after the namespace controller's DELETE marked the object.
-    let deleted = o.deletion_timestamp.or(without.map(|_| facts.now));
-    if let Some(t) = deleted {
-        metadata["deletionTimestamp"] = json!(t.to_string());
-    }
-    json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": metadata})
-}
-
-fn request_json(facts: &Facts, w: &Write<'_>) -> Json {
-    let r = &w.content.resource;
-    let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
-    let resource = json!({"group": r.group, "version": r.version, "resource": r.resource});
-    let name = if w.operation == "DELETE" {
-        String::new()
-    } else {
-        w.object.name.clone()
-    };
-    let options = if w.operation == "DELETE" {
-        json!({"apiVersion": "meta.k8s.io/v1", "kind": "DeleteOptions", "propagationPolicy": "Background"})
-    } else {
-        json!({"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions"})
-    };
-    json!({
-        "kind": kind, "resource": resource, "subResource": "",
-        "requestKind": kind, "requestResource": resource, "requestSubResource": "",
-        "name": name, "namespace": facts.name, "operation": w.operation,
-        "userInfo": w.user.as_deref().map(user_info).unwrap_or(Json::Null),
-        "dryRun": false, "options": options,
-    })
-}
-
-/// Runs `expr` with `vars`.
-fn run(expr: &Expr, vars: &BTreeMap<&str, Json>) -> Result<cel::Value, String> {
-    let program = expr
-        .program
-        .as_ref()
-        .map_err(|e| format!("it does not compile here: {e}"))?;
-    let mut ctx = cel::Context::with_env(env());
-    for (k, v) in vars {
-        let value = cel::to_value(v).map_err(|e| e.to_string())?;
-        ctx.add_variable_from_value(*k, value);
-    }
-    program
-        .execute(&ctx)
-        .map_err(|e| format!("evaluating {:?}: {e}", expr.source))
-}
-
 /// What `policy` through `binding` does to write `w`.
 fn judge(
     facts: &Facts,
@@ -292,31 +119,12 @@ fn judge(
         .chain(policy.variables.iter().map(|(_, e)| e))
         .chain(policy.validations.iter().map(|v| &v.expression));
     for e in sources {
-        if let Some(why) = unevaluable(&e.source, w.user.is_some()) {
+        if let Some(why) = unevaluable(&e.source, w.user.is_some(), w.object.annotations.is_some())
+        {
             return Answer::Unknown(why);
         }
     }
-    let mut vars: BTreeMap<&str, Json> = BTreeMap::new();
-    let old = object_json(facts, w.content, w.object, None);
-    match w.finalizer {
-        None => {
-            vars.insert("object", Json::Null);
-            vars.insert("oldObject", old);
-        }
-        Some(f) => {
-            let mut old = old;
-            old["metadata"]["deletionTimestamp"] =
-                json!(w.object.deletion_timestamp.unwrap_or(facts.now).to_string());
-            vars.insert("object", object_json(facts, w.content, w.object, Some(f)));
-            vars.insert("oldObject", old);
-        }
-    }
-    vars.insert("request", request_json(facts, w));
-    vars.insert(
-        "namespaceObject",
-        serde_json::to_value(&facts.namespace.namespace).unwrap_or(Json::Null),
-    );
-    vars.insert("params", Json::Null);
+    let mut vars = variables(facts, w);
     for (name, e) in &policy.match_conditions {
         match run(e, &vars) {
             Ok(cel::Value::Bool(true)) => {}
@@ -370,39 +178,6 @@ fn judge(
     Answer::Admits
 }
 
-/// The user that removes finalizer `f` from objects of `c`: the built-in controller, or the
-/// live candidate tied to it.
-fn remover(facts: &Facts, c: &Content, f: &str) -> Option<String> {
-    if let Some(u) = built_in_remover(f) {
-        return Some(u.to_string());
-    }
-    let rc = facts
-        .namespace
-        .controllers
-        .get(&c.resource.group_resource())?;
-    let expected: Vec<_> = rc.controllers.iter().map(|(e, _)| e).collect();
-    let mut names: Vec<&str> = c
-        .objects
-        .iter()
-        .flat_map(|o| o.finalizers.iter().map(String::as_str))
-        .filter(|x| !finalizers::is_built_in(x))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let at = names.iter().position(|x| *x == f)?;
-    let t = ties(&expected, &names, &c.resource.group);
-    t[at].iter().find_map(|i| match &rc.controllers[*i] {
-        (e, Liveness::Live(_)) => match &e.identity {
-            Identity::ServiceAccount { namespace, name } => {
-                Some(format!("system:serviceaccount:{namespace}:{name}"))
-            }
-            Identity::ControlPlane { name } => Some(name.clone()),
-            Identity::ServiceAccounts { .. } => None,
-        },
-        _ => None,
-    })
-}
-
 /// One refusal (or possible refusal), gathered over objects.
 struct Refusal {
     policy: Arc<AdmissionPolicy>,
@@ -427,26 +202,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     }
     for c in &facts.namespace.content {
         for o in &c.objects {
-            let mut writes = vec![Write {
-                blocks: Blocks::Delete,
-                what: "the namespace controller's DELETE".into(),
-                user: Some(NAMESPACE_CONTROLLER.into()),
-                operation: "DELETE",
-                content: c,
-                object: o,
-                finalizer: None,
-            }];
-            for f in &o.finalizers {
-                writes.push(Write {
-                    blocks: Blocks::RemoveFinalizer,
-                    what: format!("the removal of finalizer {f}"),
-                    user: remover(facts, c, f),
-                    operation: "UPDATE",
-                    content: c,
-                    object: o,
-                    finalizer: Some(f),
-                });
-            }
+            let writes = writes(facts, c, o);
             for w in &writes {
                 for p in &policies {
                     for b in p.bindings.iter().filter(|b| b.deny) {
@@ -642,6 +398,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn annotations_are_judged_once_read_and_only_then() {
+        let spec = format!(
+            "{ON_DELETE}  validations:\n  - {{expression: \"!has(oldObject.metadata.annotations) || !('keep' in oldObject.metadata.annotations)\", message: kept}}\n"
+        );
+        let mut facts = facts_with(policy(&spec, &["Deny"]));
+        // As the index holds them: not read, so not evaluated.
+        let found = check(&facts);
+        assert_eq!(found[0].severity, Severity::Advisory, "{found:?}");
+        assert_eq!(
+            crate::facts::admission::annotations_wanted(&facts.cluster, &facts.namespace.content)
+                .len(),
+            1
+        );
+        // As the review reads them for this policy.
+        for (i, o) in facts.namespace.content[0].objects.iter_mut().enumerate() {
+            o.annotations = Some(if i == 0 {
+                [("keep".to_string(), "yes".to_string())].into()
+            } else {
+                Default::default()
+            });
+        }
+        let found = check(&facts);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Blocking);
+        assert!(
+            found[0].summary.contains("(1 here): kept"),
+            "{}",
+            found[0].summary
+        );
     }
 
     #[test]

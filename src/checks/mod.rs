@@ -1,6 +1,7 @@
 //! The checks: pure functions from [`Facts`] to [`Finding`]s, one file each.
 
 mod admission_policy;
+mod admission_request;
 mod apiservice_unavailable;
 mod cluster_already_stuck;
 mod finalizer_controller;

@@ -18,10 +18,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ServiceReference};
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, RuleWithOperations, ServiceReference,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use super::admission_request;
 use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::facts::admission::Expr;
 use crate::facts::{Facts, ResourceType, ServiceKey};
 
 /// One webhook, validating or mutating, with what the checks need.
@@ -36,8 +40,8 @@ struct Hook<'a> {
     object_selector: Option<&'a LabelSelector>,
     /// `matchPolicy: Exact`; absent means `Equivalent` in v1.
     exact: bool,
-    /// How many `matchConditions` it has.
-    match_conditions: usize,
+    /// Its `matchConditions`.
+    match_conditions: &'a [MatchCondition],
 }
 
 /// One [`Hook`] per webhook of a configuration list; validating and mutating webhooks have
@@ -56,7 +60,7 @@ macro_rules! hooks_of {
                     namespace_selector: w.namespace_selector.as_ref(),
                     object_selector: w.object_selector.as_ref(),
                     exact: w.match_policy.as_deref() == Some("Exact"),
-                    match_conditions: w.match_conditions.as_ref().map_or(0, Vec::len),
+                    match_conditions: w.match_conditions.as_deref().unwrap_or_default(),
                 });
             }
         }
@@ -189,15 +193,51 @@ fn rules_match(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
     }
 }
 
-/// `rules_match`, then the match conditions: nsguard does not evaluate CEL, so a webhook with
-/// any is one that may intercept.
+/// Whether the hook's rules select `req`; its match conditions are judged per object
+/// ([`conditions_match`]), except on the namespace itself, where nsguard does not evaluate
+/// them.
 fn hook_matches(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
     match rules_match(facts, hook, req) {
-        Match::Yes if hook.match_conditions > 0 => Match::May(format!(
-            "it has {} matchConditions, which nsguard does not evaluate: it may not intercept this",
-            hook.match_conditions
+        Match::Yes if !hook.match_conditions.is_empty() && !req.namespaced => Match::May(format!(
+            "it has {} matchConditions, which nsguard does not evaluate on the namespace itself: it may not intercept this",
+            hook.match_conditions.len()
         )),
         m => m,
+    }
+}
+
+/// Whether the hook's `matchConditions` send write `w` to it (all true), skip it (one false)
+/// or nsguard cannot tell (an expression it cannot evaluate, or an error: with `Fail` the API
+/// server would then refuse the request, with `Ignore` skip the webhook).
+fn conditions_match(facts: &Facts, hook: &Hook<'_>, w: &admission_request::Write<'_>) -> Match {
+    if hook.match_conditions.is_empty() {
+        return Match::Yes;
+    }
+    for c in hook.match_conditions {
+        if let Some(why) = admission_request::unevaluable(
+            &c.expression,
+            w.user.is_some(),
+            w.object.annotations.is_some(),
+        ) {
+            return Match::May(format!(
+                "matchCondition {} was not evaluated: {why}",
+                c.name
+            ));
+        }
+    }
+    let vars = admission_request::variables(facts, w);
+    let mut error = None;
+    for c in hook.match_conditions {
+        match admission_request::run(&Expr::cached(&c.expression), &vars) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => return Match::No,
+            Ok(other) => error = Some(format!("matchCondition {} gives {other:?}", c.name)),
+            Err(e) => error = Some(format!("matchCondition {}: {e}", c.name)),
+        }
+    }
+    match error {
+        None => Match::Yes,
+        Some(e) => Match::May(e),
     }
 }
 
@@ -258,12 +298,47 @@ fn intercepted_all<'f>(
             if matched == Match::No {
                 continue;
             }
-            let objects = c
-                .objects
-                .iter()
-                .filter(|o| write == Write::Delete || !o.finalizers.is_empty())
-                .filter(|o| super::selector_matches(hook.object_selector, &o.labels))
-                .count();
+            let mut objects = 0;
+            let mut may: Option<String> = None;
+            for o in &c.objects {
+                if !super::selector_matches(hook.object_selector, &o.labels)
+                    || (write == Write::RemoveFinalizer && o.finalizers.is_empty())
+                {
+                    continue;
+                }
+                if hook.match_conditions.is_empty() {
+                    objects += 1;
+                    continue;
+                }
+                let requests = admission_request::writes(facts, c, o);
+                let wanted = requests.iter().filter(|r| match write {
+                    Write::Delete => r.finalizer.is_none(),
+                    Write::RemoveFinalizer => r.finalizer.is_some(),
+                });
+                let mut hit = Match::No;
+                for r in wanted {
+                    match conditions_match(facts, hook, r) {
+                        Match::Yes => {
+                            hit = Match::Yes;
+                            break;
+                        }
+                        Match::May(why) => hit = Match::May(why),
+                        Match::No => {}
+                    }
+                }
+                match hit {
+                    Match::Yes => objects += 1,
+                    Match::May(why) => may = Some(why),
+                    Match::No => {}
+                }
+            }
+            let matched = match (matched, may) {
+                (Match::Yes, Some(why)) if objects == 0 => {
+                    objects = 1;
+                    Match::May(why)
+                }
+                (m, _) => m,
+            };
             if objects > 0 {
                 out.push((&c.resource, objects, matched, write));
             }
@@ -879,10 +954,42 @@ mod tests {
         }
     }
 
+    /// matchConditions evaluated with CEL for the namespace controller's DELETE: all true sends
+    /// the request to the webhook (blocking), one false skips it (nothing), what nsguard cannot
+    /// evaluate may (a warning that says why).
     #[rstest]
-    #[case::backend_down(false)]
-    #[case::backend_here(true)]
-    fn match_conditions_make_a_webhook_one_that_may_intercept(#[case] here: bool) {
+    #[case::true_is_intercepted(false, "true", Some(Severity::Blocking), "")]
+    #[case::true_here(true, "true", Some(Severity::Blocking), "")]
+    #[case::exempts_the_namespace_controller(
+        false,
+        "request.userInfo.username != 'system:serviceaccount:kube-system:namespace-controller'",
+        None,
+        ""
+    )]
+    #[case::on_labels_it_holds(
+        false,
+        "has(oldObject.metadata.labels) && 'app' in oldObject.metadata.labels",
+        None,
+        ""
+    )]
+    #[case::reads_the_spec(
+        false,
+        "oldObject.spec.x == 1",
+        Some(Severity::Advisory),
+        "was not evaluated"
+    )]
+    #[case::authorizer(
+        true,
+        "authorizer.requestResource.check('delete').allowed()",
+        Some(Severity::Advisory),
+        "authorizer"
+    )]
+    fn match_conditions_are_evaluated(
+        #[case] here: bool,
+        #[case] expression: &str,
+        #[case] expected: Option<Severity>,
+        #[case] why: &str,
+    ) {
         let svc_ns = if here { "team-a" } else { "sec" };
         let mut facts = fixtures::facts("team-a")
             .with_content("", "configmaps", &[("cm", &[])])
@@ -896,8 +1003,8 @@ mod tests {
             .build();
         tweak(&mut facts, |w| {
             w.match_conditions = Some(vec![MatchCondition {
-                name: "not-break-glass".into(),
-                expression: "true".into(),
+                name: "cond".into(),
+                expression: expression.into(),
             }]);
         });
         let found = if here {
@@ -905,16 +1012,14 @@ mod tests {
         } else {
             backend_unavailable(&facts, GRACE)
         };
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].severity, Severity::Advisory);
-        assert!(
-            found[0]
-                .evidence
-                .iter()
-                .any(|e| e.contains("1 matchConditions, which nsguard does not evaluate")),
-            "{:?}",
-            found[0].evidence
-        );
+        assert_eq!(found.first().map(|f| f.severity), expected, "{found:?}");
+        if !why.is_empty() {
+            assert!(
+                found[0].evidence.iter().any(|e| e.contains(why)),
+                "{:?}",
+                found[0].evidence
+            );
+        }
     }
 
     // Now is 12:00:00; the grace is 30s.

@@ -559,6 +559,22 @@ impl Gatherer {
                 },
             }
         }
+        // An admission policy that reads annotations is judged on them: the index does not
+        // keep them, so those types (only) are read here.
+        for r in crate::facts::admission::annotations_wanted(cluster, &facts.content) {
+            match self.list_resource(&name, &r, deadline, false).await {
+                Ok(Listed::Objects(objects)) => {
+                    if let Some(c) = facts.content.iter_mut().find(|c| c.resource == r) {
+                        c.objects = objects;
+                    }
+                }
+                Ok(Listed::Pods(_)) => {}
+                Err(e) => not_checked.push(format!(
+                    "annotations of {} (an admission policy reads them): {e}",
+                    r.group_resource()
+                )),
+            }
+        }
         facts.content.sort_by(|a, b| a.resource.cmp(&b.resource));
         facts
             .list_failures
@@ -711,8 +727,19 @@ fn object_facts_of<K: Resource>(o: &K) -> ObjectFacts {
         finalizers: m.finalizers.clone().unwrap_or_default(),
         deletion_timestamp: m.deletion_timestamp.as_ref().map(|t| t.0),
         labels: m.labels.clone().unwrap_or_default(),
+        annotations: Some(
+            m.annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
     }
 }
+
+/// kubectl's copy of the applied object: on a Secret it holds the Secret's data.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What a failed list means, with its status code and message. Only a status the API server
 /// answered with can be the namespace's trouble; an error without one (transport, TLS, decode,

@@ -289,6 +289,8 @@ pub fn entry_of(o: &PartialObjectMeta<DynamicObject>) -> Entry {
             finalizers: m.finalizers.clone().unwrap_or_default(),
             deletion_timestamp: m.deletion_timestamp.as_ref().map(|t| t.0),
             labels: m.labels.clone().unwrap_or_default(),
+            // Not kept in the index: a review reads them when a policy needs them.
+            annotations: None,
         },
     )
 }

@@ -43,6 +43,24 @@ impl std::fmt::Debug for Expr {
 }
 
 impl Expr {
+    /// `source` compiled once per process (webhooks' `matchConditions`, read from the
+    /// configurations as they are): a bounded cache by source text.
+    pub fn cached(source: &str) -> Arc<Self> {
+        static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Arc<Expr>>>> =
+            OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = cache.get(source) {
+            return e.clone();
+        }
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        let e = Arc::new(Self::compile(source));
+        cache.insert(source.to_string(), e.clone());
+        e
+    }
+
     /// Compiles `source` in [`env`].
     pub fn compile(source: &str) -> Self {
         Self {
@@ -154,6 +172,59 @@ impl AdmissionPolicy {
             bindings: bound,
         })
     }
+}
+
+impl AdmissionPolicy {
+    /// Whether any of its expressions reads objects' annotations.
+    pub fn reads_annotations(&self) -> bool {
+        let reads = |e: &Expr| e.source.contains("annotations");
+        self.match_conditions.iter().any(|(_, e)| reads(e))
+            || self.variables.iter().any(|(_, e)| reads(e))
+            || self
+                .validations
+                .iter()
+                .any(|v| reads(&v.expression) || v.message_expression.as_ref().is_some_and(reads))
+    }
+
+    /// Whether its constraints may select requests on `group`/`resource` (any operation).
+    pub fn may_select(&self, group: &str, resource: &str) -> bool {
+        let has = |l: Option<&Vec<String>>, want: &str| {
+            l.is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+        };
+        self.constraints.as_ref().is_some_and(|c| {
+            c.resource_rules
+                .iter()
+                .flatten()
+                .any(|r| has(r.api_groups.as_ref(), group) && has(r.resources.as_ref(), resource))
+        })
+    }
+}
+
+/// The types of `content` whose objects' annotations a policy that may deny reads, and that
+/// were not read with them.
+pub fn annotations_wanted(
+    cluster: &super::ClusterFacts,
+    content: &[super::Content],
+) -> Vec<super::ResourceType> {
+    let readers: Vec<&AdmissionPolicy> = cluster
+        .admission_policies
+        .iter()
+        .filter(|p| p.bindings.iter().any(|b| b.deny) && p.reads_annotations())
+        .map(|p| &**p)
+        .collect();
+    if readers.is_empty() {
+        return Vec::new();
+    }
+    content
+        .iter()
+        .filter(|c| c.objects.iter().any(|o| o.annotations.is_none()))
+        .filter(|c| {
+            readers
+                .iter()
+                .any(|p| p.may_select(&c.resource.group, &c.resource.resource))
+        })
+        .map(|c| c.resource.clone())
+        .collect()
 }
 
 #[cfg(test)]

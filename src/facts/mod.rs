@@ -110,6 +110,10 @@ pub struct ObjectFacts {
     pub deletion_timestamp: Option<Timestamp>,
     /// Labels (webhook object selectors).
     pub labels: BTreeMap<String, String>,
+    /// Annotations, when they were read: the live index does not keep them; a review reads
+    /// them only for types an admission policy reads them of (kubectl's last-applied copy is
+    /// never kept: on a Secret it holds the data).
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// The objects of one resource type in the namespace.

@@ -24,3 +24,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- include "nsguard.fullname" . }}-tls
 {{- end -}}
 {{- end -}}
+
+{{/* The ServiceAccount nsguard runs as. */}}
+{{- define "nsguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "nsguard.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The image, tag defaulting to the chart's appVersion. */}}
+{{- define "nsguard.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Scheduling of every pod of the release: the webhook's and helm test's. */}}
+{{- define "nsguard.scheduling" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
