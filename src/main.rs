@@ -48,11 +48,13 @@ async fn main() {
             Ok(0)
         }
     };
+    // 0 clean, 3 warnings, 4 would hang (from the command); 1 nsguard could not run; clap
+    // exits 2 itself on a usage error (`cli::exit`).
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
             eprintln!("nsguard: {error:#}");
-            std::process::exit(3);
+            std::process::exit(cli::exit::ERROR);
         }
     }
 }

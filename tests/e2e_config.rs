@@ -128,7 +128,7 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         &["check", &ns, "--config", empty.to_str().unwrap()],
     );
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
     for group in w.groups() {
         assert!(stdout.contains(group.as_str()), "{group}: {stdout}");
     }
@@ -160,11 +160,11 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         "{warnings}"
     );
 
-    // `nsguard check`, reading the ConfigMap: the same verdict (warnings only, exit 1) on the
+    // `nsguard check`, reading the ConfigMap: the same verdict (warnings only, exit 3) on the
     // same findings, and no note about overriding flags.
     let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
     assert!(!stderr.contains("override"), "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let findings = report["findings"].as_array().unwrap();
@@ -188,13 +188,13 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     );
 
     // A flag overrides the ConfigMap, and says so: the check at block again, the deletion
-    // would hang (exit 2).
+    // would hang (exit 4).
     let out = nsguard_cli(
         cluster.kubeconfig(),
         &["check", &ns, "--check", "finalizer-controller=block"],
     );
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("flags override the configuration: --check finalizer-controller=block"),
         "{stderr}"
@@ -260,7 +260,7 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
         &["config", "validate", bad.to_str().unwrap()],
     );
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("checks.finalizer-controller"), "{stderr}");
 
     // A valid edit (the check no longer lowered) is applied: denied, on the two types it

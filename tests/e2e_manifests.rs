@@ -217,7 +217,7 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
             let out = nsguard_cli(&as_sa, &["check", &ns, "-o", "json"]);
             let doc: Value = serde_json::from_slice(&out.stdout)?;
             let text = doc.to_string();
-            Ok((out.status.code() == Some(2) && !text.contains("403")).then_some(doc))
+            Ok((out.status.code() == Some(4) && !text.contains("403")).then_some(doc))
         },
     )
     .await;
@@ -270,7 +270,7 @@ async fn nsguard_certs_writes_a_pair_the_api_server_trusts() {
         ])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(3), "{bad:?}");
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("not a name"),
         "{bad:?}"

@@ -154,8 +154,13 @@ async fn forged_reviews_cost_no_api_call_and_make_no_event() {
         .filter(|e| e["requestObject"].to_string().contains("forged-"))
         .count();
     assert_eq!(event_writes, 0, "a forged review made an Event");
-    // The real review listed; the thousand forged ones did not.
-    assert!(calls(&events) > before);
+    // The audit log holds nsguard's own reads (its watches' lists at least), so the zero counts
+    // above are not an empty log's. A real review of an empty namespace may make no call at
+    // all (the live index answers it), so the marker proves only that the log caught up.
+    assert!(
+        calls(&events) >= before && before > 0,
+        "no read of nsguard's in the audit log"
+    );
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }
 

@@ -20,7 +20,7 @@ pub struct ConfigArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Check a configuration file (without FILE: --config, else the webhook's ConfigMap) and
-    /// say what is wrong. Exit 0: valid; 1: not valid.
+    /// say what is wrong. Exit 0: valid; 4: not valid; 1: it could not be read.
     Validate {
         /// The file.
         file: Option<PathBuf>,
@@ -65,7 +65,7 @@ pub async fn config(args: ConfigArgs) -> Result<i32> {
                 }
                 Err(error) => {
                     eprintln!("{what}: not valid: {error:#}");
-                    Ok(1)
+                    Ok(4)
                 }
             }
         }

@@ -49,20 +49,35 @@ pub enum Command {
     /// Run the admission webhook.
     Serve(ServeArgs),
     /// Run the preflight for one namespace and print what would block its deletion.
-    /// Exit 0: would delete cleanly; 1: warnings only; 2: would hang.
-    Check(NamespaceArgs),
+    ///
+    /// Exit status: 0 the deletion would complete; 3 warnings only (advisory findings, or
+    /// something was not checked); 4 it would hang; 1 nsguard could not run (cluster
+    /// unreachable, bad kubeconfig or context, no such namespace); 2 usage error.
+    #[command(after_help = EXIT_CODES)]
+    Check(CheckArgs),
     /// Run the preflight for every namespace (or those selected): a summary, then a
     /// diagnosis of each namespace already Terminating.
-    /// Exit 0: none would hang; 2: some would hang or are stuck.
+    ///
+    /// Exit status: 0 none would hang; 3 warnings only (in any namespace, or something was
+    /// not checked); 4 some would hang or are stuck; 1 nsguard could not run; 2 usage error.
+    #[command(after_help = EXIT_CODES)]
     Audit(AuditArgs),
     /// Explain why a Terminating namespace is stuck and print the remedies in a safe order,
     /// each with its risk. Changes nothing.
-    /// Exit 0: nothing blocks it; 2: blockers found.
-    Diagnose(NamespaceArgs),
+    ///
+    /// Exit status: 0 nothing blocks it; 3 warnings only (advisory findings, or something was
+    /// not checked); 4 blockers found; 1 nsguard could not run; 2 usage error.
+    #[command(after_help = EXIT_CODES)]
+    Diagnose(DiagnoseArgs),
     /// Delete a namespace in an order that lets it finish: custom resources whose controllers
     /// run in it first, then objects its hosted webhooks and conversion backends serve, then
     /// the namespace. Never removes a finalizer. `--dry-run` prints the plan only.
-    /// Exit 0: deleted (dry run: the plan can run); 2: stopped, with the reason.
+    ///
+    /// Exit status: 0 deleted (dry run: the plan can run); 3 dry run: the plan can run but
+    /// something was not checked; 4 stopped, with the reason (a blocker ordering cannot fix,
+    /// a wave or the namespace past its deadline, a denial); 1 nsguard could not run; 2 usage
+    /// error.
+    #[command(after_help = EXIT_CODES)]
     Delete(DeleteArgs),
     /// Validate the configuration, or show the one in effect with where each value comes
     /// from (default, file, configmap, flag).
@@ -73,12 +88,50 @@ pub enum Command {
     Completion(CompletionArgs),
 }
 
+/// The exit status of `check`, `audit`, `diagnose` and `delete`.
+pub mod exit {
+    use crate::checks::report::Verdict;
+
+    /// Nothing blocks, nothing to warn about.
+    pub const CLEAN: i32 = 0;
+    /// nsguard could not run: the cluster is unreachable, the kubeconfig or context is bad,
+    /// the namespace does not exist.
+    pub const ERROR: i32 = 1;
+    /// A usage error (clap's own code): an unknown flag, a bad value.
+    pub const USAGE: i32 = 2;
+    /// Warnings only: advisory findings, or something was not checked.
+    pub const WARNINGS: i32 = 3;
+    /// The deletion would hang (blockers found; `delete`: stopped with a reason).
+    pub const WOULD_HANG: i32 = 4;
+
+    /// The exit status for a preflight's verdict.
+    pub fn of(verdict: Verdict) -> i32 {
+        match verdict {
+            Verdict::Clean => CLEAN,
+            Verdict::Warnings => WARNINGS,
+            Verdict::WouldHang => WOULD_HANG,
+        }
+    }
+}
+
+/// The exit codes, as `--help` lists them under each command that reads the cluster.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  clean: the deletion would complete (delete: done)
+  1  nsguard could not run (cluster unreachable, bad kubeconfig or context, no such namespace)
+  2  usage error
+  3  warnings only (advisory findings, or something was not checked)
+  4  would hang: blockers found (delete: stopped, with the reason)";
+
 /// Flags shared by everything that reads the cluster.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, env = "NSGUARD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context), as kubectl's --context.
+    #[arg(long, env = "NSGUARD_CONTEXT")]
+    pub context: Option<String>,
     /// Upper bound for one preflight.
     #[arg(long, env = "NSGUARD_CHECK_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
     pub check_timeout: Duration,
@@ -221,50 +274,112 @@ impl ServeArgs {
     }
 }
 
-/// Output format of the CLI.
+/// Output format of the CLI (`-o`); each command takes the ones that make sense for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// A readable table.
     Table,
-    /// JSON (the report).
+    /// The table with more columns (objects, advisories, what was not checked).
+    Wide,
+    /// JSON (the report, schema nsguard.io/v1).
     Json,
+    /// The same document as YAML.
+    Yaml,
+    /// Names only, one a line, as kubectl's `-o name`.
+    Name,
+    /// A Graphviz digraph of the blocking chain: namespace, objects, finalizers, controllers,
+    /// and why each is not live (`| dot -Tsvg`).
+    Dot,
     /// `audit` only: one PolicyReport per namespace, as a List for `kubectl apply -f -`.
     #[value(name = "policyreport")]
     PolicyReport,
 }
 
-/// `-o table|json`.
-#[derive(Debug, Args)]
-pub struct Format {
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long,
-        env = "NSGUARD_OUTPUT",
-        value_enum,
-        default_value = "table"
-    )]
-    pub output: Output,
+/// A `-o` parser that takes only `allowed` (a usage error otherwise, listing them).
+fn formats(allowed: &'static [Output]) -> impl clap::builder::TypedValueParser<Value = Output> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(
+        allowed
+            .iter()
+            .filter_map(ValueEnum::to_possible_value)
+            .collect::<Vec<_>>(),
+    )
+    .try_map(|s: String| Output::from_str(&s, true))
 }
 
-impl Format {
-    /// Only `audit` prints PolicyReports: refuse before reading the cluster.
-    fn not_policyreport(&self, command: &str) -> Result<()> {
-        if self.output == Output::PolicyReport {
-            anyhow::bail!("{command}: -o policyreport is for audit; use -o table or -o json");
+/// `check`: table, wide, json, yaml, name (the objects that block), dot.
+const CHECK_FORMATS: &[Output] = &[
+    Output::Table,
+    Output::Wide,
+    Output::Json,
+    Output::Yaml,
+    Output::Name,
+    Output::Dot,
+];
+/// `diagnose`: table, json, yaml, dot.
+const DIAGNOSE_FORMATS: &[Output] = &[Output::Table, Output::Json, Output::Yaml, Output::Dot];
+/// `audit`: table, wide, json, yaml, name (namespaces that would hang), policyreport.
+const AUDIT_FORMATS: &[Output] = &[
+    Output::Table,
+    Output::Wide,
+    Output::Json,
+    Output::Yaml,
+    Output::Name,
+    Output::PolicyReport,
+];
+/// `delete`: table, json, yaml.
+pub(crate) const DELETE_FORMATS: &[Output] = &[Output::Table, Output::Json, Output::Yaml];
+
+/// Prints `doc` as JSON or YAML (`output` is one of the two).
+pub(crate) fn print_document<T: serde::Serialize>(output: Output, doc: &T) -> Result<()> {
+    if output == Output::Yaml {
+        let yaml = serde_saphyr::to_string(doc).context("writing YAML")?;
+        print!("{yaml}");
+        if !yaml.ends_with('\n') {
+            println!();
         }
-        Ok(())
+    } else {
+        println!("{}", serde_json::to_string_pretty(doc)?);
     }
+    Ok(())
 }
 
-/// `nsguard check NS` and `nsguard diagnose NS`.
+/// A namespace argument: `NAME`, or `namespace/NAME` as `-o name` prints it.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let name = ["namespace/", "namespaces/", "ns/"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s);
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{s:?}: expected a namespace name"));
+    }
+    Ok(name.to_string())
+}
+
+/// `nsguard check NS`.
 #[derive(Debug, Args)]
-pub struct NamespaceArgs {
-    /// The namespace.
+pub struct CheckArgs {
+    /// The namespace (`NAME` or `namespace/NAME`).
+    #[arg(value_parser = parse_namespace)]
     pub namespace: String,
-    /// Output format.
+    /// Output format: table, wide (with objects and evidence), json, yaml, name (the objects
+    /// that block, as KIND/NAME), dot (the blocking chain as a Graphviz digraph).
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(CHECK_FORMATS))]
+    pub output: Output,
+    /// Cluster access.
     #[command(flatten)]
-    pub format: Format,
+    pub cluster: ClusterArgs,
+}
+
+/// `nsguard diagnose NS`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// The namespace (`NAME` or `namespace/NAME`).
+    #[arg(value_parser = parse_namespace)]
+    pub namespace: String,
+    /// Output format: table, json, yaml, dot (the blocking chain as a Graphviz digraph).
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(DIAGNOSE_FORMATS))]
+    pub output: Output,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -276,17 +391,14 @@ pub struct AuditArgs {
     /// Only namespaces matching this label selector.
     #[arg(short = 'l', long, env = "NSGUARD_SELECTOR")]
     pub selector: Option<String>,
-    /// Output format.
-    #[command(flatten)]
-    pub format: Format,
-    /// With `-o policyreport`: the report API to print.
-    #[arg(
-        long,
-        env = "NSGUARD_POLICYREPORT_API",
-        value_enum,
-        default_value = "openreports.io/v1alpha1"
-    )]
-    pub policyreport_api: crate::policyreport::ReportApi,
+    /// Output format: table, wide (with advisories and what was not checked), json, yaml,
+    /// name (the namespaces that would hang or are stuck, as namespace/NAME), policyreport.
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(AUDIT_FORMATS))]
+    pub output: Output,
+    /// With `-o policyreport`: the report API to print (default: the one the cluster serves,
+    /// openreports.io/v1alpha1 first, else wgpolicyk8s.io/v1alpha2).
+    #[arg(long, env = "NSGUARD_POLICYREPORT_API", value_enum)]
+    pub policyreport_api: Option<crate::policyreport::ReportApi>,
     /// Namespaces checked at once.
     #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -313,7 +425,7 @@ pub struct CertsArgs {
     pub days: i64,
 }
 
-/// `10s`, `500ms`, `1m30s`, `1h`.
+/// A duration as humantime reads it: `10s`, `500ms`, `5m`, `1m30s`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
 }
@@ -403,15 +515,25 @@ impl ClusterArgs {
         ))
     }
 
-    /// A client from --kubeconfig, else the usual places.
+    /// A client from --kubeconfig and --context, else the usual places.
     pub async fn client(&self) -> Result<Client> {
-        let config = match &self.kubeconfig {
-            Some(path) => {
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
                 let kc = Kubeconfig::read_from(path)
                     .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .with_context(|| format!("kubeconfig {}", path.display()))?
             }
-            None => Config::infer()
+            // A context names one in a kubeconfig: no in-cluster fallback.
+            (None, Some(context)) => Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("context {context}"))?,
+            (None, None) => Config::infer()
                 .await
                 .context("no kubeconfig and not in a cluster")?,
         };
@@ -486,7 +608,12 @@ mod tests {
     fn durations_and_check_settings_parse_or_explain() {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 2m"), Ok(Duration::from_secs(3720)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["10", "", "ten seconds", "5 parsecs"] {
+            assert!(parse_duration(bad).unwrap_err().contains("e.g."), "{bad:?}");
+        }
         assert_eq!(
             parse_check_setting("finalizers-pending=block"),
             Ok((CheckId::FinalizersPending, Setting::Block))

@@ -208,7 +208,7 @@ impl Admission {
                 .peer_limit
                 .as_ref()
                 .zip(peer)
-                .is_some_and(|(limit, peer)| !limit.admit(peer, std::time::Instant::now()));
+                .is_some_and(|(limit, peer)| !limit.admit(peer));
         if rate_limited {
             self.metrics.rate_limited();
         }
