@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod engine;
 pub mod facts;
 pub mod policy;

@@ -41,6 +41,7 @@ async fn main() {
         Command::Audit(args) => cli::audit(args).await,
         Command::Diagnose(args) => cli::diagnose(args).await,
         Command::Delete(args) => cli::delete(args).await,
+        Command::Config(args) => cli::config(args).await,
         Command::Certs(args) => cli::certs(args).map(|()| 0),
         Command::Completion(args) => {
             cli::completion(args.shell, "nsguard", &mut std::io::stdout());

@@ -58,6 +58,13 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     index_types: Family<IndexLabels, Gauge>,
     index_objects: Gauge,
+    config_reloads: Family<ResultLabels, Counter>,
+    config_last_reload_successful: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -138,8 +145,28 @@ impl Default for Metrics {
             "Objects held in the live content index, over every type (what its memory grows with)",
             index_objects.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Changes of the configuration file seen, by result (applied, rejected: the configuration in force stays)",
+            config_reloads.clone(),
+        );
+        for result in ["applied", "rejected"] {
+            config_reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        let config_last_reload_successful = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the configuration file as it is now is in force, 0 when its last change was rejected",
+            config_last_reload_successful.clone(),
+        );
+        config_last_reload_successful.set(1);
         Self {
             registry,
+            config_reloads,
+            config_last_reload_successful,
             index_types,
             index_objects,
             reviews,
@@ -189,6 +216,15 @@ impl Metrics {
     /// Counts a review over its client's rate limit (`--peer-rate-limit`).
     pub fn rate_limited(&self) {
         self.rate_limited.inc();
+    }
+
+    /// Records a change of the configuration file: put in force, or rejected.
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.config_last_reload_successful.set(i64::from(applied));
     }
 
     /// Records readiness (read from the flag at each scrape, so it is never stale).

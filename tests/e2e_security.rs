@@ -749,12 +749,22 @@ subjects:
         ),
     )
     .unwrap();
-    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
-    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
-    assert!(
-        env.contains(r#"{"name":"NSGUARD_SKIP_RESOURCES","value":"secrets"}"#),
-        "the overlay passes the option: {env}"
+    // The overlay's configuration file, as its ConfigMap holds it.
+    let config_map = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "nsguard-config")
+        .expect("the overlay's ConfigMap");
+    let config_text = config_map["data"]["config.yaml"].as_str().unwrap();
+    assert_eq!(
+        ::nsguard::config::Layer::parse(config_text)
+            .unwrap()
+            .skip_resources,
+        Some(["secrets".to_string()].into_iter().collect()),
+        "the overlay skips Secrets: {config_text}"
     );
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_file = config_dir.path().join("config.yaml");
+    std::fs::write(&config_file, config_text).unwrap();
     let as_sa = cluster
         .service_account_kubeconfig("nsguard-system", "nsguard-no-secrets")
         .unwrap();
@@ -762,13 +772,13 @@ subjects:
     let ns = create_namespace_with(&client, "nosecrets", &[], &[]).await;
     create_secret(cluster, &ns);
     kubectl(cluster, &["create", "configmap", "c1", "-n", &ns], None).unwrap();
-    // The option as the overlay's Deployment passes it, in the environment.
+    // The overlay's configuration file, as the webhook reads it.
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
             .args(args)
             .env("KUBECONFIG", &as_sa)
             .env("NSGUARD_LOG", "warn")
-            .env("NSGUARD_SKIP_RESOURCES", "secrets")
+            .env("NSGUARD_CONFIG", &config_file)
             .output()
             .expect("running nsguard")
     };

@@ -1,14 +1,17 @@
-//! The command line: `serve`, `check`, `audit`, `diagnose`, `delete`, `certs`, `completion`.
+//! The command line: `serve`, `check`, `audit`, `diagnose`, `delete`, `config`, `certs`,
+//! `completion`.
 //! Every flag has an `NSGUARD_*` variable.
 
 mod audit;
 mod certs;
 mod check;
+mod config;
 mod delete;
 
 pub use audit::audit;
 pub use certs::certs;
 pub use check::{check, diagnose};
+pub use config::{ConfigArgs, ConfigCommand, config};
 pub use delete::{DeleteArgs, delete};
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,10 +25,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::time::Instant;
 
+use crate::checks::Setting;
 use crate::checks::report::CheckId;
-use crate::checks::{Setting, Settings};
 use crate::cluster::gather::Limits;
 use crate::cluster::gather::{ContentSource, Gatherer};
+use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
 use crate::engine::Engine;
 use crate::facts::controllers::{Declarations, Identity};
 use crate::policy::Mode;
@@ -75,6 +79,9 @@ pub enum Command {
     /// error.
     #[command(after_help = EXIT_CODES)]
     Delete(DeleteArgs),
+    /// Validate the configuration, or show the one in effect with where each value comes
+    /// from (default, file, configmap, flag).
+    Config(ConfigArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
     /// Print a shell completion script: `source <(nsguard completion bash)`.
@@ -139,28 +146,39 @@ pub struct ClusterArgs {
     /// (never a queue past the deadline; the live index makes such calls rare).
     #[arg(long, env = "NSGUARD_MAX_API_CALLS", default_value_t = 64)]
     pub max_api_calls: usize,
+    /// The configuration file (YAML; see docs/configuration.md). Without it, `serve` uses
+    /// the defaults and the other commands read the webhook's ConfigMap (--config-map).
+    #[arg(long, env = "NSGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The webhook's configuration ConfigMap, NAMESPACE/NAME, read from the cluster when
+    /// there is no --config (not by `serve`, which reads the file the chart mounts).
+    #[arg(long, env = "NSGUARD_CONFIG_MAP", default_value = crate::config::DEFAULT_CONFIG_MAP, value_parser = parse_config_map)]
+    pub config_map: (String, String),
     /// A check's severity: ID=block|warn|off (repeatable; comma-separated in the variable).
+    /// Overrides the configuration's `checks`, check by check.
     #[arg(long = "check", env = "NSGUARD_CHECKS", value_delimiter = ',', value_parser = parse_check_setting)]
     pub checks: Vec<(CheckId, Setting)>,
-    /// How long an object may be deleting with finalizers before finalizer-stuck reports it.
-    #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
-    pub finalizer_stuck_after: Duration,
+    /// How long an object may be deleting with finalizers before finalizer-stuck reports it
+    /// (default 5m).
+    #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", value_parser = parse_duration)]
+    pub finalizer_stuck_after: Option<Duration>,
     /// The controller that removes a type's (or a finalizer's) finalizers, for controllers
     /// RBAC does not show: RESOURCE.GROUP=NAMESPACE/SERVICEACCOUNT or
     /// FINALIZER=NAMESPACE/SERVICEACCOUNT (repeatable; `;`-separated in the variable).
     #[arg(long = "finalizer-controller", env = "NSGUARD_FINALIZER_CONTROLLERS", value_delimiter = ';', value_parser = Declarations::parse_flag)]
     pub finalizer_controllers: Vec<(String, Vec<Identity>)>,
     /// How long an APIService that was Available may be unavailable before
-    /// apiservice-unavailable blocks (a warning until then).
-    #[arg(long, env = "NSGUARD_APISERVICE_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub apiservice_grace: Duration,
+    /// apiservice-unavailable blocks (a warning until then; default 30s).
+    #[arg(long, env = "NSGUARD_APISERVICE_GRACE", value_parser = parse_duration)]
+    pub apiservice_grace: Option<Duration>,
     /// How long a webhook's Service may have no ready endpoints before
-    /// webhook-backend-unavailable blocks (a warning until then).
-    #[arg(long, env = "NSGUARD_BACKEND_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub backend_grace: Duration,
+    /// webhook-backend-unavailable blocks (a warning until then; default 30s).
+    #[arg(long, env = "NSGUARD_BACKEND_GRACE", value_parser = parse_duration)]
+    pub backend_grace: Option<Duration>,
     /// A namespaced type nsguard never lists nor watches, as RESOURCE or RESOURCE.GROUP
     /// (`secrets`: a ClusterRole without Secrets, manifests/overlays/no-secrets); every report
-    /// then says it was not checked (repeatable; comma-separated in the variable).
+    /// then says it was not checked (repeatable; comma-separated in the variable). Replaces
+    /// the configuration's `skip_resources`.
     #[arg(long = "skip-resource", env = "NSGUARD_SKIP_RESOURCES", value_delimiter = ',', value_parser = parse_skip_resource)]
     pub skip_resources: Vec<String>,
 }
@@ -202,10 +220,12 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "NSGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
-    /// enforce: deny deletions that would hang; warn: allow with warnings; audit: allow and record.
-    #[arg(long, env = "NSGUARD_MODE", value_enum, default_value = "enforce")]
-    pub mode: Mode,
+    /// enforce: deny deletions that would hang; warn: allow with warnings; audit: allow and
+    /// record (default enforce). Overrides the configuration's `mode`.
+    #[arg(long, env = "NSGUARD_MODE", value_enum)]
+    pub mode: Option<Mode>,
     /// Members of this group may delete despite blockers, with a warning (repeatable).
+    /// Replaces the configuration's `bypass_groups`.
     #[arg(
         long = "bypass-group",
         env = "NSGUARD_BYPASS_GROUPS",
@@ -234,9 +254,24 @@ pub struct ServeArgs {
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
+    /// How often the configuration file (--config) is read again; a changed, valid file is
+    /// put in force, an invalid one is reported and the configuration in force stays.
+    #[arg(long, env = "NSGUARD_CONFIG_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub config_reload_interval: Duration,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+impl ServeArgs {
+    /// What the flags set, to override the configuration file.
+    pub fn overrides(&self) -> Layer {
+        Layer {
+            mode: self.mode,
+            bypass_groups: (!self.bypass_groups.is_empty()).then(|| self.bypass_groups.clone()),
+            ..self.cluster.overrides()
+        }
+    }
 }
 
 /// Output format of the CLI (`-o`); each command takes the ones that make sense for it.
@@ -392,23 +427,21 @@ pub struct CertsArgs {
 
 /// A duration as humantime reads it: `10s`, `500ms`, `5m`, `1m30s`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e} (e.g. 10s, 500ms, 1m30s)"))
+    crate::config::parse_duration(s)
 }
 
 /// `secrets`, `widgets.example.com`: lower case, as `kubectl api-resources` names them.
 fn parse_skip_resource(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    let valid = !s.is_empty()
-        && !s.starts_with('.')
-        && !s.ends_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
-    if valid {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?}: expected a resource as RESOURCE or RESOURCE.GROUP, e.g. secrets"
-        ))
+    crate::config::parse_skip_resource(s)
+}
+
+/// `NAMESPACE/NAME`.
+fn parse_config_map(s: &str) -> Result<(String, String), String> {
+    match s.trim().split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected NAMESPACE/NAME")),
     }
 }
 
@@ -423,19 +456,67 @@ fn parse_check_setting(s: &str) -> Result<(CheckId, Setting), String> {
 }
 
 impl ClusterArgs {
-    fn settings(&self) -> Settings {
-        Settings {
-            overrides: self.checks.iter().cloned().collect(),
+    /// What the flags set, to override the configuration.
+    pub fn overrides(&self) -> Layer {
+        Layer {
+            checks: self.checks.iter().cloned().collect(),
             finalizer_stuck_after: self.finalizer_stuck_after,
-            finalizer_controllers: Declarations(
-                self.finalizer_controllers.iter().cloned().collect(),
-            ),
             apiservice_grace: self.apiservice_grace,
             backend_grace: self.backend_grace,
+            finalizer_controllers: self.finalizer_controllers.iter().cloned().collect(),
+            skip_resources: (!self.skip_resources.is_empty())
+                .then(|| self.skip_resources.iter().cloned().collect()),
+            ..Layer::default()
         }
     }
 
-    async fn client(&self) -> Result<Client> {
+    /// The configuration for a CLI command: --config, else the webhook's ConfigMap read
+    /// with `client` (none: not read), else the defaults; flags override, with a note on
+    /// stderr.
+    pub async fn configuration(&self, client: Option<&Client>) -> Result<Effective> {
+        let flags = self.overrides();
+        let base = match (&self.config, client) {
+            (Some(path), _) => {
+                let (layer, _) = Layer::read(path)
+                    .with_context(|| format!("configuration {}", path.display()))?;
+                Some((layer, Origin::File(path.clone())))
+            }
+            (None, Some(client)) => {
+                let (ns, name) = &self.config_map;
+                let at = format!("{ns}/{name}");
+                match crate::cluster::config_map::read(client, ns, name, CONFIG_MAP_KEY).await {
+                    Ok(Some(text)) => {
+                        let layer = Layer::parse(&text).with_context(|| {
+                            format!("configuration in ConfigMap {at}, key {CONFIG_MAP_KEY}")
+                        })?;
+                        Some((layer, Origin::ConfigMap(at)))
+                    }
+                    Ok(None) => None,
+                    Err(error) => {
+                        eprintln!(
+                            "nsguard: note: cannot read ConfigMap {at} ({error}): using the defaults; give --config FILE to use a file"
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let overrides = flags.as_flags();
+        if !overrides.is_empty() {
+            eprintln!(
+                "nsguard: note: flags override the configuration: {}",
+                overrides.join(" ")
+            );
+        }
+        Ok(Effective::resolve(
+            base.as_ref().map(|(l, o)| (l, o.clone())),
+            &flags,
+        ))
+    }
+
+    /// A client from --kubeconfig and --context, else the usual places.
+    pub async fn client(&self) -> Result<Client> {
         let options = KubeConfigOptions {
             context: self.context.clone(),
             ..KubeConfigOptions::default()
@@ -464,8 +545,13 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    pub(crate) async fn engine(&self, source: ContentSource) -> Result<Engine> {
-        let client = self.client().await?;
+    /// An engine over `client` with the configuration `config`.
+    pub(crate) fn engine(
+        &self,
+        client: Client,
+        source: ContentSource,
+        config: &crate::config::Config,
+    ) -> Engine {
         let gatherer = Gatherer::start(
             client,
             Limits {
@@ -474,9 +560,9 @@ impl ClusterArgs {
                 api_calls: self.max_api_calls,
             },
             source,
-            self.skip_resources.iter().cloned().collect(),
+            config.skip_resources.clone(),
         );
-        Ok(Engine::new(gatherer, self.settings()))
+        Engine::new(gatherer, config.settings())
     }
 }
 
@@ -491,7 +577,9 @@ pub(crate) fn phase(ns: &Namespace) -> String {
 }
 
 pub(crate) async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
-    let engine = cluster.engine(ContentSource::List).await?;
+    let client = cluster.client().await?;
+    let effective = cluster.configuration(Some(&client)).await?;
+    let engine = cluster.engine(client, ContentSource::List, &effective.config);
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)
