@@ -298,7 +298,7 @@ pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResu
             now,
         )
     }));
-    // Types skipped by choice (--skip-resource): never read, so not checked either.
+    // Types skipped by choice (skipped by configuration): never read, so not checked either.
     out.extend(
         crate::render::not_checked_by_choice(report)
             .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Skip, caveat, now)),

@@ -49,7 +49,7 @@ pub fn not_checked_by_choice(report: &Report) -> Option<String> {
 pub fn skipped_caveat(skipped: &[String]) -> Option<String> {
     (!skipped.is_empty()).then(|| {
         format!(
-            "not checked: {} (--skip-resource): one left with a finalizer could hang the deletion",
+            "not checked: {} (skipped by configuration): one left with a finalizer could hang the deletion",
             skipped.join(", ")
         )
     })
@@ -452,7 +452,7 @@ mod tests {
         report.not_checked_by_choice = vec!["secrets".into()];
         let t = table(&report, false);
         assert!(!t.contains("the deletion would complete"), "{t}");
-        assert!(t.contains("not checked: secrets (--skip-resource)"), "{t}");
+        assert!(t.contains("not checked: secrets (skipped by configuration)"), "{t}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["notCheckedByChoice"], serde_json::json!(["secrets"]));
         let caveat = not_checked_by_choice(&report).unwrap();

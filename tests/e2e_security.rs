@@ -799,7 +799,7 @@ subjects:
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains(
-            "not checked: secrets (--skip-resource): one left with a finalizer could hang the deletion"
+            "not checked: secrets (skipped by configuration): one left with a finalizer could hang the deletion"
         ),
         "{text}"
     );
