@@ -17,7 +17,7 @@ CASES ?= 100000
 # Release archives, the chart's package, checksums and the krew manifest.
 DIST := target/dist
 
-.PHONY: controlplane helm build test lint run cluster bench bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
+.PHONY: controlplane helm build test unit e2e lint run cluster bench bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -30,10 +30,21 @@ helm:
 build:
 	cargo build --workspace --all-targets
 
-## test: every test, end to end on the real control plane
-test:
+# The integration tests that need no control plane (`make unit` runs them; `make e2e` the rest).
+UNIT_TESTS := router fuzz packaging observability
+E2E_TESTS := $(filter-out $(UNIT_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
+
+## test: every test: `make unit`, then `make e2e`
+test: unit e2e
+
+## unit: the tests that need no control plane (seconds once built): every library's unit tests, the router, a short fuzz run, packaging, observability
+unit:
+	cargo test --workspace --lib --bins $(addprefix --test ,$(UNIT_TESTS)) -- --test-threads=$(TEST_THREADS)
+
+## e2e: the end-to-end tests on the real control plane (builds it first); one file: `make e2e E2E_TESTS=e2e_cli`
+e2e:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
-	NSGUARD_CONTROLPLANE_DIR=$$dir cargo test --workspace -- --test-threads=$(TEST_THREADS)
+	NSGUARD_CONTROLPLANE_DIR=$$dir cargo test -p nsguard $(addprefix --test ,$(E2E_TESTS)) -- --test-threads=$(TEST_THREADS)
 
 ## lint: formatting, clippy (warnings are errors) and no unused direct dependency (cargo-machete)
 lint:

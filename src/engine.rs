@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::core::v1::Namespace;
@@ -38,7 +39,8 @@ type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 #[derive(Clone)]
 pub struct Engine {
     gatherer: Gatherer,
-    settings: Arc<Settings>,
+    /// Shared by every clone: a reloaded configuration applies to the next preflight.
+    settings: Arc<ArcSwap<Settings>>,
     inflight: Arc<Mutex<HashMap<String, (Gathering, Instant)>>>,
 }
 
@@ -47,9 +49,14 @@ impl Engine {
     pub fn new(gatherer: Gatherer, settings: Settings) -> Self {
         Self {
             gatherer,
-            settings: Arc::new(settings),
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
             inflight: Arc::default(),
         }
+    }
+
+    /// Puts new check settings in force for the preflights that start from now on.
+    pub fn set_settings(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// The gatherer.
@@ -109,7 +116,7 @@ impl Engine {
             .collect();
         let mut fresh = gather_facts(
             &self.gatherer,
-            &self.settings,
+            &self.settings.load(),
             namespace,
             deadline,
             &relist,
@@ -132,7 +139,7 @@ impl Engine {
 
     /// Runs every check on facts already gathered.
     pub fn check(&self, facts: &Facts) -> Report {
-        checks::run(facts, &self.settings)
+        checks::run(facts, &self.settings.load())
     }
 
     /// The facts for one namespace; a gathering already under way for it is joined.
@@ -153,7 +160,7 @@ impl Engine {
         if facts.not_checked.is_empty() || its_deadline + Duration::from_millis(500) >= deadline {
             return facts;
         }
-        let settings = self.settings.clone();
+        let settings = self.settings.load_full();
         Arc::new(
             gather_facts(
                 &self.gatherer,
@@ -174,7 +181,7 @@ impl Engine {
             return (g.clone(), *d);
         }
         let gatherer = self.gatherer.clone();
-        let settings = self.settings.clone();
+        let settings = self.settings.load_full();
         let inflight_map = self.inflight.clone();
         let key = name.clone();
         let namespace = namespace.clone();

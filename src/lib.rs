@@ -6,10 +6,10 @@
 //! front ends, [`webhook`] and [`cli`], only wire it; [`remedy`] plans diagnoses and the
 //! ordered teardown from a report.
 
-pub mod certs;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod engine;
 pub mod facts;
 pub mod policy;
@@ -19,3 +19,6 @@ pub mod records;
 pub mod remedy;
 pub mod render;
 pub mod webhook;
+
+/// The CA and serving certificates (`nsguard certs`).
+pub use nsguard_certs as certs;

@@ -36,22 +36,25 @@ async fn main() {
     }
     let cli = parse();
     let result = match cli.command {
-        Command::Serve(args) => nsguard::webhook::serve::serve(args).await.map(|()| 0),
+        Command::Serve(args) => nsguard::webhook::serve::serve(*args).await.map(|()| 0),
         Command::Check(args) => cli::check(args).await,
         Command::Audit(args) => cli::audit(args).await,
         Command::Diagnose(args) => cli::diagnose(args).await,
         Command::Delete(args) => cli::delete(args).await,
+        Command::Config(args) => cli::config(args).await,
         Command::Certs(args) => cli::certs(args).map(|()| 0),
         Command::Completion(args) => {
             cli::completion(args.shell, "nsguard", &mut std::io::stdout());
             Ok(0)
         }
     };
+    // 0 clean, 3 warnings, 4 would hang (from the command); 1 nsguard could not run; clap
+    // exits 2 itself on a usage error (`cli::exit`).
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
             eprintln!("nsguard: {error:#}");
-            std::process::exit(3);
+            std::process::exit(cli::exit::ERROR);
         }
     }
 }

@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(
             d.warnings
                 .first()
-                .is_some_and(|w| w.starts_with("not checked: secrets (--skip-resource)")),
+                .is_some_and(|w| w.starts_with("not checked: secrets (skipped by configuration)")),
             warns,
             "{d:?}"
         );

@@ -1,8 +1,8 @@
 //! Reports as Kubernetes PolicyReports: one report per namespace, in the `openreports.io`
-//! `Report` format (or the older `wgpolicyk8s.io/v1alpha2` `PolicyReport`), so that what
-//! `nsguard audit` finds shows up in the tools that read reports (Policy Reporter, Kyverno's
-//! UI). nsguard only prints them; the person runs `kubectl apply`, so the webhook needs no
-//! write access.
+//! `Report` format (or the older `wgpolicyk8s.io/v1alpha2` `PolicyReport`, whichever the
+//! cluster serves), so that what `nsguard audit` finds shows up in the tools that read
+//! reports (Policy Reporter, Kyverno's UI). nsguard only prints them; the person runs
+//! `kubectl apply`, so the webhook needs no write access.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::checks::report::{Finding, Report, Severity};
+use crate::checks::report::{Finding, ObjectRef, Report, Severity};
 
 /// The name of every report nsguard prints (one per namespace), and its `source` and `policy`.
 pub const NAME: &str = "nsguard";
@@ -46,6 +46,51 @@ impl ReportApi {
             ReportApi::Wgpolicy => "PolicyReport",
         }
     }
+
+    /// The resource (plural) of the kind.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ReportApi::OpenReports => "reports",
+            ReportApi::Wgpolicy => "policyreports",
+        }
+    }
+}
+
+/// Why no report API could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Neither API is served.
+    #[error(
+        "the cluster serves neither openreports.io/v1alpha1 (kind Report) nor wgpolicyk8s.io/v1alpha2 (kind PolicyReport): install the CRD of one of them (Kyverno and Policy Reporter do), or name one with --policyreport-api"
+    )]
+    Neither,
+    /// Discovery failed.
+    #[error("discovering {api_version}: {source}")]
+    Api {
+        /// The group version asked for.
+        api_version: &'static str,
+        /// The error.
+        source: kube::Error,
+    },
+}
+
+/// The report API the cluster serves: `openreports.io/v1alpha1` if it does, else
+/// `wgpolicyk8s.io/v1alpha2`, else [`DiscoveryError::Neither`].
+pub async fn discover(client: &kube::Client) -> Result<ReportApi, DiscoveryError> {
+    for api in [ReportApi::OpenReports, ReportApi::Wgpolicy] {
+        match client.list_api_group_resources(api.api_version()).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == api.plural()) => return Ok(api),
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(DiscoveryError::Api {
+                    api_version: api.api_version(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(DiscoveryError::Neither)
 }
 
 /// A result's outcome, in the reports' vocabulary.
@@ -58,8 +103,8 @@ pub enum Outcome {
     Fail,
     /// An advisory finding.
     Warn,
-    /// Something could not be checked.
-    Error,
+    /// Something was not checked (nsguard could not read it, or was told not to).
+    Skip,
 }
 
 /// When the results were found, as `metav1.Timestamp` (`{seconds, nanos}`).
@@ -95,19 +140,82 @@ pub struct ReportResult {
     pub rule: String,
     /// What nsguard checks.
     pub category: &'static str,
-    /// pass, fail, warn or error.
+    /// pass, fail, warn or skip.
     pub result: Outcome,
     /// `high` for blocking findings, `medium` for advisory ones, `info` otherwise.
     pub severity: &'static str,
-    /// Whether the result counts towards the namespace's score (warnings do not).
+    /// Whether the result counts towards the namespace's score (warnings and skips do not).
     pub scored: bool,
     /// One line saying what is wrong, or that nothing is.
     pub message: String,
-    /// Evidence, objects and remedy.
+    /// The objects the finding is about, as `ObjectReference`s.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Reference>,
+    /// Evidence and remedy (and objects that are no API object, such as a resource type).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
     /// When it was found.
     pub timestamp: Timestamp,
+}
+
+/// An object of a result, in `corev1.ObjectReference`'s shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reference {
+    /// `group/version`, or `v1`.
+    pub api_version: String,
+    /// The kind.
+    pub kind: String,
+    /// The namespace, for namespaced objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+/// The apiVersion and kind of the objects findings name: a report names built-in objects by
+/// kind and custom ones by `resource.group`; the facts of the namespace know the latter's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kinds(pub BTreeMap<String, (String, String)>);
+
+impl Kinds {
+    /// The kinds of the namespace's content types, from its facts.
+    pub fn of(facts: &crate::facts::Facts) -> Self {
+        Self(
+            facts
+                .namespace
+                .content
+                .iter()
+                .map(|c| {
+                    (
+                        c.resource.group_resource(),
+                        (c.resource.api_version(), c.resource.kind.clone()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The reference for `o`, when its kind is known.
+    pub fn reference(&self, o: &ObjectRef) -> Option<Reference> {
+        let (api_version, kind) = match o.kind.as_str() {
+            "Namespace" | "Service" | "Pod" | "ConfigMap" | "Secret" => {
+                ("v1".into(), o.kind.clone())
+            }
+            "APIService" => ("apiregistration.k8s.io/v1".into(), o.kind.clone()),
+            "CustomResourceDefinition" => ("apiextensions.k8s.io/v1".into(), o.kind.clone()),
+            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+                ("admissionregistration.k8s.io/v1".into(), o.kind.clone())
+            }
+            gr => self.0.get(gr).cloned()?,
+        };
+        Some(Reference {
+            api_version,
+            kind,
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+        })
+    }
 }
 
 /// Counts of results by outcome.
@@ -119,9 +227,10 @@ pub struct Summary {
     pub fail: u32,
     /// Warnings.
     pub warn: u32,
-    /// Not checked.
+    /// Errors of the policy engine itself: nsguard reports what it could not check as
+    /// `skip`, so always 0.
     pub error: u32,
-    /// nsguard skips nothing it runs; always 0.
+    /// Not checked.
     pub skip: u32,
 }
 
@@ -135,34 +244,35 @@ fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> Re
         category: CATEGORY,
         result: outcome,
         severity: "info",
-        scored: outcome != Outcome::Warn,
+        scored: matches!(outcome, Outcome::Pass | Outcome::Fail),
         message,
+        resources: Vec::new(),
         properties: BTreeMap::new(),
         timestamp: now,
     }
 }
 
-fn from_finding(f: &Finding, now: Timestamp) -> ReportResult {
+fn from_finding(f: &Finding, kinds: &Kinds, now: Timestamp) -> ReportResult {
     let (outcome, severity) = match f.severity {
         Severity::Blocking => (Outcome::Fail, "high"),
         Severity::Advisory => (Outcome::Warn, "medium"),
     };
     let mut r = result(f.check.as_str().into(), outcome, f.summary.clone(), now);
     r.severity = severity;
+    let mut other = Vec::new();
+    for o in &f.objects {
+        match kinds.reference(o) {
+            Some(reference) => r.resources.push(reference),
+            None => other.push(o.to_string()),
+        }
+    }
     let mut put = |k: &str, v: String| {
         if !v.is_empty() {
             r.properties.insert(k.into(), v);
         }
     };
     put("evidence", f.evidence.join("\n"));
-    put(
-        "objects",
-        f.objects
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
+    put("objects", other.join("\n"));
     put("remedy", f.remedy.text.clone());
     put(
         "remedyCommand",
@@ -172,26 +282,26 @@ fn from_finding(f: &Finding, now: Timestamp) -> ReportResult {
     r
 }
 
-/// The results for one namespace's report: one per finding, one `error` per thing not
-/// checked, and a single `pass` when there is neither.
-pub fn results(report: &Report, now: Timestamp) -> Vec<ReportResult> {
+/// The results for one namespace's report: one per finding (its objects in `resources`),
+/// one `skip` per thing not checked, and a single `pass` when there is neither.
+pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResult> {
     let mut out: Vec<ReportResult> = report
         .findings
         .iter()
-        .map(|f| from_finding(f, now))
+        .map(|f| from_finding(f, kinds, now))
         .collect();
     out.extend(report.not_checked.iter().map(|what| {
         result(
             PREFLIGHT_RULE.into(),
-            Outcome::Error,
+            Outcome::Skip,
             format!("not checked: {what}"),
             now,
         )
     }));
-    // Types skipped by choice (--skip-resource): a warning, since nsguard never read them.
+    // Types skipped by choice (skipped by configuration): never read, so not checked either.
     out.extend(
         crate::render::not_checked_by_choice(report)
-            .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Warn, caveat, now)),
+            .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Skip, caveat, now)),
     );
     if out.is_empty() {
         out.push(result(
@@ -212,15 +322,15 @@ pub fn summary(results: &[ReportResult]) -> Summary {
             Outcome::Pass => s.pass += 1,
             Outcome::Fail => s.fail += 1,
             Outcome::Warn => s.warn += 1,
-            Outcome::Error => s.error += 1,
+            Outcome::Skip => s.skip += 1,
         }
     }
     s
 }
 
 /// The report object for one namespace.
-pub fn report(api: ReportApi, report: &Report, now: Timestamp) -> Value {
-    let results = results(report, now);
+pub fn report(api: ReportApi, report: &Report, kinds: &Kinds, now: Timestamp) -> Value {
+    let results = results(report, kinds, now);
     let mut doc = json!({
         "apiVersion": api.api_version(),
         "kind": api.kind(),
@@ -244,10 +354,13 @@ pub fn report(api: ReportApi, report: &Report, now: Timestamp) -> Value {
 /// Every report as one `v1` `List`, which `kubectl apply -f -` takes as it is.
 pub fn list<'a>(
     api: ReportApi,
-    reports: impl IntoIterator<Item = &'a Report>,
+    reports: impl IntoIterator<Item = (&'a Report, &'a Kinds)>,
     now: Timestamp,
 ) -> Value {
-    let items: Vec<Value> = reports.into_iter().map(|r| report(api, r, now)).collect();
+    let items: Vec<Value> = reports
+        .into_iter()
+        .map(|(r, kinds)| report(api, r, kinds, now))
+        .collect();
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
@@ -260,6 +373,13 @@ mod tests {
         seconds: 1_700_000_000,
         nanos: 5,
     };
+
+    fn kinds() -> Kinds {
+        Kinds(BTreeMap::from([(
+            "gadgets.example.com".to_string(),
+            ("example.com/v1".to_string(), "Gadget".to_string()),
+        )]))
+    }
 
     fn hanging() -> Report {
         Report {
@@ -289,8 +409,8 @@ mod tests {
     }
 
     #[test]
-    fn a_hanging_namespace_fails_with_the_check_as_rule_and_the_remedy_in_properties() {
-        let doc = report(ReportApi::OpenReports, &hanging(), NOW);
+    fn a_hanging_namespace_fails_with_the_check_as_rule_its_objects_as_resources() {
+        let doc = report(ReportApi::OpenReports, &hanging(), &kinds(), NOW);
         assert_eq!(doc["apiVersion"], "openreports.io/v1alpha1");
         assert_eq!(doc["kind"], "Report");
         assert_eq!(doc["metadata"]["name"], "nsguard");
@@ -302,7 +422,7 @@ mod tests {
         );
         assert_eq!(
             doc["summary"],
-            json!({"pass": 0, "fail": 1, "warn": 1, "error": 1, "skip": 0})
+            json!({"pass": 0, "fail": 1, "warn": 1, "error": 0, "skip": 1})
         );
         let r = &doc["results"];
         assert_eq!(r.as_array().unwrap().len(), 3);
@@ -321,7 +441,11 @@ mod tests {
             p["evidence"],
             "finalizer example.com/cleanup\nno RBAC grant names gadgets.example.com"
         );
-        assert_eq!(p["objects"], "gadgets.example.com team-a/g1");
+        assert!(p.get("objects").is_none(), "{p}");
+        assert_eq!(
+            r[0]["resources"],
+            json!([{"apiVersion": "example.com/v1", "kind": "Gadget", "namespace": "team-a", "name": "g1"}])
+        );
         assert!(
             p["remedyCommand"]
                 .as_str()
@@ -333,8 +457,10 @@ mod tests {
         assert_eq!(r[1]["result"], "warn");
         assert_eq!(r[1]["scored"], false);
         assert!(r[1]["properties"].get("remedyCommand").is_none());
+        assert!(r[1].get("resources").is_none(), "{}", r[1]);
         assert_eq!(r[2]["rule"], "preflight");
-        assert_eq!(r[2]["result"], "error");
+        assert_eq!(r[2]["result"], "skip");
+        assert_eq!(r[2]["scored"], false);
         assert!(r[2]["message"].as_str().unwrap().contains("widgets"));
         // Every property is a string: the CRDs declare map[string]string.
         for result in r.as_array().unwrap() {
@@ -354,7 +480,7 @@ mod tests {
             namespace: "quiet".into(),
             ..Default::default()
         };
-        let doc = report(ReportApi::OpenReports, &clean, NOW);
+        let doc = report(ReportApi::OpenReports, &clean, &Kinds::default(), NOW);
         assert_eq!(
             doc["summary"],
             json!({"pass": 1, "fail": 0, "warn": 0, "error": 0, "skip": 0})
@@ -365,7 +491,7 @@ mod tests {
 
     #[test]
     fn the_older_api_is_a_policyreport_with_the_source_on_each_result() {
-        let doc = report(ReportApi::Wgpolicy, &hanging(), NOW);
+        let doc = report(ReportApi::Wgpolicy, &hanging(), &kinds(), NOW);
         assert_eq!(doc["apiVersion"], "wgpolicyk8s.io/v1alpha2");
         assert_eq!(doc["kind"], "PolicyReport");
         assert!(doc.get("source").is_none());
@@ -381,7 +507,12 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let doc = list(ReportApi::OpenReports, &reports, NOW);
+        let kinds = kinds();
+        let doc = list(
+            ReportApi::OpenReports,
+            reports.iter().map(|r| (r, &kinds)),
+            NOW,
+        );
         assert_eq!(doc["apiVersion"], "v1");
         assert_eq!(doc["kind"], "List");
         let names: Vec<&str> = doc["items"]
@@ -391,6 +522,43 @@ mod tests {
             .map(|i| i["metadata"]["namespace"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["team-a", "quiet"]);
+    }
+
+    #[test]
+    fn built_in_kinds_are_references_and_what_is_no_object_stays_a_property() {
+        let f = Finding::new(
+            CheckId::ListFailure,
+            "listing widgets.example.com fails",
+            remedy("fix the server", None),
+        )
+        .object(ObjectRef::cluster("APIService", "v1.example.com"))
+        .object(ObjectRef::namespaced("Service", "team-a", "api"))
+        .object(ObjectRef::cluster("Resource", "widgets.example.com"));
+        let r = from_finding(&f, &Kinds::default(), NOW);
+        let refs = serde_json::to_value(&r.resources).unwrap();
+        assert_eq!(
+            refs,
+            json!([
+                {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "name": "v1.example.com"},
+                {"apiVersion": "v1", "kind": "Service", "namespace": "team-a", "name": "api"},
+            ])
+        );
+        assert_eq!(r.properties["objects"], "Resource widgets.example.com");
+    }
+
+    #[test]
+    fn types_skipped_by_choice_are_skipped() {
+        let skipped = Report {
+            namespace: "quiet".into(),
+            not_checked_by_choice: vec!["secrets".into()],
+            ..Default::default()
+        };
+        let doc = report(ReportApi::OpenReports, &skipped, &Kinds::default(), NOW);
+        assert_eq!(doc["results"][0]["result"], "skip");
+        assert_eq!(
+            doc["summary"],
+            json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 1})
+        );
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub struct Metrics {
     index_objects: Gauge,
     index_oldest_confirmation: Gauge<f64, std::sync::atomic::AtomicU64>,
     index_stale_types: Gauge,
+    config_reloads: Family<ResultLabels, Counter>,
+    config_last_reload_successful: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 impl Default for Metrics {
@@ -153,8 +160,28 @@ impl Default for Metrics {
             "Synced types not confirmed within --index-max-staleness: listed at each review, not read from the index",
             index_stale_types.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Changes of the configuration file seen, by result (applied, rejected: the configuration in force stays)",
+            config_reloads.clone(),
+        );
+        for result in ["applied", "rejected"] {
+            config_reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        let config_last_reload_successful = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the configuration file as it is now is in force, 0 when its last change was rejected",
+            config_last_reload_successful.clone(),
+        );
+        config_last_reload_successful.set(1);
         Self {
             registry,
+            config_reloads,
+            config_last_reload_successful,
             index_types,
             index_objects,
             index_oldest_confirmation,
@@ -206,6 +233,15 @@ impl Metrics {
     /// Counts a review over its client's rate limit (`--peer-rate-limit`).
     pub fn rate_limited(&self) {
         self.rate_limited.inc();
+    }
+
+    /// Records a change of the configuration file: put in force, or rejected.
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.config_last_reload_successful.set(i64::from(applied));
     }
 
     /// Records readiness (read from the flag at each scrape, so it is never stale).

@@ -1,6 +1,8 @@
 //! The operator CLI on the real control plane: `diagnose` on each field report really stuck,
-//! its remedy applied by the test; `audit` over namespaces in every state; `check` exit codes
-//! and JSON; the same binary as a kubectl plugin.
+//! its remedy applied by the test, and its blocking chain drawn with Graphviz; `audit` over
+//! namespaces in every state; `check` exit codes (0 clean, 1 could not run, 2 usage, 3
+//! warnings, 4 would hang), JSON, YAML, names, `--context`; the same binary as a kubectl
+//! plugin.
 
 mod support;
 
@@ -57,6 +59,35 @@ fn first_command(diagnosis: &Value) -> String {
         .expect("a command among the steps")
 }
 
+/// Renders `digraph` with Graphviz's `dot -Tsvg` when it is installed (`apt-get install
+/// graphviz`); says so and checks nothing more when it is not.
+fn render_with_graphviz(digraph: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: Graphviz `dot` is not installed: the digraph was not rendered");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(digraph.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "dot -Tsvg: {}\n{digraph}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
+}
+
 /// Seed 000: the stale metrics APIService. diagnose names it, reads the controller's
 /// condition, and its first remedy lets the namespace go.
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +100,7 @@ async fn diagnose_seed_000_names_the_apiservice_and_its_remedy_frees_the_namespa
     wait_stuck(&client, &ns, "NamespaceDeletionDiscoveryFailure").await;
 
     let text = nsguard(cluster, &["diagnose", &ns]);
-    assert_eq!(text.status.code(), Some(2));
+    assert_eq!(text.status.code(), Some(4));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("NamespaceDeletionDiscoveryFailure=True"),
@@ -129,6 +160,30 @@ async fn diagnose_seed_004_names_the_object_and_its_finalizer_and_the_patch_free
     );
     // First: bring the controller back (an instruction; there is none to bring back here).
     assert!(d["steps"][0]["command"].as_str().unwrap().starts_with('#'));
+    // The same, as YAML: the same document.
+    let yaml = nsguard(
+        cluster,
+        &["diagnose", &format!("namespace/{ns}"), "-o", "yaml"],
+    );
+    assert_eq!(yaml.status.code(), Some(4));
+    let from_yaml: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&yaml.stdout))
+        .unwrap_or_else(|e| panic!("{e}: {yaml:?}"));
+    assert_eq!(from_yaml["blockers"], d["blockers"]);
+    assert_eq!(from_yaml["steps"], d["steps"]);
+    // The blocking chain as a digraph: namespace -> object -> finalizer -> why.
+    let out = nsguard(cluster, &["diagnose", &ns, "-o", "dot"]);
+    assert_eq!(out.status.code(), Some(4));
+    let digraph = String::from_utf8_lossy(&out.stdout).into_owned();
+    for edge in [
+        format!("\"namespace/{ns}\" -> \"object/gadgets.hooks.nsguard.test {ns}/g1\";"),
+        format!(
+            "\"object/gadgets.hooks.nsguard.test {ns}/g1\" -> \"finalizer/hooks.nsguard.test/cleanup\";"
+        ),
+        "\"finalizer/hooks.nsguard.test/cleanup\" -> \"none/gadgets.hooks.nsguard.test\";".into(),
+    ] {
+        assert!(digraph.contains(&edge), "{edge}\n{digraph}");
+    }
+    render_with_graphviz(&digraph);
     let first = first_command(&d);
     assert!(
         first.starts_with(&format!(
@@ -213,8 +268,8 @@ webhooks:
     for (ns, code, verdict) in [
         (&clean, 0, "clean"),
         (&pending, 0, "clean"),
-        (&orphan, 2, "would-hang"),
-        (&hooked, 2, "would-hang"),
+        (&orphan, 4, "would-hang"),
+        (&hooked, 4, "would-hang"),
     ] {
         let out = nsguard(cluster, &["check", ns, "-o", "json"]);
         let doc = json(&out);
@@ -226,18 +281,70 @@ webhooks:
         assert!(doc["notChecked"].as_array().unwrap().is_empty(), "{doc}");
     }
     let table = nsguard(cluster, &["check", &orphan]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("finalizer-controller"), "{table:?}");
     assert!(
-        String::from_utf8_lossy(&table.stdout).contains("finalizer-controller"),
-        "{table:?}"
+        text.starts_with(&format!("namespace {orphan}: WOULD HANG\n")),
+        "{text}"
     );
+    // The objects that block, as kubectl names them.
+    let names = nsguard(cluster, &["check", &orphan, "-o", "name"]);
+    assert_eq!(names.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&names.stdout),
+        "gadgets.hooks.nsguard.test/g1\n"
+    );
+    // The chain, drawn: the object, its finalizer, and why nothing removes it.
+    let out = nsguard(cluster, &["check", &orphan, "-o", "dot"]);
+    assert_eq!(out.status.code(), Some(4));
+    let digraph = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        digraph.contains(&format!(
+            "\"object/gadgets.hooks.nsguard.test {orphan}/g1\" -> \"finalizer/hooks.nsguard.test/cleanup\";"
+        )),
+        "{digraph}"
+    );
+    render_with_graphviz(&digraph);
+    // Made advisory, the same finding is a warning: exit 3, and the headline agrees.
+    let warned = nsguard(
+        cluster,
+        &["check", &orphan, "--check", "finalizer-controller=warn"],
+    );
+    assert_eq!(warned.status.code(), Some(3), "{warned:?}");
+    assert!(
+        String::from_utf8_lossy(&warned.stdout)
+            .starts_with(&format!("namespace {orphan}: WARNINGS\n")),
+        "{warned:?}"
+    );
+    // YAML is the JSON document; durations as humantime writes them.
+    let yaml = nsguard(
+        cluster,
+        &["check", &orphan, "-o", "yaml", "--check-timeout", "1m30s"],
+    );
+    assert_eq!(yaml.status.code(), Some(4), "{yaml:?}");
+    let from_yaml: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&yaml.stdout))
+        .unwrap_or_else(|e| panic!("{e}: {yaml:?}"));
+    let from_json = json(&nsguard(cluster, &["check", &orphan, "-o", "json"]));
+    assert_eq!(from_yaml["verdict"], "would-hang");
+    assert_eq!(from_yaml["findings"], from_json["findings"]);
+    // nsguard could not run: 1; a usage error: clap's 2.
     let missing = nsguard(cluster, &["check", "no-such-namespace"]);
-    assert_eq!(missing.status.code(), Some(3));
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    for usage in [
+        &["check", &clean, "-o", "policyreport"][..],
+        &["check", &clean, "--check-timeout", "ten"][..],
+        &["diagnose", &clean, "-o", "name"][..],
+        &["check"][..],
+    ] {
+        let out = nsguard(cluster, usage);
+        assert_eq!(out.status.code(), Some(2), "{usage:?}: {out:?}");
+    }
 
     // audit: every namespace selected, each with its verdict; the stuck one diagnosed.
     let selector = format!("nsguard.io/e2e-audit={id}");
     let out = nsguard(cluster, &["audit", "-l", &selector, "-o", "json"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     let doc = json(&out);
     let rows = doc["namespaces"].as_array().unwrap();
     assert_eq!(rows.len(), 5, "{doc}");
@@ -285,6 +392,20 @@ webhooks:
     );
     // Not a terminal: no progress written.
     assert!(!String::from_utf8_lossy(&out.stderr).contains("checked"));
+    // The namespaces that would hang or are stuck, as kubectl names them.
+    let out = nsguard(cluster, &["audit", "-l", &selector, "-o", "name"]);
+    assert_eq!(out.status.code(), Some(4));
+    let mut named: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    named.sort();
+    let mut expected: Vec<String> = [&orphan, &hooked, &stuck]
+        .iter()
+        .map(|ns| format!("namespace/{ns}"))
+        .collect();
+    expected.sort();
+    assert_eq!(named, expected);
 
     // Clean up what this test made.
     kubectl(
@@ -303,6 +424,74 @@ webhooks:
     for ns in [&clean, &pending, &orphan, &hooked, &stuck] {
         wait_gone(&client, ns).await;
     }
+}
+
+/// `--context` picks a context of the kubeconfig, as with kubectl: with a kubeconfig whose
+/// current context points nowhere, nsguard cannot run (1) unless told the working context.
+#[tokio::test(flavor = "multi_thread")]
+async fn context_picks_the_kubeconfig_context() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let ns = create_namespace(&client, "context").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    std::fs::copy(cluster.kubeconfig(), &config).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new(Path::new(cluster.bin_path()).join("kubectl"))
+            .args(args)
+            .args(["--kubeconfig", config_arg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let working = kubectl(&["config", "current-context"]);
+    let user = kubectl(&[
+        "config",
+        "view",
+        "-o",
+        &format!("jsonpath={{.contexts[?(@.name==\"{working}\")].context.user}}"),
+    ]);
+    kubectl(&[
+        "config",
+        "set-cluster",
+        "nowhere",
+        "--server=https://127.0.0.1:1",
+    ]);
+    kubectl(&[
+        "config",
+        "set-context",
+        "nowhere",
+        "--cluster=nowhere",
+        &format!("--user={user}"),
+    ]);
+    kubectl(&["config", "use-context", "nowhere"]);
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            ns.as_str(),
+            "--call-timeout",
+            "2s",
+            "--check-timeout",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        nsguard_cli(&config, &args)
+    };
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = check(&["--context", &working, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json(&out)["verdict"], "clean");
+    let out = check(&["--context", "no-such-context"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-context"),
+        "{out:?}"
+    );
+    support::kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    wait_gone(&client, &ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

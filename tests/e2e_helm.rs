@@ -134,6 +134,22 @@ fn env_value<'a>(deployment: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no env {name} in {deployment}"))
 }
 
+/// The configuration file a ConfigMap holds, parsed as nsguard parses it.
+fn configuration(config_map: &Value) -> ::nsguard::config::Layer {
+    let text = config_map["data"]["config.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no config.yaml in {config_map}"));
+    ::nsguard::config::Layer::parse(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The mode a ConfigMap's configuration sets.
+fn configured_mode(config_map: &Value) -> &'static str {
+    configuration(config_map)
+        .mode
+        .expect("the chart sets the mode")
+        .as_str()
+}
+
 fn source_args(source: &str) -> Vec<String> {
     let mut set = vec![format!("certificates.source={source}")];
     if source == "existingSecret" {
@@ -162,7 +178,17 @@ fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
             let docs = template(&set);
             let what = format!("{source}/{mode}");
             let deployment = find(&docs, "Deployment", "nsguard");
-            assert_eq!(env_value(deployment, "NSGUARD_MODE"), mode, "{what}");
+            assert_eq!(
+                configured_mode(find(&docs, "ConfigMap", "nsguard-config")),
+                mode,
+                "{what}"
+            );
+            let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(
+                container["args"],
+                json!(["serve", "--config", "/etc/nsguard/config.yaml"]),
+                "{what}"
+            );
             let hook = &find(&docs, "ValidatingWebhookConfiguration", "nsguard")["webhooks"][0];
             assert_eq!(hook["failurePolicy"], "Ignore", "{what}");
             assert_eq!(hook["sideEffects"], "None", "{what}");
@@ -227,7 +253,7 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
         for c in &chart {
             let (kind, name) = (&c["kind"], &c["metadata"]["name"]);
             // The chart generates the serving pair; with kustomize the admin creates the
-            // Secret (README, "Install on a cluster").
+            // Secret (docs/install.md, "With kustomize").
             if *kind == "Secret" && *name == "nsguard-tls" {
                 continue;
             }
@@ -315,6 +341,8 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     assert_eq!(c["subjects"], k["subjects"], "{what}");
                 }
                 "Issuer" | "Certificate" => assert_eq!(c["spec"], k["spec"], "{what}"),
+                // The same configuration (comments and layout aside).
+                "ConfigMap" => assert_eq!(configuration(c), configuration(k), "{what}"),
                 other => panic!("{what}: {other} has no comparison here yet"),
             }
         }
@@ -409,12 +437,13 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
         container["args"],
         json!([
             "serve",
+            "--config",
+            "/etc/nsguard/config.yaml",
             "--check=finalizer-stuck=warn",
             "--bypass-group=platform"
         ])
     );
     assert_eq!(env_value(deployment, "RUST_LOG"), "debug");
-    assert_eq!(env_value(deployment, "NSGUARD_MODE"), "enforce");
     let env = container["env"].as_array().unwrap();
     assert!(
         env.iter()
@@ -515,7 +544,12 @@ fn every_convention_knob_renders_and_is_in_the_schema() {
         "kubernetes.io/hostname"
     );
     assert_eq!(spec["serviceAccountName"], "nsguard");
-    assert!(!docs.iter().any(|d| d["kind"] == "ConfigMap"));
+    // No dashboard ConfigMap by default: only the configuration's.
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] != "nsguard-config")
+    );
     let docs = template_with(&["--set-json", "topologySpreadConstraints=[]"]);
     assert!(
         find(&docs, "Deployment", "nsguard")["spec"]["template"]["spec"]
@@ -894,6 +928,26 @@ async fn upgrade_from_the_first_chart_keeps_the_webhook_serving_and_helm_test_pa
         )
         .unwrap()
     };
+    let config_map = |cluster| -> Value {
+        serde_json::from_str(
+            &kubectl(
+                cluster,
+                &[
+                    "get",
+                    "configmap",
+                    &format!("{release}-config"),
+                    "-n",
+                    &ns,
+                    "-o",
+                    "json",
+                ],
+                None,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    // The first chart passed the mode in the environment.
     assert_eq!(env_value(&deployment(cluster), "NSGUARD_MODE"), "warn");
 
     // nsguard as the pods would run it: the Secret's pair, the chart's ServiceAccount.
@@ -952,7 +1006,8 @@ async fn upgrade_from_the_first_chart_keeps_the_webhook_serving_and_helm_test_pa
     assert!(upgraded.contains("NOTES:"), "{upgraded}");
     assert!(upgraded.contains("in enforce mode"), "{upgraded}");
     let deployed = deployment(cluster);
-    assert_eq!(env_value(&deployed, "NSGUARD_MODE"), "enforce");
+    // This chart: in the configuration file, mounted from its ConfigMap.
+    assert_eq!(configured_mode(&config_map(cluster)), "enforce");
     assert!(
         deployed["metadata"]["labels"]["helm.sh/chart"]
             .as_str()
@@ -1218,4 +1273,30 @@ async fn the_readme_helm_install_works_as_printed() {
     .unwrap();
     assert!(!left.contains("/nsguard\n"), "helm uninstall left {left}");
     wait_gone(&client, "nsguard-system").await;
+}
+
+/// `config` in the values goes into the configuration file beside `mode` and the Secrets
+/// switch, and reads back as nsguard reads it.
+#[test]
+fn the_config_value_goes_into_the_configuration_file() {
+    use ::nsguard::checks::Setting;
+    use ::nsguard::checks::report::CheckId;
+    let mut set = source_args("generate");
+    set.extend([
+        "mode=audit".to_string(),
+        "secrets.check=false".to_string(),
+        "config.checks.finalizer-controller=warn".to_string(),
+        "config.backend_grace=1m30s".to_string(),
+    ]);
+    let layer = configuration(find(&template(&set), "ConfigMap", "nsguard-config"));
+    assert_eq!(layer.mode, Some(::nsguard::policy::Mode::Audit));
+    assert_eq!(
+        layer.checks.get(&CheckId::FinalizerController),
+        Some(&Setting::Warn)
+    );
+    assert_eq!(layer.backend_grace, Some(Duration::from_secs(90)));
+    assert_eq!(
+        layer.skip_resources,
+        Some(["secrets".to_string()].into_iter().collect())
+    );
 }

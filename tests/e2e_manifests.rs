@@ -69,6 +69,7 @@ async fn every_overlay_passes_a_server_side_dry_run() {
         for object in [
             "serviceaccount/nsguard",
             "clusterrole.rbac.authorization.k8s.io/nsguard",
+            "configmap/nsguard-config",
             "deployment.apps/nsguard",
             "service/nsguard",
             "poddisruptionbudget.policy/nsguard",
@@ -83,16 +84,19 @@ async fn every_overlay_passes_a_server_side_dry_run() {
         } else {
             "enforce"
         };
-        assert!(
-            rendered.contains(&format!("name: NSGUARD_MODE\n          value: {mode}")),
-            "{overlay}: {rendered}"
-        );
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+        let config = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "nsguard-config")
+            .and_then(|d| d["data"]["config.yaml"].as_str())
+            .map(|text| ::nsguard::config::Layer::parse(text).unwrap())
+            .unwrap_or_else(|| panic!("{overlay}: no configuration in {rendered}"));
+        assert_eq!(config.mode.map(|m| m.as_str()), Some(mode), "{overlay}");
         // Only the no-secrets overlay skips Secrets, and then no rule of its role reaches
         // them (RBAC has no deny: neither a wildcard group, nor the core group's wildcard).
-        let skips = rendered.contains("name: NSGUARD_SKIP_RESOURCES\n          value: secrets");
+        let skips = config.skip_resources.is_some_and(|s| s.contains("secrets"));
         assert_eq!(skips, overlay == "no-secrets", "{overlay}: {rendered}");
         if skips {
-            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).unwrap();
             let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
             for rule in role["rules"].as_array().unwrap() {
                 let has = |field: &str, v: &str| {
@@ -213,7 +217,7 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
             let out = nsguard_cli(&as_sa, &["check", &ns, "-o", "json"]);
             let doc: Value = serde_json::from_slice(&out.stdout)?;
             let text = doc.to_string();
-            Ok((out.status.code() == Some(2) && !text.contains("403")).then_some(doc))
+            Ok((out.status.code() == Some(4) && !text.contains("403")).then_some(doc))
         },
     )
     .await;
@@ -266,7 +270,7 @@ async fn nsguard_certs_writes_a_pair_the_api_server_trusts() {
         ])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(3), "{bad:?}");
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("not a name"),
         "{bad:?}"
@@ -287,20 +291,22 @@ async fn nsguard_certs_writes_a_pair_the_api_server_trusts() {
     wait_gone(&client, &ns).await;
 }
 
-/// The README's install block, run as printed against the local control plane.
+/// The install guide's kustomize block (docs/install.md), run as printed against the local
+/// control plane.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_readme_install_commands_work_as_printed() {
+async fn the_install_guide_commands_work_as_printed() {
     // The real webhook configuration points at a Service nothing serves: while it exists,
     // every namespace deletion waits on it, so nothing else runs meanwhile.
     let _lock = CLUSTER_WIDE.write().await;
     let (cluster, _) = cluster().await;
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let block = readme
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/install.md"))
+            .unwrap();
+    let block = guide
         .split_once("<!-- install -->\n```sh\n")
         .and_then(|(_, rest)| rest.split_once("```"))
         .map(|(block, _)| block.to_string())
-        .expect("the install block in the README");
+        .expect("the install block in docs/install.md");
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(manifests(""), dir.path().join("manifests")).unwrap();
     let nsguard_dir = Path::new(env!("CARGO_BIN_EXE_nsguard")).parent().unwrap();

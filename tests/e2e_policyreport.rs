@@ -1,8 +1,9 @@
-//! `nsguard audit -o policyreport` on the real control plane: with the report CRDs installed,
-//! its output goes through `kubectl apply -f -` unchanged, and the reports read back say
-//! what the audit found: `fail` for finalizer-controller in a namespace that would hang,
-//! `pass` in a clean one; for the openreports.io Report and the older wgpolicyk8s.io
-//! PolicyReport alike.
+//! `nsguard audit -o policyreport` on the real control plane: with neither report CRD it
+//! fails naming both; with only the older wgpolicyk8s.io PolicyReport it picks that one by
+//! discovery, then the openreports.io Report once that is served too. Each time its output
+//! goes through `kubectl apply -f -` unchanged, and the reports read back say what the audit
+//! found: `fail` for finalizer-controller in a namespace that would hang, with the object in
+//! `resources`, `pass` in a clean one.
 
 mod support;
 
@@ -53,9 +54,20 @@ spec:
             type: array
             items:
               type: object
-              x-kubernetes-preserve-unknown-fields: true
               required: [policy]
               properties:
+                resources:
+                  type: array
+                  items:
+                    type: object
+                    properties:
+                      apiVersion: {{type: string}}
+                      kind: {{type: string}}
+                      namespace: {{type: string}}
+                      name: {{type: string}}
+                      uid: {{type: string}}
+                      fieldPath: {{type: string}}
+                      resourceVersion: {{type: string}}
                 source: {{type: string}}
                 policy: {{type: string}}
                 rule: {{type: string}}
@@ -77,29 +89,52 @@ spec:
     )
 }
 
-fn install_report_crds(cluster: &LocalCluster) {
-    for (group, version, plural, kind) in [
-        ("openreports.io", "v1alpha1", "reports", "Report"),
-        (
-            "wgpolicyk8s.io",
-            "v1alpha2",
-            "policyreports",
-            "PolicyReport",
-        ),
-    ] {
-        kubectl(
-            cluster,
-            &["apply", "-f", "-"],
-            Some(&report_crd(group, version, plural, kind)),
-        )
-        .unwrap();
+/// The report kinds, older first: (group, version, plural, kind).
+const APIS: [(&str, &str, &str, &str); 2] = [
+    (
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "policyreports",
+        "PolicyReport",
+    ),
+    ("openreports.io", "v1alpha1", "reports", "Report"),
+];
+
+fn install_report_crd(
+    cluster: &LocalCluster,
+    (group, version, plural, kind): (&str, &str, &str, &str),
+) {
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&report_crd(group, version, plural, kind)),
+    )
+    .unwrap();
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{plural}.{group}"),
+        ],
+        None,
+    )
+    .unwrap();
+}
+
+/// Removes both report CRDs and waits until they are gone (a run before may have left them).
+fn remove_report_crds(cluster: &LocalCluster) {
+    for (group, _, plural, _) in APIS {
         kubectl(
             cluster,
             &[
-                "wait",
-                "--for=condition=Established",
+                "delete",
+                "crd",
+                &format!("{plural}.{group}"),
+                "--ignore-not-found",
+                "--wait=true",
                 "--timeout=60s",
-                &format!("crd/{plural}.{group}"),
             ],
             None,
         )
@@ -107,16 +142,34 @@ fn install_report_crds(cluster: &LocalCluster) {
     }
 }
 
-/// Runs the audit over `selector` with `extra` flags, applies what it prints and returns the
-/// printed List.
-async fn audit_and_apply(cluster: &LocalCluster, selector: &str, extra: &[&str]) -> Value {
+/// Runs the audit over `selector` with `extra` flags until it prints reports of
+/// `api_version`, applies what it prints and returns the printed List.
+async fn audit_and_apply(
+    cluster: &LocalCluster,
+    selector: &str,
+    extra: &[&str],
+    api_version: &str,
+) -> Value {
     let mut args = vec!["audit", "-l", selector, "-o", "policyreport"];
     args.extend_from_slice(extra);
-    let out = nsguard_cli(cluster.kubeconfig(), &args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let list: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(out.status.code(), Some(2), "one namespace would hang");
+    // Discovery may lag a CRD established a moment ago: retry until the reports are of the
+    // API just installed.
+    let (stdout, list) = eventually(
+        "nsguard audit -o policyreport",
+        Duration::from_secs(30),
+        || async {
+            let out = nsguard_cli(cluster.kubeconfig(), &args);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let list = serde_json::from_str::<Value>(&stdout)
+                .ok()
+                .filter(|l| l["items"][0]["apiVersion"] == api_version);
+            Ok(list.map(|list| {
+                assert_eq!(out.status.code(), Some(4), "one namespace would hang");
+                (stdout, list)
+            }))
+        },
+    )
+    .await;
     // kubectl's discovery cache may not know a CRD established a moment ago: retry.
     eventually(
         "kubectl apply of the reports",
@@ -152,10 +205,11 @@ fn results_of(report: &Value) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn audit_reports_apply_with_kubectl_and_read_back_fail_and_pass() {
-    let _lock = CLUSTER_WIDE.read().await;
+async fn audit_reports_apply_with_kubectl_with_either_api_picked_by_discovery() {
+    // Report CRDs are cluster-wide: no other scenario may see them come and go.
+    let _lock = CLUSTER_WIDE.write().await;
     let (cluster, client) = cluster().await;
-    install_report_crds(cluster);
+    remove_report_crds(cluster);
     let group = "reported.nsguard.test";
     install_crd(cluster, group, "gadgets", "Gadget").await;
     let id = random_suffix();
@@ -166,25 +220,43 @@ async fn audit_reports_apply_with_kubectl_and_read_back_fail_and_pass() {
     gadget(cluster, group, &hanging, "g1");
     let selector = format!("nsguard.io/e2e-policyreport={id}");
 
-    for (extra, resource, api_version, kind) in [
+    // Neither API: a runtime error that names both, and nothing on stdout.
+    let out = nsguard_cli(
+        cluster.kubeconfig(),
+        &["audit", "-l", &selector, "-o", "policyreport"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("openreports.io/v1alpha1") && stderr.contains("wgpolicyk8s.io/v1alpha2"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Each API installed in turn (the older alone first), picked without a flag; then the
+    // older one named explicitly while both are served.
+    for (api, extra) in [
+        (APIS[0], &[][..]),
+        (APIS[1], &[][..]),
         (
-            &[][..],
-            "reports.openreports.io",
-            "openreports.io/v1alpha1",
-            "Report",
-        ),
-        (
+            APIS[0],
             &["--policyreport-api", "wgpolicyk8s.io/v1alpha2"][..],
-            "policyreports.wgpolicyk8s.io",
-            "wgpolicyk8s.io/v1alpha2",
-            "PolicyReport",
         ),
     ] {
-        let list = audit_and_apply(cluster, &selector, extra).await;
+        let (group_, version, plural, kind) = api;
+        install_report_crd(cluster, api);
+        let resource = format!("{plural}.{group_}");
+        let api_version = format!("{group_}/{version}");
+        let list = audit_and_apply(cluster, &selector, extra, &api_version).await;
         assert_eq!(list["kind"], "List");
         assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+        assert_eq!(
+            list["items"][0]["apiVersion"],
+            api_version.as_str(),
+            "{list}"
+        );
 
-        let report = read_back(cluster, resource, &hanging);
+        let report = read_back(cluster, &resource, &hanging);
         assert_eq!(report["apiVersion"], api_version);
         assert_eq!(report["kind"], kind);
         assert_eq!(report["scope"]["kind"], "Namespace");
@@ -212,12 +284,24 @@ async fn audit_reports_apply_with_kubectl_and_read_back_fail_and_pass() {
             fail["properties"]["evidence"].as_str().unwrap_or_default()
         );
         assert!(said.contains(group), "names the finalizer: {fail}");
+        // The object itself, as an ObjectReference, kept by the CRD's schema.
+        assert_eq!(
+            fail["resources"],
+            serde_json::json!([{
+                "apiVersion": format!("{group}/v1"),
+                "kind": "Gadget",
+                "namespace": hanging,
+                "name": "g1",
+            }]),
+            "{fail}"
+        );
+        assert!(fail["properties"].get("objects").is_none(), "{fail}");
         assert!(fail["timestamp"]["seconds"].as_i64().unwrap_or(0) > 0);
         if kind == "Report" {
             assert_eq!(report["source"], "nsguard");
         }
 
-        let report = read_back(cluster, resource, &clean);
+        let report = read_back(cluster, &resource, &clean);
         assert_eq!(
             results_of(&report),
             [("preflight".to_string(), "pass".to_string())],
@@ -227,7 +311,7 @@ async fn audit_reports_apply_with_kubectl_and_read_back_fail_and_pass() {
         assert_eq!(report["summary"]["fail"], 0);
     }
 
-    // Cleanup: the finalizer goes, then both namespaces.
+    // Cleanup: the finalizer goes, then both namespaces, then the report CRDs.
     clear_finalizers(cluster, &format!("gadgets.{group}"), "g1", &hanging);
     for ns in [&clean, &hanging] {
         kubectl(cluster, &["delete", "namespace", ns, "--wait=false"], None).unwrap();
@@ -235,4 +319,5 @@ async fn audit_reports_apply_with_kubectl_and_read_back_fail_and_pass() {
     for ns in [&clean, &hanging] {
         wait_gone(&client, ns).await;
     }
+    remove_report_crds(cluster);
 }

@@ -498,7 +498,7 @@ async fn nsguard_delete_stops_on_a_blocker_ordering_cannot_fix() {
     let before = resource_versions(cluster, &ns, &format!("relics.{group}"));
     let out = nsguard(cluster).args(["delete", &ns]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("finalizer-controller"), "{stderr}");
     assert!(stderr.contains("has no live controller"), "{stderr}");
     assert!(

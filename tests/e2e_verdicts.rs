@@ -21,6 +21,19 @@ fn apply(cluster: &LocalCluster, yaml: &str) {
     kubectl(cluster, &["apply", "-f", "-"], Some(yaml)).unwrap();
 }
 
+/// ClusterRole `name` with `rules` (YAML flow maps) bound cluster-wide to `subject` (a YAML
+/// flow map).
+fn bind(cluster: &LocalCluster, name: &str, rules: &[String], subject: &str) {
+    let rules: Vec<String> = rules.iter().map(|r| format!("- {r}")).collect();
+    apply(
+        cluster,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name}}}\nrules:\n{}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {name}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\nsubjects:\n- {subject}\n",
+            rules.join("\n")
+        ),
+    );
+}
+
 /// A custom object `name` of `gadgets.<group>` in `ns` holding `finalizers`.
 fn gadget_with(cluster: &LocalCluster, group: &str, ns: &str, name: &str, finalizers: &[&str]) {
     apply(
@@ -262,24 +275,18 @@ async fn a_grant_on_the_finalizers_subresource_is_not_the_right_to_remove_a_fina
     let op_ns = format!("sub-operator-{sfx}");
     deploy(cluster, &op_ns, "operator", "operator", 1, &[]).await;
     wait_ready(cluster, &op_ns, "operator").await;
-    apply(
+    bind(
         cluster,
-        &format!(
-            r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: sub-{sfx}}}
-rules:
-- {{apiGroups: ["{group}"], resources: [gadgets], verbs: [get, list, watch]}}
-- {{apiGroups: ["{group}"], resources: [gadgets/finalizers, gadgets/status], verbs: [update, patch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: sub-{sfx}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sub-{sfx}}}
-subjects:
-- {{kind: ServiceAccount, name: operator, namespace: {op_ns}}}
-"#
-        ),
+        &format!("sub-{sfx}"),
+        &[
+            format!(
+                "{{apiGroups: [\"{group}\"], resources: [gadgets], verbs: [get, list, watch]}}"
+            ),
+            format!(
+                "{{apiGroups: [\"{group}\"], resources: [gadgets/finalizers, gadgets/status], verbs: [update, patch]}}"
+            ),
+        ],
+        &format!("{{kind: ServiceAccount, name: operator, namespace: {op_ns}}}"),
     );
     let (bare, guarded) = twins(&guard, &group, "sub", &[&format!("{group}/cleanup")]).await;
     // What the API server says when the live controller tries to remove its finalizer.
@@ -337,23 +344,13 @@ async fn an_installer_record_narrows_the_candidates_it_does_not_stand_in_for_the
     deploy(cluster, &rel_ns, "webhook", "webhook", 1, &release).await;
     deploy(cluster, &rel_ns, "controller", "controller", 0, &release).await;
     wait_ready(cluster, &rel_ns, "webhook").await;
-    apply(
+    bind(
         cluster,
-        &format!(
-            r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: helm-{sfx}}}
-rules:
-- {{apiGroups: ["{group}"], resources: [gadgets], verbs: [get, list, watch, update, patch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: helm-{sfx}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: helm-{sfx}}}
-subjects:
-- {{kind: ServiceAccount, name: controller, namespace: {rel_ns}}}
-"#
-        ),
+        &format!("helm-{sfx}"),
+        &[format!(
+            "{{apiGroups: [\"{group}\"], resources: [gadgets], verbs: [get, list, watch, update, patch]}}"
+        )],
+        &format!("{{kind: ServiceAccount, name: controller, namespace: {rel_ns}}}"),
     );
     let (bare, guarded) = twins(&guard, &group, "helm", &[&format!("{group}/cleanup")]).await;
     kubectl(
@@ -436,6 +433,28 @@ async fn a_live_operator_is_not_taken_for_a_finalizer_of_an_uninstalled_tool() {
     allowed_and_gone(cluster, &client, &guarded).await;
 }
 
+/// A namespace with a gadget holding `finalizer`: `nsguard check` finds it handled (by
+/// `controller`, when given), and once the operator (played by the test) removes it, the
+/// deletion is allowed and the namespace completes.
+async fn handled_then_gone(
+    guard: &Nsguard,
+    group: &str,
+    finalizer: &str,
+    controller: Option<&str>,
+) {
+    let (cluster, client) = cluster().await;
+    let ns = create_namespace_with(&client, "handled", &guard.labels(), &[]).await;
+    gadget_with(cluster, group, &ns, "g1", &[finalizer]);
+    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["verdict"], "clean", "{doc}");
+    if let Some(c) = controller {
+        assert_eq!(doc["handled"][0]["controller"], c, "{doc}");
+    }
+    let _operator = Operator::removing(cluster, group, "gadgets", finalizer);
+    allowed_and_gone(cluster, &client, &ns).await;
+}
+
 /// A live operator (named grant) whose objects carry one finalizer of a real shape: allowed,
 /// and the namespace completes once the operator removes it.
 async fn a_real_shape_completes(group: &str, finalizer: &str) {
@@ -445,13 +464,7 @@ async fn a_real_shape_completes(group: &str, finalizer: &str) {
     let op_ns = run_operator(cluster, &client, &operator, group, "gadgets", 1).await;
     wait_ready(cluster, &op_ns, &operator).await;
     install_crd(cluster, group, "gadgets", "Gadget").await;
-    let ns = create_namespace_with(&client, "shape", &guard.labels(), &[]).await;
-    gadget_with(cluster, group, &ns, "g1", &[finalizer]);
-    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["verdict"], "clean", "{doc}");
-    let _operator = Operator::removing(cluster, group, "gadgets", finalizer);
-    allowed_and_gone(cluster, &client, &ns).await;
+    handled_then_gone(&guard, group, finalizer, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,7 +489,7 @@ async fn real_finalizer_shapes_are_not_false_denies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_aggregated_role_bound_to_a_live_controller_is_its_grant() {
     let _lock = CLUSTER_WIDE.read().await;
-    let (cluster, client) = cluster().await;
+    let (cluster, _client) = cluster().await;
     let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
     let sfx = random_suffix();
     let group = format!("agg-{sfx}.verdicts.nsguard.test");
@@ -529,19 +542,14 @@ subjects:
     .await;
     wait_ready(cluster, &op_ns, "operator").await;
     install_crd(cluster, &group, "gadgets", "Gadget").await;
-    let ns = create_namespace_with(&client, "agg", &guard.labels(), &[]).await;
-    gadget_with(cluster, &group, &ns, "g1", &[&format!("{group}/cleanup")]);
-
-    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["verdict"], "clean", "{doc}");
-    assert_eq!(
-        doc["handled"][0]["controller"],
-        format!("{op_ns}/operator"),
-        "{doc}"
-    );
-    let _operator = Operator::start(cluster, &group, "gadgets");
-    allowed_and_gone(cluster, &client, &ns).await;
+    let controller = format!("{op_ns}/operator");
+    handled_then_gone(
+        &guard,
+        &group,
+        &format!("{group}/cleanup"),
+        Some(&controller),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -555,24 +563,17 @@ async fn a_namespace_service_account_group_is_a_controller_and_every_account_is_
     deploy(cluster, &op_ns, "worker", "worker", 1, &[]).await;
     wait_ready(cluster, &op_ns, "worker").await;
     let grant = |subject: &str| {
-        format!(
-            r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: sag-{sfx}}}
-rules:
-- {{apiGroups: ["{group}"], resources: [gadgets], verbs: [get, list, watch, update, patch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: sag-{sfx}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sag-{sfx}}}
-subjects:
-- {{kind: Group, apiGroup: rbac.authorization.k8s.io, name: "{subject}"}}
-"#
+        bind(
+            cluster,
+            &format!("sag-{sfx}"),
+            &[format!(
+                "{{apiGroups: [\"{group}\"], resources: [gadgets], verbs: [get, list, watch, update, patch]}}"
+            )],
+            &format!("{{kind: Group, apiGroup: rbac.authorization.k8s.io, name: \"{subject}\"}}"),
         )
     };
     // Every ServiceAccount of the cluster: a wildcard, not a controller.
-    apply(cluster, &grant("system:serviceaccounts"));
+    grant("system:serviceaccounts");
     let (bare, guarded) = twins(&guard, &group, "sag", &[&format!("{group}/cleanup")]).await;
     hangs(
         cluster,
@@ -595,19 +596,15 @@ subjects:
         None,
     )
     .unwrap();
-    apply(cluster, &grant(&format!("system:serviceaccounts:{op_ns}")));
-    let ns = create_namespace_with(&client, "sag-live", &guard.labels(), &[]).await;
-    gadget_with(cluster, &group, &ns, "g1", &[&format!("{group}/cleanup")]);
-    let out = nsguard_cli(cluster.kubeconfig(), &["check", &ns, "-o", "json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["verdict"], "clean", "{doc}");
-    assert_eq!(
-        doc["handled"][0]["controller"],
-        format!("system:serviceaccounts:{op_ns}"),
-        "{doc}"
-    );
-    let _operator = Operator::start(cluster, &group, "gadgets");
-    allowed_and_gone(cluster, &client, &ns).await;
+    grant(&format!("system:serviceaccounts:{op_ns}"));
+    let controller = format!("system:serviceaccounts:{op_ns}");
+    handled_then_gone(
+        &guard,
+        &group,
+        &format!("{group}/cleanup"),
+        Some(&controller),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -909,7 +909,7 @@ fn the_admission_path_survives_generated_and_mutated_reviews() {
         .expect("runtime");
     let router = webhook_router(Arc::new(Admission {
         engine: None,
-        policy: Policy::default(),
+        policy: Policy::default().into(),
         check_timeout: Duration::from_secs(5),
         own_namespace: Some("nsguard-system".into()),
         metrics: Arc::new(Metrics::default()),

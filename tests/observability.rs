@@ -176,7 +176,7 @@ async fn exposition() -> String {
     let metrics = Arc::new(Metrics::default());
     let admission = Arc::new(Admission {
         engine: None,
-        policy: Policy::default(),
+        policy: Policy::default().into(),
         check_timeout: Duration::from_secs(5),
         own_namespace: Some("nsguard-system".into()),
         metrics: metrics.clone(),

@@ -26,7 +26,7 @@ fn router_with_slots(slots: Option<usize>) -> axum::Router {
 fn admission(slots: Option<usize>, peer_limit: Option<PeerLimit>) -> Arc<Admission> {
     Arc::new(Admission {
         engine: None,
-        policy: Policy::default(),
+        policy: Policy::default().into(),
         check_timeout: Duration::from_secs(5),
         own_namespace: Some("nsguard-system".into()),
         metrics: Arc::new(Metrics::default()),

@@ -199,15 +199,6 @@ impl Verdict {
             Verdict::WouldHang => "would-hang",
         }
     }
-
-    /// 0, 1 or 2.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::Clean => 0,
-            Verdict::Warnings => 1,
-            Verdict::WouldHang => 2,
-        }
-    }
 }
 
 impl Report {

@@ -6,14 +6,17 @@
 //!
 //! It only ever deletes: it never removes or edits a finalizer.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{ClusterArgs, Format, JSON_SCHEMA, Output, parse_duration, phase, synced_engine};
+use super::{
+    ClusterArgs, DELETE_FORMATS, JSON_SCHEMA, Output, exit, formats, parse_duration,
+    parse_namespace, phase, print_document, synced_engine,
+};
 use crate::cluster::gather::Gatherer;
 use crate::cluster::teardown::NamespaceDeletion;
 use crate::facts::Facts;
@@ -29,14 +32,16 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// `nsguard delete NS`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The namespace.
+    /// The namespace (`NAME` or `namespace/NAME`).
+    #[arg(value_parser = parse_namespace)]
     pub namespace: String,
     /// Print the plan and change nothing.
     #[arg(long, env = "NSGUARD_DRY_RUN")]
     pub dry_run: bool,
-    /// Output format (`json`: one document at the end, for machines).
-    #[command(flatten)]
-    pub format: Format,
+    /// Output format: table (the plan and progress), json or yaml (one document at the end,
+    /// for machines).
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(DELETE_FORMATS))]
+    pub output: Output,
     /// How long one wave may take until its objects are gone (their controllers have removed
     /// their finalizers).
     #[arg(long, env = "NSGUARD_WAVE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
@@ -111,6 +116,7 @@ struct DeleteOutput {
 
 struct Run {
     out: DeleteOutput,
+    output: Output,
     table: bool,
     progress: bool,
 }
@@ -126,29 +132,59 @@ impl Run {
     fn finish(mut self, outcome: Outcome) -> Result<i32> {
         self.out.outcome = outcome;
         if !self.table {
-            println!("{}", serde_json::to_string_pretty(&self.out)?);
+            print_document(self.output, &self.out)?;
         }
         Ok(match outcome {
-            Outcome::Planned => {
-                if self.out.plan.as_ref().is_some_and(|p| !p.stop.is_empty()) {
-                    2
-                } else {
-                    0
-                }
-            }
-            Outcome::Deleted => 0,
-            _ => 2,
+            Outcome::Planned => match &self.out.plan {
+                Some(p) if !p.stop.is_empty() => exit::WOULD_HANG,
+                Some(p) if !p.not_checked.is_empty() => exit::WARNINGS,
+                _ => exit::CLEAN,
+            },
+            Outcome::Deleted => exit::CLEAN,
+            Outcome::Stopped
+            | Outcome::WaveTimeout
+            | Outcome::NamespaceTimeout
+            | Outcome::Denied => exit::WOULD_HANG,
         })
+    }
+
+    /// A bar on stderr counting a wave's objects as they go, or a hidden one when stderr is
+    /// not a terminal or the output is for machines.
+    fn wave_bar(&self, wave: &Wave) -> indicatif::ProgressBar {
+        if !self.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let total: usize = wave.resources.iter().map(|r| r.objects.len()).sum();
+        let bar = indicatif::ProgressBar::new(total as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "  [{bar:30}] {pos}/{len} gone, {msg} ({elapsed})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    }
+
+    /// A progress spinner on stderr, or a hidden one when stderr is not a terminal or the
+    /// output is for machines.
+    fn spinner(&self) -> indicatif::ProgressBar {
+        if !self.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
     }
 }
 
 /// Runs `nsguard delete`; returns the exit code: 0 deleted (or, with `--dry-run`, a plan that
-/// can run), 2 stopped (a blocker ordering cannot fix, a wave or the namespace past its
-/// deadline, a denial).
+/// can run), 3 with `--dry-run`, a plan that can run although something was not checked, 4
+/// stopped (a blocker ordering cannot fix, a wave or the namespace past its deadline, a
+/// denial).
 pub async fn delete(args: DeleteArgs) -> Result<i32> {
     let engine = synced_engine(&args.cluster).await?;
     let name = args.namespace.clone();
-    let table = args.format.output == Output::Table;
+    let table = args.output == Output::Table;
     let mut run = Run {
         out: DeleteOutput {
             schema: JSON_SCHEMA,
@@ -161,6 +197,7 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
             message: None,
             diagnosis: None,
         },
+        output: args.output,
         table,
         progress: table && std::io::stderr().is_terminal(),
     };
@@ -217,7 +254,7 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
                 wave,
                 &facts,
                 args.wave_timeout,
-                run.progress,
+                &run.wave_bar(wave),
             )
             .await?;
             run.out.waves.push(WaveRun {
@@ -298,7 +335,7 @@ async fn run_wave(
     wave: &Wave,
     facts: &Facts,
     timeout: std::time::Duration,
-    progress: bool,
+    bar: &indicatif::ProgressBar,
 ) -> Result<(usize, Vec<Left>)> {
     let until = Instant::now() + timeout;
     let resources: Vec<(String, crate::facts::ResourceType)> = wave
@@ -323,20 +360,13 @@ async fn run_wave(
                 finalizers: r.finalizers,
             })
             .collect();
-        if progress {
-            eprint!(
-                "\r  {}/{} gone, {} left{:<30}",
-                total.saturating_sub(left.len()).min(total),
-                total,
-                left.len(),
-                ""
-            );
-            let _ = std::io::stderr().flush();
-        }
+        // Objects created since the plan count too: the length grows with them.
+        let gone = total.saturating_sub(left.len());
+        bar.set_length((gone + left.len()) as u64);
+        bar.set_position(gone as u64);
+        bar.set_message(format!("{} left", left.len()));
         if left.is_empty() || Instant::now() >= until {
-            if progress {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             return Ok((deleted, left));
         }
         tokio::time::sleep(POLL.min(until.saturating_duration_since(Instant::now()))).await;
@@ -375,13 +405,12 @@ async fn wait_namespace_gone(
 ) -> Result<i32> {
     let started = Instant::now();
     let until = started + timeout;
+    let spinner = run.spinner();
     loop {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let ns = engine.gatherer().read_namespace(name, deadline).await?;
         let Some(ns) = ns else {
-            if run.progress {
-                eprintln!();
-            }
+            spinner.finish_and_clear();
             run.say(&format!(
                 "namespace {name} is gone ({:.1}s)",
                 started.elapsed().as_secs_f64()
@@ -389,9 +418,7 @@ async fn wait_namespace_gone(
             return run.finish(Outcome::Deleted);
         };
         if Instant::now() >= until {
-            if run.progress {
-                eprintln!();
-            }
+            spinner.finish_and_clear();
             let deadline = Instant::now() + std::time::Duration::from_secs(10);
             let facts = engine.facts(ns, deadline).await;
             let report = engine.check(&facts);
@@ -405,13 +432,10 @@ async fn wait_namespace_gone(
             run.out.diagnosis = Some(d);
             return run.finish(Outcome::NamespaceTimeout);
         }
-        if run.progress {
-            eprint!(
-                "\r  waiting for namespace {name} to go: {:.0}s",
-                started.elapsed().as_secs_f64()
-            );
-            let _ = std::io::stderr().flush();
-        }
+        spinner.set_message(format!(
+            "waiting for namespace {name} to go: {:.0}s",
+            started.elapsed().as_secs_f64()
+        ));
         tokio::time::sleep(POLL).await;
     }
 }

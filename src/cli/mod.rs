@@ -1,14 +1,17 @@
-//! The command line: `serve`, `check`, `audit`, `diagnose`, `delete`, `certs`, `completion`.
+//! The command line: `serve`, `check`, `audit`, `diagnose`, `delete`, `config`, `certs`,
+//! `completion`.
 //! Every flag has an `NSGUARD_*` variable.
 
 mod audit;
 mod certs;
 mod check;
+mod config;
 mod delete;
 
 pub use audit::audit;
 pub use certs::certs;
 pub use check::{check, diagnose};
+pub use config::{ConfigArgs, ConfigCommand, config};
 pub use delete::{DeleteArgs, delete};
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,10 +25,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::time::Instant;
 
+use crate::checks::Setting;
 use crate::checks::report::CheckId;
-use crate::checks::{Setting, Settings};
 use crate::cluster::gather::Limits;
 use crate::cluster::gather::{ContentSource, Gatherer};
+use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
 use crate::engine::Engine;
 use crate::facts::controllers::{Declarations, Identity};
 use crate::policy::Mode;
@@ -43,28 +47,81 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the preflight for one namespace and print what would block its deletion.
-    /// Exit 0: would delete cleanly; 1: warnings only; 2: would hang.
-    Check(NamespaceArgs),
+    ///
+    /// Exit status: 0 the deletion would complete; 3 warnings only (advisory findings, or
+    /// something was not checked); 4 it would hang; 1 nsguard could not run (cluster
+    /// unreachable, bad kubeconfig or context, no such namespace); 2 usage error.
+    #[command(after_help = EXIT_CODES)]
+    Check(CheckArgs),
     /// Run the preflight for every namespace (or those selected): a summary, then a
     /// diagnosis of each namespace already Terminating.
-    /// Exit 0: none would hang; 2: some would hang or are stuck.
+    ///
+    /// Exit status: 0 none would hang; 3 warnings only (in any namespace, or something was
+    /// not checked); 4 some would hang or are stuck; 1 nsguard could not run; 2 usage error.
+    #[command(after_help = EXIT_CODES)]
     Audit(AuditArgs),
     /// Explain why a Terminating namespace is stuck and print the remedies in a safe order,
     /// each with its risk. Changes nothing.
-    /// Exit 0: nothing blocks it; 2: blockers found.
-    Diagnose(NamespaceArgs),
+    ///
+    /// Exit status: 0 nothing blocks it; 3 warnings only (advisory findings, or something was
+    /// not checked); 4 blockers found; 1 nsguard could not run; 2 usage error.
+    #[command(after_help = EXIT_CODES)]
+    Diagnose(DiagnoseArgs),
     /// Delete a namespace in an order that lets it finish: custom resources whose controllers
     /// run in it first, then objects its hosted webhooks and conversion backends serve, then
     /// the namespace. Never removes a finalizer. `--dry-run` prints the plan only.
-    /// Exit 0: deleted (dry run: the plan can run); 2: stopped, with the reason.
+    ///
+    /// Exit status: 0 deleted (dry run: the plan can run); 3 dry run: the plan can run but
+    /// something was not checked; 4 stopped, with the reason (a blocker ordering cannot fix,
+    /// a wave or the namespace past its deadline, a denial); 1 nsguard could not run; 2 usage
+    /// error.
+    #[command(after_help = EXIT_CODES)]
     Delete(DeleteArgs),
+    /// Validate the configuration, or show the one in effect with where each value comes
+    /// from (default, file, configmap, flag).
+    Config(ConfigArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
     /// Print a shell completion script: `source <(nsguard completion bash)`.
     Completion(CompletionArgs),
 }
+
+/// The exit status of `check`, `audit`, `diagnose` and `delete`.
+pub mod exit {
+    use crate::checks::report::Verdict;
+
+    /// Nothing blocks, nothing to warn about.
+    pub const CLEAN: i32 = 0;
+    /// nsguard could not run: the cluster is unreachable, the kubeconfig or context is bad,
+    /// the namespace does not exist.
+    pub const ERROR: i32 = 1;
+    /// A usage error (clap's own code): an unknown flag, a bad value.
+    pub const USAGE: i32 = 2;
+    /// Warnings only: advisory findings, or something was not checked.
+    pub const WARNINGS: i32 = 3;
+    /// The deletion would hang (blockers found; `delete`: stopped with a reason).
+    pub const WOULD_HANG: i32 = 4;
+
+    /// The exit status for a preflight's verdict.
+    pub fn of(verdict: Verdict) -> i32 {
+        match verdict {
+            Verdict::Clean => CLEAN,
+            Verdict::Warnings => WARNINGS,
+            Verdict::WouldHang => WOULD_HANG,
+        }
+    }
+}
+
+/// The exit codes, as `--help` lists them under each command that reads the cluster.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  clean: the deletion would complete (delete: done)
+  1  nsguard could not run (cluster unreachable, bad kubeconfig or context, no such namespace)
+  2  usage error
+  3  warnings only (advisory findings, or something was not checked)
+  4  would hang: blockers found (delete: stopped, with the reason)";
 
 /// Flags shared by everything that reads the cluster.
 #[derive(Debug, Args)]
@@ -72,6 +129,9 @@ pub struct ClusterArgs {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, env = "NSGUARD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context), as kubectl's --context.
+    #[arg(long, env = "NSGUARD_CONTEXT")]
+    pub context: Option<String>,
     /// Upper bound for one preflight.
     #[arg(long, env = "NSGUARD_CHECK_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
     pub check_timeout: Duration,
@@ -86,28 +146,39 @@ pub struct ClusterArgs {
     /// (never a queue past the deadline; the live index makes such calls rare).
     #[arg(long, env = "NSGUARD_MAX_API_CALLS", default_value_t = 64)]
     pub max_api_calls: usize,
+    /// The configuration file (YAML; see docs/configuration.md). Without it, `serve` uses
+    /// the defaults and the other commands read the webhook's ConfigMap (--config-map).
+    #[arg(long, env = "NSGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The webhook's configuration ConfigMap, NAMESPACE/NAME, read from the cluster when
+    /// there is no --config (not by `serve`, which reads the file the chart mounts).
+    #[arg(long, env = "NSGUARD_CONFIG_MAP", default_value = crate::config::DEFAULT_CONFIG_MAP, value_parser = parse_config_map)]
+    pub config_map: (String, String),
     /// A check's severity: ID=block|warn|off (repeatable; comma-separated in the variable).
+    /// Overrides the configuration's `checks`, check by check.
     #[arg(long = "check", env = "NSGUARD_CHECKS", value_delimiter = ',', value_parser = parse_check_setting)]
     pub checks: Vec<(CheckId, Setting)>,
-    /// How long an object may be deleting with finalizers before finalizer-stuck reports it.
-    #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
-    pub finalizer_stuck_after: Duration,
+    /// How long an object may be deleting with finalizers before finalizer-stuck reports it
+    /// (default 5m).
+    #[arg(long, env = "NSGUARD_FINALIZER_STUCK_AFTER", value_parser = parse_duration)]
+    pub finalizer_stuck_after: Option<Duration>,
     /// The controller that removes a type's (or a finalizer's) finalizers, for controllers
     /// RBAC does not show: RESOURCE.GROUP=NAMESPACE/SERVICEACCOUNT or
     /// FINALIZER=NAMESPACE/SERVICEACCOUNT (repeatable; `;`-separated in the variable).
     #[arg(long = "finalizer-controller", env = "NSGUARD_FINALIZER_CONTROLLERS", value_delimiter = ';', value_parser = Declarations::parse_flag)]
     pub finalizer_controllers: Vec<(String, Vec<Identity>)>,
     /// How long an APIService that was Available may be unavailable before
-    /// apiservice-unavailable blocks (a warning until then).
-    #[arg(long, env = "NSGUARD_APISERVICE_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub apiservice_grace: Duration,
+    /// apiservice-unavailable blocks (a warning until then; default 30s).
+    #[arg(long, env = "NSGUARD_APISERVICE_GRACE", value_parser = parse_duration)]
+    pub apiservice_grace: Option<Duration>,
     /// How long a webhook's Service may have no ready endpoints before
-    /// webhook-backend-unavailable blocks (a warning until then).
-    #[arg(long, env = "NSGUARD_BACKEND_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub backend_grace: Duration,
+    /// webhook-backend-unavailable blocks (a warning until then; default 30s).
+    #[arg(long, env = "NSGUARD_BACKEND_GRACE", value_parser = parse_duration)]
+    pub backend_grace: Option<Duration>,
     /// A namespaced type nsguard never lists nor watches, as RESOURCE or RESOURCE.GROUP
     /// (`secrets`: a ClusterRole without Secrets, manifests/overlays/no-secrets); every report
-    /// then says it was not checked (repeatable; comma-separated in the variable).
+    /// then says it was not checked (repeatable; comma-separated in the variable). Replaces
+    /// the configuration's `skip_resources`.
     #[arg(long = "skip-resource", env = "NSGUARD_SKIP_RESOURCES", value_delimiter = ',', value_parser = parse_skip_resource)]
     pub skip_resources: Vec<String>,
 }
@@ -149,10 +220,12 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "NSGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
-    /// enforce: deny deletions that would hang; warn: allow with warnings; audit: allow and record.
-    #[arg(long, env = "NSGUARD_MODE", value_enum, default_value = "enforce")]
-    pub mode: Mode,
+    /// enforce: deny deletions that would hang; warn: allow with warnings; audit: allow and
+    /// record (default enforce). Overrides the configuration's `mode`.
+    #[arg(long, env = "NSGUARD_MODE", value_enum)]
+    pub mode: Option<Mode>,
     /// Members of this group may delete despite blockers, with a warning (repeatable).
+    /// Replaces the configuration's `bypass_groups`.
     #[arg(
         long = "bypass-group",
         env = "NSGUARD_BYPASS_GROUPS",
@@ -186,55 +259,132 @@ pub struct ServeArgs {
     /// it from the index and list it instead.
     #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "90s", value_parser = parse_duration)]
     pub index_max_staleness: Duration,
+    /// How often the configuration file (--config) is read again; a changed, valid file is
+    /// put in force, an invalid one is reported and the configuration in force stays.
+    #[arg(long, env = "NSGUARD_CONFIG_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub config_reload_interval: Duration,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
-/// Output format of the CLI.
+impl ServeArgs {
+    /// What the flags set, to override the configuration file.
+    pub fn overrides(&self) -> Layer {
+        Layer {
+            mode: self.mode,
+            bypass_groups: (!self.bypass_groups.is_empty()).then(|| self.bypass_groups.clone()),
+            ..self.cluster.overrides()
+        }
+    }
+}
+
+/// Output format of the CLI (`-o`); each command takes the ones that make sense for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// A readable table.
     Table,
-    /// JSON (the report).
+    /// The table with more columns (objects, advisories, what was not checked).
+    Wide,
+    /// JSON (the report, schema nsguard.io/v1).
     Json,
+    /// The same document as YAML.
+    Yaml,
+    /// Names only, one a line, as kubectl's `-o name`.
+    Name,
+    /// A Graphviz digraph of the blocking chain: namespace, objects, finalizers, controllers,
+    /// and why each is not live (`| dot -Tsvg`).
+    Dot,
     /// `audit` only: one PolicyReport per namespace, as a List for `kubectl apply -f -`.
     #[value(name = "policyreport")]
     PolicyReport,
 }
 
-/// `-o table|json`.
-#[derive(Debug, Args)]
-pub struct Format {
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long,
-        env = "NSGUARD_OUTPUT",
-        value_enum,
-        default_value = "table"
-    )]
-    pub output: Output,
+/// A `-o` parser that takes only `allowed` (a usage error otherwise, listing them).
+fn formats(allowed: &'static [Output]) -> impl clap::builder::TypedValueParser<Value = Output> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(
+        allowed
+            .iter()
+            .filter_map(ValueEnum::to_possible_value)
+            .collect::<Vec<_>>(),
+    )
+    .try_map(|s: String| Output::from_str(&s, true))
 }
 
-impl Format {
-    /// Only `audit` prints PolicyReports: refuse before reading the cluster.
-    fn not_policyreport(&self, command: &str) -> Result<()> {
-        if self.output == Output::PolicyReport {
-            anyhow::bail!("{command}: -o policyreport is for audit; use -o table or -o json");
+/// `check`: table, wide, json, yaml, name (the objects that block), dot.
+const CHECK_FORMATS: &[Output] = &[
+    Output::Table,
+    Output::Wide,
+    Output::Json,
+    Output::Yaml,
+    Output::Name,
+    Output::Dot,
+];
+/// `diagnose`: table, json, yaml, dot.
+const DIAGNOSE_FORMATS: &[Output] = &[Output::Table, Output::Json, Output::Yaml, Output::Dot];
+/// `audit`: table, wide, json, yaml, name (namespaces that would hang), policyreport.
+const AUDIT_FORMATS: &[Output] = &[
+    Output::Table,
+    Output::Wide,
+    Output::Json,
+    Output::Yaml,
+    Output::Name,
+    Output::PolicyReport,
+];
+/// `delete`: table, json, yaml.
+pub(crate) const DELETE_FORMATS: &[Output] = &[Output::Table, Output::Json, Output::Yaml];
+
+/// Prints `doc` as JSON or YAML (`output` is one of the two).
+pub(crate) fn print_document<T: serde::Serialize>(output: Output, doc: &T) -> Result<()> {
+    if output == Output::Yaml {
+        let yaml = serde_saphyr::to_string(doc).context("writing YAML")?;
+        print!("{yaml}");
+        if !yaml.ends_with('\n') {
+            println!();
         }
-        Ok(())
+    } else {
+        println!("{}", serde_json::to_string_pretty(doc)?);
     }
+    Ok(())
 }
 
-/// `nsguard check NS` and `nsguard diagnose NS`.
+/// A namespace argument: `NAME`, or `namespace/NAME` as `-o name` prints it.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let name = ["namespace/", "namespaces/", "ns/"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s);
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{s:?}: expected a namespace name"));
+    }
+    Ok(name.to_string())
+}
+
+/// `nsguard check NS`.
 #[derive(Debug, Args)]
-pub struct NamespaceArgs {
-    /// The namespace.
+pub struct CheckArgs {
+    /// The namespace (`NAME` or `namespace/NAME`).
+    #[arg(value_parser = parse_namespace)]
     pub namespace: String,
-    /// Output format.
+    /// Output format: table, wide (with objects and evidence), json, yaml, name (the objects
+    /// that block, as KIND/NAME), dot (the blocking chain as a Graphviz digraph).
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(CHECK_FORMATS))]
+    pub output: Output,
+    /// Cluster access.
     #[command(flatten)]
-    pub format: Format,
+    pub cluster: ClusterArgs,
+}
+
+/// `nsguard diagnose NS`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// The namespace (`NAME` or `namespace/NAME`).
+    #[arg(value_parser = parse_namespace)]
+    pub namespace: String,
+    /// Output format: table, json, yaml, dot (the blocking chain as a Graphviz digraph).
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(DIAGNOSE_FORMATS))]
+    pub output: Output,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -246,17 +396,14 @@ pub struct AuditArgs {
     /// Only namespaces matching this label selector.
     #[arg(short = 'l', long, env = "NSGUARD_SELECTOR")]
     pub selector: Option<String>,
-    /// Output format.
-    #[command(flatten)]
-    pub format: Format,
-    /// With `-o policyreport`: the report API to print.
-    #[arg(
-        long,
-        env = "NSGUARD_POLICYREPORT_API",
-        value_enum,
-        default_value = "openreports.io/v1alpha1"
-    )]
-    pub policyreport_api: crate::policyreport::ReportApi,
+    /// Output format: table, wide (with advisories and what was not checked), json, yaml,
+    /// name (the namespaces that would hang or are stuck, as namespace/NAME), policyreport.
+    #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(AUDIT_FORMATS))]
+    pub output: Output,
+    /// With `-o policyreport`: the report API to print (default: the one the cluster serves,
+    /// openreports.io/v1alpha1 first, else wgpolicyk8s.io/v1alpha2).
+    #[arg(long, env = "NSGUARD_POLICYREPORT_API", value_enum)]
+    pub policyreport_api: Option<crate::policyreport::ReportApi>,
     /// Namespaces checked at once.
     #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -283,36 +430,23 @@ pub struct CertsArgs {
     pub days: i64,
 }
 
-/// `10s`, `500ms`, `5m`, `1h`.
+/// A duration as humantime reads it: `10s`, `500ms`, `5m`, `1m30s`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("{s:?}: give a unit, e.g. 10s"))?;
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: not a duration"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    })
+    crate::config::parse_duration(s)
 }
 
 /// `secrets`, `widgets.example.com`: lower case, as `kubectl api-resources` names them.
 fn parse_skip_resource(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    let valid = !s.is_empty()
-        && !s.starts_with('.')
-        && !s.ends_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
-    if valid {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?}: expected a resource as RESOURCE or RESOURCE.GROUP, e.g. secrets"
-        ))
+    crate::config::parse_skip_resource(s)
+}
+
+/// `NAMESPACE/NAME`.
+fn parse_config_map(s: &str) -> Result<(String, String), String> {
+    match s.trim().split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected NAMESPACE/NAME")),
     }
 }
 
@@ -327,26 +461,84 @@ fn parse_check_setting(s: &str) -> Result<(CheckId, Setting), String> {
 }
 
 impl ClusterArgs {
-    fn settings(&self) -> Settings {
-        Settings {
-            overrides: self.checks.iter().cloned().collect(),
+    /// What the flags set, to override the configuration.
+    pub fn overrides(&self) -> Layer {
+        Layer {
+            checks: self.checks.iter().cloned().collect(),
             finalizer_stuck_after: self.finalizer_stuck_after,
-            finalizer_controllers: Declarations(
-                self.finalizer_controllers.iter().cloned().collect(),
-            ),
             apiservice_grace: self.apiservice_grace,
             backend_grace: self.backend_grace,
+            finalizer_controllers: self.finalizer_controllers.iter().cloned().collect(),
+            skip_resources: (!self.skip_resources.is_empty())
+                .then(|| self.skip_resources.iter().cloned().collect()),
+            ..Layer::default()
         }
     }
 
-    async fn client(&self) -> Result<Client> {
-        let config = match &self.kubeconfig {
-            Some(path) => {
+    /// The configuration for a CLI command: --config, else the webhook's ConfigMap read
+    /// with `client` (none: not read), else the defaults; flags override, with a note on
+    /// stderr.
+    pub async fn configuration(&self, client: Option<&Client>) -> Result<Effective> {
+        let flags = self.overrides();
+        let base = match (&self.config, client) {
+            (Some(path), _) => {
+                let (layer, _) = Layer::read(path)
+                    .with_context(|| format!("configuration {}", path.display()))?;
+                Some((layer, Origin::File(path.clone())))
+            }
+            (None, Some(client)) => {
+                let (ns, name) = &self.config_map;
+                let at = format!("{ns}/{name}");
+                match crate::cluster::config_map::read(client, ns, name, CONFIG_MAP_KEY).await {
+                    Ok(Some(text)) => {
+                        let layer = Layer::parse(&text).with_context(|| {
+                            format!("configuration in ConfigMap {at}, key {CONFIG_MAP_KEY}")
+                        })?;
+                        Some((layer, Origin::ConfigMap(at)))
+                    }
+                    Ok(None) => None,
+                    Err(error) => {
+                        eprintln!(
+                            "nsguard: note: cannot read ConfigMap {at} ({error}): using the defaults; give --config FILE to use a file"
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let overrides = flags.as_flags();
+        if !overrides.is_empty() {
+            eprintln!(
+                "nsguard: note: flags override the configuration: {}",
+                overrides.join(" ")
+            );
+        }
+        Ok(Effective::resolve(
+            base.as_ref().map(|(l, o)| (l, o.clone())),
+            &flags,
+        ))
+    }
+
+    /// A client from --kubeconfig and --context, else the usual places.
+    pub async fn client(&self) -> Result<Client> {
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
                 let kc = Kubeconfig::read_from(path)
                     .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .with_context(|| format!("kubeconfig {}", path.display()))?
             }
-            None => Config::infer()
+            // A context names one in a kubeconfig: no in-cluster fallback.
+            (None, Some(context)) => Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("context {context}"))?,
+            (None, None) => Config::infer()
                 .await
                 .context("no kubeconfig and not in a cluster")?,
         };
@@ -358,8 +550,13 @@ impl ClusterArgs {
         Ok(Client::try_from(config)?)
     }
 
-    pub(crate) async fn engine(&self, source: ContentSource) -> Result<Engine> {
-        let client = self.client().await?;
+    /// An engine over `client` with the configuration `config`.
+    pub(crate) fn engine(
+        &self,
+        client: Client,
+        source: ContentSource,
+        config: &crate::config::Config,
+    ) -> Engine {
         let gatherer = Gatherer::start(
             client,
             Limits {
@@ -368,9 +565,9 @@ impl ClusterArgs {
                 api_calls: self.max_api_calls,
             },
             source,
-            self.skip_resources.iter().cloned().collect(),
+            config.skip_resources.clone(),
         );
-        Ok(Engine::new(gatherer, self.settings()))
+        Engine::new(gatherer, config.settings())
     }
 }
 
@@ -385,7 +582,9 @@ pub(crate) fn phase(ns: &Namespace) -> String {
 }
 
 pub(crate) async fn synced_engine(cluster: &ClusterArgs) -> Result<Engine> {
-    let engine = cluster.engine(ContentSource::List).await?;
+    let client = cluster.client().await?;
+    let effective = cluster.configuration(Some(&client)).await?;
+    let engine = cluster.engine(client, ContentSource::List, &effective.config);
     engine
         .gatherer()
         .wait_synced(cluster.check_timeout)
@@ -414,7 +613,12 @@ mod tests {
     fn durations_and_check_settings_parse_or_explain() {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 2m"), Ok(Duration::from_secs(3720)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["10", "", "ten seconds", "5 parsecs"] {
+            assert!(parse_duration(bad).unwrap_err().contains("e.g."), "{bad:?}");
+        }
         assert_eq!(
             parse_check_setting("finalizers-pending=block"),
             Ok((CheckId::FinalizersPending, Setting::Block))

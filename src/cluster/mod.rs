@@ -5,6 +5,7 @@
 //! reads it hands on as plain data ([`crate::facts`]); nothing above this layer calls the API.
 
 pub mod clock;
+pub mod config_map;
 pub mod controllers;
 pub mod gather;
 pub mod index;

@@ -608,7 +608,7 @@ mod tests {
         assert_eq!(p.not_checked_by_choice, ["secrets"]);
         let text = render(&p);
         assert!(
-            text.contains("not checked: secrets (--skip-resource)"),
+            text.contains("not checked: secrets (skipped by configuration)"),
             "{text}"
         );
         let json = serde_json::to_value(&p).unwrap();

@@ -11,6 +11,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::config::Live;
 use crate::engine::Engine;
 use crate::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
 use crate::ratelimit::{Peer, PeerLimit};
@@ -20,8 +21,8 @@ use crate::records::{Events, Metrics};
 pub struct Admission {
     /// The preflight engine (absent in tests of bad input).
     pub engine: Option<Engine>,
-    /// Mode, bypass groups, warning bound.
-    pub policy: Policy,
+    /// Mode, bypass groups, warning bound (replaced when the configuration is reloaded).
+    pub policy: Live<Policy>,
     /// Upper bound for the preflight, whatever the API server's timeout.
     pub check_timeout: Duration,
     /// nsguard's own namespace: its deletion is never looked at.
@@ -207,7 +208,7 @@ impl Admission {
                 .peer_limit
                 .as_ref()
                 .zip(peer)
-                .is_some_and(|(limit, peer)| !limit.admit(peer, std::time::Instant::now()));
+                .is_some_and(|(limit, peer)| !limit.admit(peer));
         if rate_limited {
             self.metrics.rate_limited();
         }
@@ -240,10 +241,11 @@ impl Admission {
             (Some(engine), _) => engine.preflight(namespace, deadline).await,
             (None, _) => unchecked(&name, "no cluster connection"),
         };
-        let decision = policy::decide(&report, &self.policy, &ctx);
+        let current = self.policy.load();
+        let decision = policy::decide(&report, &current, &ctx);
         let took = started.elapsed();
         tracing::info!(
-            mode = self.policy.mode.as_str(),
+            mode = current.mode.as_str(),
             decision = decision.outcome.as_str(),
             findings = ?report.check_ids().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             not_checked = report.not_checked.len(),
@@ -251,12 +253,12 @@ impl Admission {
             "Decision"
         );
         self.metrics
-            .decision(self.policy.mode, &decision, req.dry_run, &report, took);
+            .decision(current.mode, &decision, req.dry_run, &report, took);
         if !req.dry_run
             && known != Some(false)
             && let Some(events) = &self.events
         {
-            events.publish(&name, ns_uid, self.policy.mode, &decision);
+            events.publish(&name, ns_uid, current.mode, &decision);
         }
         if !decision.warnings.is_empty() {
             resp.warnings = Some(decision.warnings.clone());

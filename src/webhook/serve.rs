@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::cli::ServeArgs;
 use crate::cluster::gather::ContentSource;
+use crate::config::{Config, Effective, Live, Reload, Watcher};
+use crate::engine::Engine;
 use crate::policy::Policy;
 use crate::ratelimit::PeerLimit;
 use crate::records::{Events, Metrics};
@@ -29,7 +31,22 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(ca) => tls::server_config_verifying_clients(cert, provider, ca)?,
         None => tls::server_config(cert, provider)?,
     };
-    let engine = args.cluster.engine(ContentSource::Index).await?;
+    let flags = args.overrides();
+    let (effective, watcher) = match &args.cluster.config {
+        Some(path) => {
+            let (effective, watcher) = Watcher::start(path, flags.clone())
+                .with_context(|| format!("configuration {}", path.display()))?;
+            (effective, Some(watcher))
+        }
+        None => (Effective::resolve(None, &flags), None),
+    };
+    let overrides = flags.as_flags();
+    if !overrides.is_empty() {
+        tracing::info!(flags = %overrides.join(" "), "Flags override the configuration");
+    }
+    let config = effective.config.clone();
+    let client = args.cluster.client().await?;
+    let engine = args.cluster.engine(client, ContentSource::Index, &config);
     engine
         .gatherer()
         .set_index_max_staleness(args.index_max_staleness);
@@ -87,13 +104,23 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         });
     }
     let gatherer = engine.gatherer().clone();
+    let policy: Live<Policy> = policy_of(&config, args.max_warnings).into();
+    if let Some(watcher) = watcher {
+        spawn_reloader(
+            watcher,
+            args.config_reload_interval,
+            Reloading {
+                engine: engine.clone(),
+                policy: policy.clone(),
+                metrics: metrics.clone(),
+                max_warnings: args.max_warnings,
+                skip_resources: config.skip_resources.clone(),
+            },
+        );
+    }
     let admission = Arc::new(Admission {
         engine: Some(engine),
-        policy: Policy {
-            mode: args.mode,
-            bypass_groups: args.bypass_groups.clone(),
-            max_warnings: args.max_warnings,
-        },
+        policy,
         check_timeout: args.cluster.check_timeout,
         own_namespace: Some(args.own_namespace.clone()),
         metrics: metrics.clone(),
@@ -137,4 +164,54 @@ fn debug_router(gatherer: crate::cluster::gather::Gatherer) -> axum::Router {
                 async move { axum::Json(gatherer.index_syncing()) }
             }),
         )
+}
+
+fn policy_of(config: &Config, max_warnings: usize) -> Policy {
+    Policy {
+        mode: config.mode,
+        bypass_groups: config.bypass_groups.clone(),
+        max_warnings,
+    }
+}
+
+/// What a reloaded configuration replaces.
+struct Reloading {
+    engine: Engine,
+    policy: Live<Policy>,
+    metrics: Arc<Metrics>,
+    max_warnings: usize,
+    /// Read once: the index watches what it was started with.
+    skip_resources: std::collections::BTreeSet<String>,
+}
+
+/// Looks at the configuration file every `interval`: a valid change is put in force for the
+/// reviews that start after it; an invalid one is logged and counted, and the configuration
+/// in force stays (readiness is not touched: the webhook keeps deciding with it).
+fn spawn_reloader(mut watcher: Watcher, interval: Duration, to: Reloading) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match watcher.poll() {
+                Reload::Unchanged => {}
+                Reload::Applied(effective) => {
+                    let config = effective.config;
+                    to.engine.set_settings(config.settings());
+                    to.policy.store(policy_of(&config, to.max_warnings));
+                    to.metrics.config_reload(true);
+                    tracing::info!(mode = config.mode.as_str(), "Configuration reloaded");
+                    if config.skip_resources != to.skip_resources {
+                        tracing::warn!(
+                            "skip_resources changed: it takes effect when nsguard restarts"
+                        );
+                    }
+                }
+                Reload::Rejected(error) => {
+                    to.metrics.config_reload(false);
+                    tracing::error!(%error, "Configuration rejected: the previous configuration stays in force");
+                }
+            }
+        }
+    });
 }

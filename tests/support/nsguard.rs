@@ -143,6 +143,11 @@ impl Nsguard {
             .unwrap_or_default()
     }
 
+    /// The plain-HTTP admin port: /livez, /readyz, /metrics.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
     /// The metrics text.
     pub fn metrics(&self) -> String {
         http_get(self.admin_port, "/metrics")

@@ -23,37 +23,7 @@ pub async fn run_operator(
     replicas: u32,
 ) -> String {
     let ns = format!("{name}-system");
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}, labels: {{"{TEST_LABEL}": "true"}}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}, namespace: {ns}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      serviceAccountName: {name}
-      containers:
-      - {{name: operator, image: registry.invalid/{name}:1}}
-"#
-    );
-    // The ServiceAccount admission plugin needs the namespace's default account, which the
-    // serviceaccount controller creates a moment after the namespace: retry until it takes.
-    eventually(
-        &format!("operator {name} to be created"),
-        Duration::from_secs(60),
-        || async { Ok(kubectl(cluster, &["apply", "-f", "-"], Some(&yaml)).ok()) },
-    )
-    .await;
+    deploy(cluster, &ns, name, name, replicas, &[]).await;
     grant_update(cluster, name, group, resource);
     ns
 }

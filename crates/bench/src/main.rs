@@ -918,7 +918,7 @@ fn render_tail_and_memory(deltas: &[f64], n: usize, memory: &[serde_json::Value]
 fn render_more(deny: &Deny, ready_s: f64, scale: &[ScaleStep], n: usize) -> String {
     let f = |p: &[f64; 3]| format!("{:.1} / {:.1} / {:.1}", p[0], p[1], p[2]);
     let mut t = format!(
-        "\n## A deny\n\nA namespace holding one custom resource with a finalizer that no controller removes (seed 004), reviewed {n} times: {} of {} denied; inside nsguard {} ms (p50 / p95 / p99); **{:.1} API requests per deny** (the confirmation LIST of the one type holding it, and the liveness reads of its finalizer's controllers).\n\n## Start-up\n\nA fresh nsguard, from process start to `/readyz` at 200 CRDs and 5,000 objects: **{ready_s:.1} s**.\n",
+        "\n## A deny\n\nA namespace holding one custom resource with a finalizer that no controller removes, reviewed {n} times: {} of {} denied; inside nsguard {} ms (p50 / p95 / p99); **{:.1} API requests per deny** (the confirmation LIST of the one type holding it, and the liveness reads of its finalizer's controllers).\n\n## Start-up\n\nA fresh nsguard, from process start to `/readyz` at 200 CRDs and 5,000 objects: **{ready_s:.1} s**.\n",
         deny.denied,
         deny.decisions,
         f(&deny.inside),
@@ -962,7 +962,7 @@ fn render_more(deny: &Deny, ready_s: f64, scale: &[ScaleStep], n: usize) -> Stri
 
 fn render(rows: &[Row], storm: &Storm, n: usize) -> String {
     let mut t = format!(
-        "## Preflight latency ({n} decisions each; ms, p50 / p95 / p99)\n\n| CRDs | objects | types | inside nsguard | dry run with nsguard | dry run without | API requests per decision (target ≤ types + 5) | nsguard RSS MiB | kubectl loop (seed 004) s | speed-up (loop / nsguard p50) | p99 inside ≤ 50 ms |\n|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|\n"
+        "## Preflight latency ({n} decisions each; ms, p50 / p95 / p99)\n\n| CRDs | objects | types | inside nsguard | dry run with nsguard | dry run without | API requests per decision (target ≤ types + 5) | nsguard RSS MiB | kubectl loop s | speed-up (loop / nsguard p50) | p99 inside ≤ 50 ms |\n|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|\n"
     );
     let f = |p: &[f64; 3]| format!("{:.1} / {:.1} / {:.1}", p[0], p[1], p[2]);
     for r in rows {

@@ -46,6 +46,22 @@ pub struct Backend {
     _dir: tempfile::TempDir,
 }
 
+/// TLS 1.2 and 1.3 with the ring provider, as nsguard serves, for one certificate.
+fn server_config(pair: &nsguard_certs::Pair) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs =
+        CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 async fn validate(State(shared): State<Shared>, Json(review): Json<Value>) -> Json<Value> {
     shared.reviews.lock().unwrap().push(review.clone());
     let uid = review["request"]["uid"].clone();
@@ -186,12 +202,7 @@ impl Backend {
             .ca()
             .issue_server("backend", &names, &["127.0.0.1".parse().unwrap()], 1)
             .unwrap();
-        let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&c, &pair.cert_pem).unwrap();
-        std::fs::write(&k, &pair.key_pem).unwrap();
-        let provider = nsguard::webhook::tls::provider();
-        let cert = nsguard::webhook::tls::ReloadingCert::load(&c, &k, provider.clone()).unwrap();
-        let config = nsguard::webhook::tls::server_config(Arc::new(cert), provider).unwrap();
+        let config = server_config(&pair).expect("the backend's TLS configuration");
         let port = free_port().unwrap();
         let handle = axum_server::Handle::new();
         let shared = Shared::default();

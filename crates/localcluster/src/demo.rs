@@ -197,8 +197,8 @@ impl Demo {
                 expect: Expect::Denied("hosts-apiservice-backend"),
             },
             Step {
-                title: "The same preflight from the command line (exit code 2: would hang)",
-                command: "nsguard check demo-apiserver || test $? -eq 2".into(),
+                title: "The same preflight from the command line (exit code 4: would hang)",
+                command: "nsguard check demo-apiserver || test $? -eq 4".into(),
                 expect: Expect::Succeeds("kubectl delete apiservice v1alpha1.demo.nsguard.io"),
             },
             Step {
@@ -213,7 +213,7 @@ impl Demo {
             },
             Step {
                 title: "...and it really hangs, as warned; diagnose says why and how to fix it",
-                command: "kubectl wait --for=condition=NamespaceFinalizersRemaining namespace/demo-warn --timeout=60s && nsguard diagnose demo-warn || test $? -eq 2".into(),
+                command: "kubectl wait --for=condition=NamespaceFinalizersRemaining namespace/demo-warn --timeout=60s && nsguard diagnose demo-warn || test $? -eq 4".into(),
                 expect: Expect::Succeeds("kubectl patch gadgets.demo.nsguard.io g1 -n demo-warn"),
             },
             Step {

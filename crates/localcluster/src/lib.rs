@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use nsguard::certs::{self, Ca};
+use nsguard_certs::{self as certs, Ca};
 
 use kubelet::Kubelet;
 pub use kubelet::NODE_NAME;

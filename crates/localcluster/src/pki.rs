@@ -4,12 +4,12 @@
 //!
 //! They are made here with rcgen, not in nsguard's `certs` module, so that the library ships
 //! only what `nsguard certs` and `nsguard serve` use. Client certificates are signed by the
-//! cluster CA that nsguard's [`Ca`](nsguard::certs::Ca) made, read back from its PEM pair (the
+//! cluster CA that nsguard's [`Ca`](nsguard_certs::Ca) made, read back from its PEM pair (the
 //! same two files `nsguard certs` writes): one CA for serving and client certificates, as
 //! kubeadm does.
 
 use anyhow::{Context, Result};
-use nsguard::certs::Pair;
+use nsguard_certs::Pair;
 use rcgen::{
     CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256,
@@ -75,7 +75,7 @@ pub fn signing_key() -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nsguard::certs::Ca;
+    use nsguard_certs::Ca;
     use x509_parser::prelude::*;
 
     fn der(pem: &str) -> Vec<u8> {

@@ -453,31 +453,17 @@ pub fn candidates(
         }
         notes.push(note);
     }
-    if !leads.updaters.people.is_empty() {
-        let shown: Vec<&str> = leads
-            .updaters
-            .people
-            .iter()
-            .take(3)
-            .map(String::as_str)
-            .collect();
-        notes.push(format!(
-            "grants to people are not controllers: {}",
-            shown.join(", ")
-        ));
-    }
-    if !leads.updaters.everyone.is_empty() {
-        let shown: Vec<&str> = leads
-            .updaters
-            .everyone
-            .iter()
-            .take(3)
-            .map(String::as_str)
-            .collect();
-        notes.push(format!(
-            "grants to everyone are not controllers: {}",
-            shown.join(", ")
-        ));
+    for (set, who) in [
+        (&leads.updaters.people, "people"),
+        (&leads.updaters.everyone, "everyone"),
+    ] {
+        if !set.is_empty() {
+            let shown: Vec<&str> = set.iter().take(3).map(String::as_str).collect();
+            notes.push(format!(
+                "grants to {who} are not controllers: {}",
+                shown.join(", ")
+            ));
+        }
     }
     (list, notes)
 }
