@@ -17,7 +17,7 @@ CASES ?= 100000
 # Release archives, the chart's package, checksums and the krew manifest.
 DIST := target/dist
 
-.PHONY: controlplane helm build test unit e2e lint run cluster bench faults fuzz dist chart-package chart-readme actionlint promtool
+.PHONY: controlplane helm build test unit e2e lint run cluster bench bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -74,6 +74,10 @@ bench:
 	cargo build -q --release --workspace --bins; \
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)
+
+## bench-scale: `make bench` with the scale steps at 250,000, 500,000 and 1,000,000 objects (hours, and most of the machine's memory)
+bench-scale:
+	NSGUARD_BENCH_SCALE_STEPS=250000,500000,1000000 $(MAKE) bench
 
 ## faults: nsguard killed, then kube-apiserver restarted, in the middle of a deletion storm on the local control plane (not a test); writes the figures into docs/reliability.md
 faults:

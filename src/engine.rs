@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use tokio::time::Instant;
 
 use crate::checks::registry::Confirm;
-use crate::checks::report::Report;
+use crate::checks::report::{CheckId, Report};
 use crate::checks::{self, Settings};
 use crate::cluster::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
@@ -22,6 +22,16 @@ use crate::facts::{Facts, ResourceType};
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
+
+/// Findings that can rest on aggregated discovery (a group-version `Stale`, a type that
+/// discovery still lists): before a deny, discovery is read again, so that an aggregated API
+/// fixed a moment ago (its APIService deleted, the group gone from the API server's
+/// discovery) is not denied from nsguard's shared copy.
+const ON_DISCOVERY: [CheckId; 3] = [
+    CheckId::ApiserviceUnavailable,
+    CheckId::HostsApiserviceBackend,
+    CheckId::ListFailure,
+];
 
 type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 
@@ -59,7 +69,8 @@ impl Engine {
     /// With the live index, content may lag by milliseconds: before a deny that rests on
     /// content (finalizers, objects a backend or a webhook matters for), the types the
     /// namespace holds are read again with a consistent LIST and the checks run on that;
-    /// only what still holds is reported.
+    /// only what still holds is reported. Before a deny that rests on discovery (a `Stale`
+    /// group-version, a type that fails to list), discovery is read again too.
     pub async fn preflight(&self, namespace: Namespace, deadline: Instant) -> Report {
         let facts = self.facts(namespace.clone(), deadline).await;
         let report = self.check(&facts);
@@ -68,9 +79,18 @@ impl Engine {
         // a restart) is not evidence of a hang; one that fails again is.
         let confirmed =
             |f: &&crate::checks::report::Finding| f.check.entry().confirm != Confirm::No;
-        if !self.gatherer.indexed() || !report.blocking().any(|f| confirmed(&f)) {
+        let on_content = report.blocking().any(|f| confirmed(&f));
+        let on_discovery = report.blocking().any(|f| ON_DISCOVERY.contains(&f.check));
+        if !self.gatherer.indexed() || !(on_content || on_discovery) {
             return report;
         }
+        // One fresh read of discovery; if it cannot be made, the shared copy is not evidence
+        // enough for a deny: its `Stale` group-versions are left out and said not checked.
+        let unconfirmed = if on_discovery {
+            self.gatherer.confirm_discovery(deadline).await.err()
+        } else {
+            None
+        };
         // The finalizer checks read only objects with finalizers, and list-failure only the
         // failing lists: when nothing else blocks, only those types are read again (one call
         // for seed 004's case). Any other confirmed finding reads every type again.
@@ -82,7 +102,9 @@ impl Engine {
             .namespace
             .content
             .iter()
-            .filter(|c| !narrow || c.objects.iter().any(|o| !o.finalizers.is_empty()))
+            .filter(|c| {
+                on_content && (!narrow || c.objects.iter().any(|o| !o.finalizers.is_empty()))
+            })
             .map(|c| c.resource.clone())
             .chain(
                 facts
@@ -92,14 +114,26 @@ impl Engine {
                     .map(|f| f.resource.clone()),
             )
             .collect();
-        let fresh = gather_facts(
+        let mut fresh = gather_facts(
             &self.gatherer,
             &self.settings.load(),
             namespace,
             deadline,
             &relist,
+            true,
         )
         .await;
+        if let Some(error) = unconfirmed
+            && !fresh.cluster.discovery.stale.is_empty()
+        {
+            let mut cluster = (*fresh.cluster).clone();
+            let stale = std::mem::take(&mut cluster.discovery.stale);
+            fresh.cluster = Arc::new(cluster);
+            fresh.not_checked.push(format!(
+                "discovery ({} Stale, not confirmed): {error}",
+                stale.join(", ")
+            ));
+        }
         self.check(&fresh)
     }
 
@@ -134,6 +168,7 @@ impl Engine {
                 namespace,
                 deadline,
                 &BTreeSet::new(),
+                false,
             )
             .await,
         )
@@ -152,7 +187,15 @@ impl Engine {
         let namespace = namespace.clone();
         let task = tokio::spawn(async move {
             let facts = Arc::new(
-                gather_facts(&gatherer, &settings, namespace, deadline, &BTreeSet::new()).await,
+                gather_facts(
+                    &gatherer,
+                    &settings,
+                    namespace,
+                    deadline,
+                    &BTreeSet::new(),
+                    false,
+                )
+                .await,
             );
             inflight_map
                 .lock()
@@ -186,10 +229,11 @@ async fn gather_facts(
     namespace: Namespace,
     deadline: Instant,
     relist: &BTreeSet<ResourceType>,
+    fresh: bool,
 ) -> Facts {
     let name = namespace.metadata.name.clone().unwrap_or_default();
     let mut not_checked = Vec::new();
-    let cluster = match gatherer.cluster(deadline, !relist.is_empty()).await {
+    let cluster = match gatherer.cluster(deadline, fresh).await {
         Ok(c) => c,
         Err(e) => {
             not_checked.push(format!("cluster facts: {e}"));
@@ -282,6 +326,73 @@ mod tests {
         assert!(facts.not_checked.is_empty(), "{:?}", facts.not_checked);
         assert_eq!(discoveries.load(Ordering::SeqCst), 2);
         assert_eq!(facts.name, "team-a");
+    }
+
+    /// An engine over the live index (as `serve` runs) whose `/apis` discovery shows
+    /// `metrics.k8s.io/v1beta1` Stale while `stale` is set; waits for its first discovery.
+    async fn indexed_engine_with_stale_metrics(
+        stale: Arc<std::sync::atomic::AtomicBool>,
+    ) -> (Engine, Arc<std::sync::atomic::AtomicUsize>) {
+        let apis = Arc::new(move || {
+            if stale.load(Ordering::SeqCst) {
+                vec![serde_json::json!({"metadata": {"name": "metrics.k8s.io"},
+                    "versions": [{"version": "v1beta1", "freshness": "Stale"}]})]
+            } else {
+                Vec::new()
+            }
+        });
+        let (client, discoveries) =
+            crate::cluster::testing::mock_discovery(Duration::from_millis(1), apis);
+        let limits = Limits {
+            call_timeout: Duration::from_secs(5),
+            concurrency: 4,
+            api_calls: 16,
+        };
+        let engine = Engine::new(
+            Gatherer::start(client, limits, ContentSource::Index, BTreeSet::new()),
+            Settings::default(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !engine.gatherer().index_ready() {
+            assert!(std::time::Instant::now() < deadline, "no discovery");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (engine, discoveries)
+    }
+
+    fn blocking(report: &Report) -> Vec<CheckId> {
+        report.blocking().map(|f| f.check).collect()
+    }
+
+    #[tokio::test]
+    async fn a_deny_on_a_stale_group_version_is_confirmed_by_a_fresh_discovery_read() {
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (engine, discoveries) = indexed_engine_with_stale_metrics(stale.clone()).await;
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        // Still Stale at the API server: the fresh read confirms it, and the deny stands.
+        let report = engine.preflight(namespace("team-a"), deadline()).await;
+        assert_eq!(blocking(&report), vec![CheckId::ApiserviceUnavailable]);
+        // The user fixes the aggregated API (deletes its APIService): the API server's
+        // discovery no longer lists the group, while nsguard's shared copy still does.
+        stale.store(false, Ordering::SeqCst);
+        let before = discoveries.load(Ordering::SeqCst);
+        let report = engine.preflight(namespace("team-a"), deadline()).await;
+        assert_eq!(blocking(&report), Vec::<CheckId>::new(), "{report:?}");
+        assert!(report.not_checked.is_empty(), "{:?}", report.not_checked);
+        // One fresh read: /api and /apis.
+        assert_eq!(discoveries.load(Ordering::SeqCst) - before, 2);
+    }
+
+    #[tokio::test]
+    async fn an_allow_reads_no_discovery() {
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (engine, discoveries) = indexed_engine_with_stale_metrics(stale).await;
+        let before = discoveries.load(Ordering::SeqCst);
+        let report = engine
+            .preflight(namespace("team-a"), Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(blocking(&report), Vec::<CheckId>::new());
+        assert_eq!(discoveries.load(Ordering::SeqCst), before);
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ async fn main() {
     }
     let cli = parse();
     let result = match cli.command {
-        Command::Serve(args) => nsguard::webhook::serve::serve(args).await.map(|()| 0),
+        Command::Serve(args) => nsguard::webhook::serve::serve(*args).await.map(|()| 0),
         Command::Check(args) => cli::check(args).await,
         Command::Audit(args) => cli::audit(args).await,
         Command::Diagnose(args) => cli::diagnose(args).await,

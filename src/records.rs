@@ -58,6 +58,8 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     index_types: Family<IndexLabels, Gauge>,
     index_objects: Gauge,
+    index_oldest_confirmation: Gauge<f64, std::sync::atomic::AtomicU64>,
+    index_stale_types: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
     config_last_reload_successful: Gauge,
 }
@@ -145,6 +147,19 @@ impl Default for Metrics {
             "Objects held in the live content index, over every type (what its memory grows with)",
             index_objects.clone(),
         );
+        let index_oldest_confirmation = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "index_oldest_confirmation_age",
+            "Longest time since the API server confirmed a synced type's watch (a list, an event or a bookmark)",
+            Unit::Seconds,
+            index_oldest_confirmation.clone(),
+        );
+        let index_stale_types = Gauge::default();
+        registry.register(
+            "index_stale_types",
+            "Synced types not confirmed within --index-max-staleness: listed at each review, not read from the index",
+            index_stale_types.clone(),
+        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -169,6 +184,8 @@ impl Default for Metrics {
             config_last_reload_successful,
             index_types,
             index_objects,
+            index_oldest_confirmation,
+            index_stale_types,
             reviews,
             findings,
             bad_requests,
@@ -236,6 +253,14 @@ impl Metrics {
     pub fn set_index_objects(&self, objects: usize) {
         self.index_objects
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Records the index's oldest watch confirmation and how many types are stale.
+    pub fn set_index_freshness(&self, oldest_confirmation: Duration, stale: usize) {
+        self.index_oldest_confirmation
+            .set(oldest_confirmation.as_secs_f64());
+        self.index_stale_types
+            .set(i64::try_from(stale).unwrap_or(i64::MAX));
     }
 
     /// Records how many indexed types are synced, syncing and failing.

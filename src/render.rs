@@ -452,7 +452,10 @@ mod tests {
         report.not_checked_by_choice = vec!["secrets".into()];
         let t = table(&report, false);
         assert!(!t.contains("the deletion would complete"), "{t}");
-        assert!(t.contains("not checked: secrets (skipped by configuration)"), "{t}");
+        assert!(
+            t.contains("not checked: secrets (skipped by configuration)"),
+            "{t}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["notCheckedByChoice"], serde_json::json!(["secrets"]));
         let caveat = not_checked_by_choice(&report).unwrap();

@@ -47,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the preflight for one namespace and print what would block its deletion.
     ///
     /// Exit status: 0 the deletion would complete; 3 warnings only (advisory findings, or
@@ -254,6 +254,11 @@ pub struct ServeArgs {
     /// On SIGTERM, how long to keep serving while not ready before draining.
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
+    /// How long an indexed type may go without the API server confirming its watch (an event
+    /// or a bookmark; the watch cache sends one about every 60 s) before reviews stop reading
+    /// it from the index and list it instead.
+    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "90s", value_parser = parse_duration)]
+    pub index_max_staleness: Duration,
     /// How often the configuration file (--config) is read again; a changed, valid file is
     /// put in force, an invalid one is reported and the configuration in force stays.
     #[arg(long, env = "NSGUARD_CONFIG_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]

@@ -336,6 +336,36 @@ impl Gatherer {
         Ok(result)
     }
 
+    /// Reads aggregated discovery again now and shares the result (the confirmation before a
+    /// deny that rests on discovery: a group-version reported `Stale`, a type that fails to
+    /// list). A result another review fetched after this call began is shared instead of
+    /// fetched twice. Within the API-call bound; without shared discovery (the CLI, which
+    /// fetches discovery at every call) there is nothing to confirm.
+    pub async fn confirm_discovery(&self, deadline: Instant) -> Result<(), GatherError> {
+        let Some(shared) = &self.shared_discovery else {
+            return Ok(());
+        };
+        let asked = Instant::now();
+        let _one = tokio::time::timeout_at(deadline, shared.fetching.lock())
+            .await
+            .map_err(|_| GatherError::Timeout("discovery".to_string()))?;
+        if shared
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|d| d.fetched >= asked)
+        {
+            return Ok(());
+        }
+        let changes = shared.changes.load(Ordering::SeqCst);
+        let fetched = Instant::now();
+        let discovery = self.fetch_discovery(deadline).await?;
+        self.sync_index(&discovery);
+        shared.store(changes, fetched, discovery);
+        self.rebuild.notify_one();
+        Ok(())
+    }
+
     /// Aggregated discovery, two calls, as the namespace controller runs it.
     async fn fetch_discovery(&self, deadline: Instant) -> Result<Discovery, GatherError> {
         let core = self.call(
@@ -416,6 +446,32 @@ impl Gatherer {
     /// Objects held in the index; `None` without an index.
     pub fn index_objects(&self) -> Option<usize> {
         self.index.as_ref().map(|i| i.objects())
+    }
+
+    /// Sets how long an indexed type may go without the API server confirming its watch
+    /// before reviews list it instead (`--index-max-staleness`).
+    pub fn set_index_max_staleness(&self, bound: Duration) {
+        if let Some(index) = &self.index {
+            index.set_max_staleness(bound);
+        }
+    }
+
+    /// The index's oldest confirmation and stale types; `None` without an index.
+    pub fn index_freshness(&self) -> Option<content_index::Freshness> {
+        self.index.as_ref().map(|i| i.freshness(Instant::now()))
+    }
+
+    /// The digest of every indexed type (`/debug/index-digest`); `None` without an index.
+    pub fn index_digest(&self) -> Option<Vec<content_index::TypeDigest>> {
+        self.index.as_ref().map(|i| i.digests())
+    }
+
+    /// The indexed types still listing for the first time (`resource.group`).
+    pub fn index_syncing(&self) -> Vec<String> {
+        self.index
+            .as_ref()
+            .map(|i| i.syncing().iter().map(|r| r.group_resource()).collect())
+            .unwrap_or_default()
     }
 
     /// Ready to answer from the index: discovery ran once and every indexed type has synced

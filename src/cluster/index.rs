@@ -6,14 +6,17 @@
 //! This module holds the structure and its event handling; a review reads a type from it only
 //! when the type is [`Health::Synced`], and lists the type in the namespace otherwise.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
+use tokio::time::Instant;
 
 use crate::facts::{ListErrorClass, ObjectFacts, ResourceType};
 
@@ -64,6 +67,9 @@ pub enum Change {
     Apply(Entry),
     /// An object was deleted.
     Delete(Entry),
+    /// A bookmark: the API server says the watch is current up to its resourceVersion, with
+    /// no event to tell.
+    Bookmark,
     /// A watch (re)started from the last resourceVersion seen: the API server will replay
     /// every change since, so a type that was failing only because its watch broke is whole.
     Resumed,
@@ -78,64 +84,251 @@ pub enum Change {
     },
 }
 
+/// A label set, interned: the pods of one ReplicaSet, the objects of one Helm release share
+/// one.
+type Labels = Arc<[(Arc<str>, Arc<str>)]>;
+/// A finalizer set, interned: a handful of distinct sets cover a cluster.
+type Finalizers = Arc<[Arc<str>]>;
+
+/// Strings and sets that many objects share, kept once over every type: namespaces, label
+/// sets (and their keys and values), finalizer sets. Entries no object holds any longer are
+/// swept once the interner has doubled since its last sweep.
+#[derive(Debug, Default)]
+pub struct Interner {
+    strings: HashSet<Arc<str>>,
+    labels: HashSet<Labels>,
+    finalizers: HashSet<Finalizers>,
+    /// Entries after the last sweep.
+    swept_at: usize,
+}
+
+impl Interner {
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
+        a
+    }
+
+    fn labels(&mut self, labels: &BTreeMap<String, String>) -> Option<Labels> {
+        if labels.is_empty() {
+            return None;
+        }
+        let pairs: Vec<(Arc<str>, Arc<str>)> = labels
+            .iter()
+            .map(|(k, v)| (self.string(k), self.string(v)))
+            .collect();
+        if let Some(l) = self.labels.get(pairs.as_slice()) {
+            return Some(l.clone());
+        }
+        let l: Labels = Arc::from(pairs);
+        self.labels.insert(l.clone());
+        Some(l)
+    }
+
+    fn finalizers(&mut self, finalizers: &[String]) -> Option<Finalizers> {
+        if finalizers.is_empty() {
+            return None;
+        }
+        let set: Vec<Arc<str>> = finalizers.iter().map(|f| self.string(f)).collect();
+        if let Some(f) = self.finalizers.get(set.as_slice()) {
+            return Some(f.clone());
+        }
+        let f: Finalizers = Arc::from(set);
+        self.finalizers.insert(f.clone());
+        Some(f)
+    }
+
+    fn len(&self) -> usize {
+        self.strings.len() + self.labels.len() + self.finalizers.len()
+    }
+
+    /// Drops what no object holds, once the interner has doubled since the last sweep.
+    fn maybe_sweep(&mut self) {
+        if self.len() <= 2 * self.swept_at + 1024 {
+            return;
+        }
+        // Sets first: they hold strings.
+        self.labels.retain(|l| Arc::strong_count(l) > 1);
+        self.finalizers.retain(|f| Arc::strong_count(f) > 1);
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+        self.swept_at = self.len();
+    }
+
+    /// The stored form of `entry`: its key and what the checks read besides the name.
+    fn store(&mut self, (ns, o): &Entry) -> (Key, Stored) {
+        let rare = (!o.finalizers.is_empty() || o.deletion_timestamp.is_some()).then(|| {
+            Box::new(Rare {
+                finalizers: self.finalizers(&o.finalizers),
+                deletion: o.deletion_timestamp,
+            })
+        });
+        let stored = Stored {
+            labels: self.labels(&o.labels),
+            rare,
+        };
+        let key = (self.string(ns), Box::from(o.name.as_str()));
+        self.maybe_sweep();
+        (key, stored)
+    }
+}
+
+/// One object's key: (namespace, name). The namespace is interned.
+type Key = (Arc<str>, Box<str>);
+
+/// One object as the index keeps it: 24 bytes beside its key, strings shared.
+#[derive(Debug)]
+struct Stored {
+    labels: Option<Labels>,
+    /// Finalizers and deletion: most objects have neither.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Debug)]
+struct Rare {
+    finalizers: Option<Finalizers>,
+    deletion: Option<Timestamp>,
+}
+
+impl Stored {
+    fn facts(&self, name: &str) -> ObjectFacts {
+        let rare = self.rare.as_deref();
+        ObjectFacts {
+            name: name.to_string(),
+            finalizers: rare
+                .and_then(|r| r.finalizers.as_deref())
+                .map(|f| f.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+            deletion_timestamp: rare.and_then(|r| r.deletion),
+            labels: self
+                .labels
+                .as_deref()
+                .map(|l| {
+                    l.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            // Not kept: a review reads them where an admission policy needs them.
+            annotations: None,
+        }
+    }
+}
+
 /// One ordered map per type, keyed by (namespace, name): a namespace's objects are one range.
 ///
 /// Not a map of maps: most types hold a few objects in each of many namespaces (a ConfigMap
 /// and a ServiceAccount in every namespace, a custom resource or two), and a map per
-/// (type, namespace) costs a whole B-tree node (about 1.3 KB) for one object. Flat, 100,000
-/// objects over 270 types and 2,000 namespaces take 30 MiB instead of 80 (measured with this
-/// layout in a scratch program).
-type ByNamespace = BTreeMap<(String, String), ObjectFacts>;
+/// (type, namespace) costs a whole B-tree node (about 1.3 KB) for one object. A relist is
+/// collected in a vector and built into the map in one go, which packs the B-tree's nodes
+/// full (one object at a time in key order, as a list arrives, leaves them about half full).
+type ByNamespace = BTreeMap<Key, Stored>;
 
 #[derive(Debug)]
 struct TypeState {
     health: Health,
     objects: ByNamespace,
-    /// Filled by `InitApply` during a relist, swapped in on `InitDone`.
-    buffer: Option<ByNamespace>,
+    /// Filled by `InitApply` during a relist, built into the map on `InitDone`.
+    buffer: Option<Vec<(Key, Stored)>>,
+    /// When the API server last confirmed that the index is current: a complete list, a
+    /// watch event, a bookmark, or a watch started again from the last resourceVersion after
+    /// an error (its replay is what the break missed). A watch started again after silence
+    /// does not count: it says the server answered, not that its events arrive.
+    confirmed: Option<Instant>,
 }
+
+/// How long a type's index may go without the API server confirming its watch (an event or
+/// a bookmark) before reviews stop trusting it and list the type instead.
+///
+/// kube-apiserver's watch cache sends a bookmark to every watch about once a minute
+/// (`defaultBookmarkFrequency`) and two seconds before the watch's own timeout, so a healthy
+/// quiet watch is confirmed at least every ~60 s. A bound of 60 s would flap with every
+/// bookmark that comes a second late on a busy API server; 90 s leaves half a period of slack
+/// and still catches a stalled watch within a minute and a half.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(90);
 
 /// The index of one namespaced type. Updated by its watcher, read by reviews.
 #[derive(Debug)]
 pub struct TypeIndex {
     state: RwLock<TypeState>,
+    /// The staleness bound in milliseconds, shared by every type of one [`Index`].
+    max_staleness_ms: Arc<AtomicU64>,
+    /// Shared by every type of one [`Index`].
+    interner: Arc<Mutex<Interner>>,
 }
 
 impl Default for TypeIndex {
     fn default() -> Self {
+        Self::with(
+            Arc::new(AtomicU64::new(millis(DEFAULT_MAX_STALENESS))),
+            Arc::default(),
+        )
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl TypeIndex {
+    fn with(max_staleness_ms: Arc<AtomicU64>, interner: Arc<Mutex<Interner>>) -> Self {
         Self {
             state: RwLock::new(TypeState {
                 health: Health::Syncing,
                 objects: BTreeMap::new(),
                 buffer: None,
+                confirmed: None,
             }),
+            max_staleness_ms,
+            interner,
         }
     }
-}
 
-fn insert(map: &mut ByNamespace, (ns, o): Entry) {
-    map.insert((ns, o.name.clone()), o);
-}
+    fn store(&self, entry: &Entry) -> (Key, Stored) {
+        self.interner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .store(entry)
+    }
 
-fn remove(map: &mut ByNamespace, (ns, o): &Entry) {
-    map.remove(&(ns.clone(), o.name.clone()));
-}
+    /// The staleness bound in force ([`DEFAULT_MAX_STALENESS`] unless the [`Index`] says).
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_millis(self.max_staleness_ms.load(Ordering::Relaxed))
+    }
 
-impl TypeIndex {
-    /// Applies one change at time `now`.
+    /// Applies one change at time `now` (the monotonic clock of the confirmation is read
+    /// here, from tokio's clock, so that tests can pause it).
     pub fn apply(&self, change: Change, now: Timestamp) {
+        // Interned before the state's lock is taken: reviews reading are not held up by it.
+        let stored = match &change {
+            Change::InitApply(entry) | Change::Apply(entry) => Some(self.store(entry)),
+            _ => None,
+        };
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         match change {
-            Change::Init => s.buffer = Some(BTreeMap::new()),
-            Change::InitApply(entry) => insert(s.buffer.get_or_insert_with(BTreeMap::new), entry),
+            Change::Init => s.buffer = Some(Vec::new()),
+            Change::InitApply(_) => s.buffer.get_or_insert_with(Vec::new).extend(stored),
             Change::InitDone => {
-                s.objects = s.buffer.take().unwrap_or_default();
+                // Built in one go: nodes packed full (the entries come sorted from the API
+                // server; the sort is stable, and a repeated key keeps its last entry).
+                s.objects = s.buffer.take().unwrap_or_default().into_iter().collect();
                 s.health = Health::Synced;
+                s.confirmed = Some(Instant::now());
             }
             // Events come only on a watch that started (`Resumed` came first): they say
-            // nothing of health.
-            Change::Apply(entry) => insert(&mut s.objects, entry),
-            Change::Delete(entry) => remove(&mut s.objects, &entry),
+            // nothing of health, but they confirm the watch is live.
+            Change::Apply(_) => {
+                s.objects.extend(stored);
+                s.confirmed = Some(Instant::now());
+            }
+            Change::Delete((ns, o)) => {
+                s.objects
+                    .remove(&(Arc::from(ns.as_str()), Box::from(o.name.as_str())));
+                s.confirmed = Some(Instant::now());
+            }
+            Change::Bookmark => s.confirmed = Some(Instant::now()),
             Change::Resumed => {
                 // Only after a complete list: a failed relist leaves the buffer in place.
                 if matches!(s.health, Health::Failing { .. }) && s.buffer.is_none() {
@@ -170,17 +363,47 @@ impl TypeIndex {
             .clone()
     }
 
-    /// The objects of this type in `namespace`, if the index can be trusted (`Synced`);
-    /// `None` means: list the type in the namespace instead.
-    pub fn namespace(&self, namespace: &str) -> Option<Vec<ObjectFacts>> {
+    /// How long ago the API server last confirmed this type's index (a list, an event, a
+    /// bookmark), as of `now`; `None` if it never did.
+    pub fn confirmation_age(&self, now: Instant) -> Option<Duration> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        (s.health == Health::Synced).then(|| {
+        s.confirmed.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Synced, but not confirmed within the staleness bound as of `now`: not trusted.
+    pub fn stale(&self, now: Instant) -> bool {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.health == Health::Synced && !fresh(&s, now, self.max_staleness())
+    }
+
+    /// The objects of this type in `namespace`, if the index can be trusted: `Synced`, and
+    /// confirmed by the API server within the staleness bound. `None` means: list the type
+    /// in the namespace instead.
+    pub fn namespace(&self, namespace: &str) -> Option<Vec<ObjectFacts>> {
+        let now = Instant::now();
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        (s.health == Health::Synced && fresh(&s, now, self.max_staleness())).then(|| {
             s.objects
-                .range((namespace.to_string(), String::new())..)
-                .take_while(|((ns, _), _)| ns == namespace)
-                .map(|(_, o)| o.clone())
+                .range((Arc::from(namespace), Box::from(""))..)
+                .take_while(|((ns, _), _)| &**ns == namespace)
+                .map(|((_, name), o)| o.facts(name))
                 .collect()
         })
+    }
+
+    /// The digest of what the index holds: object count and [`digest`] over every object.
+    pub fn digest(&self) -> (usize, u64) {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let entries = s.objects.iter().map(|((ns, name), o)| {
+            let finalizers: Vec<&str> = o
+                .rare
+                .as_deref()
+                .and_then(|r| r.finalizers.as_deref())
+                .map(|f| f.iter().map(|s| &**s).collect())
+                .unwrap_or_default();
+            (&**ns, &**name, finalizers)
+        });
+        (s.objects.len(), digest(entries))
     }
 
     /// Objects held, over every namespace.
@@ -195,11 +418,20 @@ impl TypeIndex {
     }
 }
 
+fn fresh(s: &TypeState, now: Instant, bound: Duration) -> bool {
+    s.confirmed
+        .is_some_and(|t| now.saturating_duration_since(t) <= bound)
+}
+
 /// The index of every watched type.
 pub struct Index {
     types: RwLock<BTreeMap<ResourceType, Arc<TypeIndex>>>,
     /// Bounds the lists and watch starts in flight over every type ([`START_GATE`]).
     gate: Arc<tokio::sync::Semaphore>,
+    /// The staleness bound of every type, in milliseconds.
+    max_staleness_ms: Arc<AtomicU64>,
+    /// Strings and sets shared over every type.
+    interner: Arc<Mutex<Interner>>,
 }
 
 impl Default for Index {
@@ -207,11 +439,52 @@ impl Default for Index {
         Self {
             types: RwLock::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(START_GATE)),
+            max_staleness_ms: Arc::new(AtomicU64::new(millis(DEFAULT_MAX_STALENESS))),
+            interner: Arc::default(),
         }
     }
 }
 
+/// How fresh the index is, over its synced types.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Freshness {
+    /// The longest time since the API server confirmed a synced type's watch.
+    pub oldest_confirmation: Duration,
+    /// Synced types not confirmed within the bound (read by LIST at review time).
+    pub stale: usize,
+}
+
 impl Index {
+    /// Sets how long a type may go unconfirmed before reviews stop trusting it.
+    pub fn set_max_staleness(&self, bound: Duration) {
+        self.max_staleness_ms
+            .store(millis(bound), Ordering::Relaxed);
+    }
+
+    /// The oldest confirmation and the count of stale types, as of `now`.
+    pub fn freshness(&self, now: Instant) -> Freshness {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types
+            .values()
+            .filter(|t| t.health() == Health::Synced)
+            .fold(Freshness::default(), |acc, t| Freshness {
+                oldest_confirmation: acc
+                    .oldest_confirmation
+                    .max(t.confirmation_age(now).unwrap_or_default()),
+                stale: acc.stale + usize::from(t.stale(now)),
+            })
+    }
+
+    /// The types still listing for the first time, for readiness to name.
+    pub fn syncing(&self) -> Vec<ResourceType> {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types
+            .iter()
+            .filter(|(_, t)| t.health() == Health::Syncing)
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
     /// The gate every type's lists and watch starts pass through.
     pub fn gate(&self) -> Arc<tokio::sync::Semaphore> {
         self.gate.clone()
@@ -223,7 +496,10 @@ impl Index {
         match types.get(r) {
             Some(t) => (t.clone(), false),
             None => {
-                let t = Arc::new(TypeIndex::default());
+                let t = Arc::new(TypeIndex::with(
+                    self.max_staleness_ms.clone(),
+                    self.interner.clone(),
+                ));
                 types.insert(r.clone(), t.clone());
                 (t, true)
             }
@@ -279,6 +555,65 @@ impl Index {
     }
 }
 
+/// A stable hash (FNV-1a, 64 bits) of `(namespace, name, finalizers)` entries in
+/// (namespace, name) order: the index's digest of a type, which a fresh LIST of the type
+/// must reproduce (`/debug/index-digest`). Entries must come sorted.
+pub fn digest<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str, Vec<&'a str>)>) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    for (ns, name, finalizers) in entries {
+        for part in [ns, name].into_iter().chain(finalizers) {
+            h.write(part.as_bytes());
+            h.write_u8(0);
+        }
+        h.write_u8(0x1e);
+    }
+    h.finish()
+}
+
+/// One type in the index's digest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TypeDigest {
+    /// `resource.group`.
+    pub resource: String,
+    /// `group/version` it is watched at (`v1` for core).
+    pub api_version: String,
+    /// Its plural resource name.
+    pub plural: String,
+    /// `synced`, `syncing` or `failing`; `stale` for a synced type past the bound.
+    pub state: &'static str,
+    /// Objects held.
+    pub objects: usize,
+    /// [`digest`] of the objects held, as 16 hex digits.
+    pub hash: String,
+}
+
+impl Index {
+    /// The digest of every type, in type order.
+    pub fn digests(&self) -> Vec<TypeDigest> {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        types
+            .iter()
+            .map(|(r, t)| {
+                let (objects, hash) = t.digest();
+                TypeDigest {
+                    resource: r.group_resource(),
+                    api_version: r.api_version(),
+                    plural: r.resource.clone(),
+                    state: if t.stale(now) {
+                        "stale"
+                    } else {
+                        t.health().label()
+                    },
+                    objects,
+                    hash: format!("{hash:016x}"),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Strips a metadata-only object to the facts kept.
 pub fn entry_of(o: &PartialObjectMeta<DynamicObject>) -> Entry {
     let m = o.meta();
@@ -312,6 +647,19 @@ fn failed_status(status: &kube::core::Status) -> Change {
         code: Some(status.code),
         class: ListErrorClass::of(Some(status.code), &status.message),
         message: status.message.clone(),
+    }
+}
+
+/// How long the API server asked to wait (API Priority and Fairness answers a throttled
+/// request 429 with `details.retryAfterSeconds`, beside its `Retry-After` header).
+fn retry_after(error: &kube::Error) -> Option<std::time::Duration> {
+    match error {
+        kube::Error::Api(s) if s.code == 429 => s
+            .details
+            .as_ref()
+            .map(|d| std::time::Duration::from_secs(u64::from(d.retry_after_seconds)))
+            .filter(|d| !d.is_zero()),
+        _ => None,
     }
 }
 
@@ -379,7 +727,13 @@ pub async fn run(
     let ar = super::api_resource(&r);
     let api = Api::<DynamicObject>::all_with(client, &ar);
     let mut backoff = watcher::DefaultBackoff::default();
-    let params = kube::api::WatchParams::default().timeout(WATCH_TIMEOUT_S);
+    // Bookmarks requested (`allowWatchBookmarks`): on a quiet type they are the API server's
+    // only confirmation that the watch is live ([`DEFAULT_MAX_STALENESS`]).
+    let params = kube::api::WatchParams {
+        bookmarks: true,
+        ..Default::default()
+    }
+    .timeout(WATCH_TIMEOUT_S);
     // Applies a change if the index is still wanted; otherwise the task ends.
     macro_rules! tell {
         ($change:expr) => {
@@ -389,10 +743,16 @@ pub async fn run(
             }
         };
     }
+    // Backs off, and at least as long as a 429 asked.
     macro_rules! pause {
         () => {
-            tokio::time::sleep(backoff.next().unwrap_or(std::time::Duration::from_secs(30))).await
+            pause!(None)
         };
+        ($asked:expr) => {{
+            let next = backoff.next().unwrap_or(std::time::Duration::from_secs(30));
+            let asked: Option<std::time::Duration> = $asked;
+            tokio::time::sleep(next.max(asked.unwrap_or_default())).await
+        }};
     }
     'list: loop {
         let listed = {
@@ -413,10 +773,13 @@ pub async fn run(
             Err(error) => {
                 tracing::debug!(%error, resource = %r.group_resource(), "Index list failed");
                 tell!(failed_of(&error));
-                pause!();
+                pause!(retry_after(&error));
                 continue 'list;
             }
         };
+        // Whether the last watch ended on an error (not on its timeout, not silent): then a
+        // watch that starts again confirms the index (below).
+        let mut broken = false;
         loop {
             let started = {
                 let _permit = gate.acquire().await;
@@ -431,14 +794,38 @@ pub async fn run(
                 Err(error) => {
                     tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
                     tell!(failed_of(&error));
-                    pause!();
+                    pause!(retry_after(&error));
+                    broken = true;
                     continue;
                 }
             };
             tell!(Change::Resumed);
+            // After an error (the API server restarted, a 429 on the watch start), a watch
+            // that starts from the last resourceVersion is replayed every event since: it
+            // confirms the index, or every type would be listed at each review until its
+            // first bookmark, a minute after every API server restart. A watch started again
+            // because it was silent confirms nothing: only an event or a bookmark will.
+            if std::mem::take(&mut broken) {
+                tell!(Change::Bookmark);
+            }
             backoff.reset();
             let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
+            loop {
+                // A watch that says nothing (no event, no bookmark) for longer than the
+                // staleness bound is presumed stalled (a half-open connection, an API server
+                // that stopped sending): reviews already list the type; start it again.
+                let bound = match index.upgrade() {
+                    Some(t) => t.max_staleness(),
+                    None => return,
+                };
+                let event = match tokio::time::timeout(bound, stream.next()).await {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(resource = %r.group_resource(), "Index watch silent past the staleness bound: starting it again");
+                        break;
+                    }
+                };
                 match event {
                     Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
                         version = o.metadata.resource_version.clone().unwrap_or(version);
@@ -448,7 +835,10 @@ pub async fn run(
                         version = o.metadata.resource_version.clone().unwrap_or(version);
                         tell!(Change::Delete(entry_of(&o)));
                     }
-                    Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
+                    Ok(WatchEvent::Bookmark(b)) => {
+                        version = b.metadata.resource_version;
+                        tell!(Change::Bookmark);
+                    }
                     // The API server answers an expired resourceVersion with 200 and then
                     // this event: the `Resumed` above was premature, so untrust until listed.
                     Ok(WatchEvent::Error(status)) if status.code == 410 => {
@@ -458,6 +848,7 @@ pub async fn run(
                     Ok(WatchEvent::Error(status)) => {
                         tell!(failed_status(&status));
                         pause!();
+                        broken = true;
                         break;
                     }
                     Err(error) if gone(&error) => {
@@ -467,6 +858,7 @@ pub async fn run(
                     Err(error) => {
                         tell!(failed_of(&error));
                         pause!();
+                        broken = true;
                         break;
                     }
                 }
@@ -654,14 +1046,37 @@ mod tests {
         Arc<std::sync::atomic::AtomicUsize>,
         Arc<std::sync::atomic::AtomicUsize>,
     ) {
+        let m = mock_with(watch, None, 0);
+        (m.client, m.lists, m.watches)
+    }
+
+    struct Mock {
+        client: Client,
+        lists: Arc<std::sync::atomic::AtomicUsize>,
+        watches: Arc<std::sync::atomic::AtomicUsize>,
+        /// The query string of every watch start.
+        watch_queries: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    /// [`mock`], whose open watches also send a bookmark every `bookmark_every` (tokio's
+    /// clock, so a paused test drives it), and whose errors ask to retry after
+    /// `retry_after` seconds (0: not said).
+    fn mock_with(
+        watch: impl Fn(usize) -> Result<Vec<String>, u16> + Send + Sync + 'static,
+        bookmark_every: Option<std::time::Duration>,
+        retry_after: u32,
+    ) -> Mock {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let lists = Arc::new(AtomicUsize::new(0));
         let watches = Arc::new(AtomicUsize::new(0));
-        let (l, w) = (lists.clone(), watches.clone());
+        let watch_queries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (l, w, q) = (lists.clone(), watches.clone(), watch_queries.clone());
         let watch = Arc::new(watch);
         let service = tower::service_fn(move |req: axum::http::Request<kube::client::Body>| {
-            let watching = req.uri().query().unwrap_or("").contains("watch=true");
+            let query = req.uri().query().unwrap_or("").to_string();
+            let watching = query.contains("watch=true");
             let answer = if watching {
+                q.lock().unwrap().push(query);
                 watch(w.fetch_add(1, Ordering::SeqCst))
             } else {
                 l.fetch_add(1, Ordering::SeqCst);
@@ -671,7 +1086,8 @@ mod tests {
                 let response = match answer {
                     Err(code) => axum::http::Response::builder().status(code).body(axum::body::Body::from(
                         serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "message": "mock", "reason": "TooManyRequests", "code": code})
+                            "message": "mock", "reason": "TooManyRequests", "code": code,
+                            "details": {"retryAfterSeconds": retry_after}})
                         .to_string(),
                     )),
                     Ok(_) if !watching => axum::http::Response::builder().body(axum::body::Body::from(
@@ -682,17 +1098,222 @@ mod tests {
                         .to_string(),
                     )),
                     Ok(lines) => {
-                        let lines = futures::stream::iter(lines.into_iter().map(|l| {
+                        let line = |l: String| {
                             Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("{l}\n")))
-                        }));
-                        let body = futures::StreamExt::chain(lines, futures::stream::pending());
+                        };
+                        let lines = futures::stream::iter(lines.into_iter().map(line));
+                        let rest: futures::stream::BoxStream<'static, _> = match bookmark_every {
+                            None => Box::pin(futures::stream::pending()),
+                            Some(every) => Box::pin(futures::stream::unfold((), move |()| async move {
+                                tokio::time::sleep(every).await;
+                                let bookmark = serde_json::json!({"type": "BOOKMARK", "object": {
+                                    "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                    "metadata": {"resourceVersion": "12"}}});
+                                Some((line(bookmark.to_string()), ()))
+                            })),
+                        };
+                        let body = futures::StreamExt::chain(lines, rest);
                         axum::http::Response::builder().body(axum::body::Body::from_stream(body))
                     }
                 };
                 Ok::<_, std::convert::Infallible>(response.unwrap())
             }
         });
-        (Client::new(service, "default"), lists, watches)
+        Mock {
+            client: Client::new(service, "default"),
+            lists,
+            watches,
+            watch_queries,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_watch_is_not_trusted_past_the_bound_and_is_started_again() {
+        use std::sync::atomic::Ordering;
+        // Listed, then a watch that stays open and says nothing: no event, no bookmark.
+        let m = mock_with(|_| Ok(vec![]), None, 0);
+        let t = Arc::new(TypeIndex::default());
+        let bound = t.max_staleness();
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("listed", || t.health() == Health::Synced).await;
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        // Just inside the bound (measured from the list), still trusted.
+        tokio::time::sleep(bound - std::time::Duration::from_secs(1)).await;
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        assert!(!t.stale(Instant::now()));
+        // Past it: not trusted, though the watch never failed; a review lists the type.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert_eq!(t.health(), Health::Synced);
+        assert!(t.stale(Instant::now()));
+        assert_eq!(names(&t, "a"), None);
+        // And the silent watch is started again.
+        until("watched again", || m.watches.load(Ordering::SeqCst) >= 2).await;
+        // Started again after silence, it proves nothing yet.
+        assert_eq!(names(&t, "a"), None);
+        let queries = m.watch_queries.lock().unwrap().clone();
+        assert!(
+            queries
+                .iter()
+                .all(|q| q.contains("allowWatchBookmarks=true")),
+            "{queries:?}"
+        );
+        assert_eq!(m.lists.load(Ordering::SeqCst), 1);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_watch_start_waits_as_long_as_the_api_server_asked() {
+        use std::sync::atomic::Ordering;
+        // API Priority and Fairness: 429, retry after 40 s (kube's backoff alone: 0.8 s).
+        let m = mock_with(|n| if n == 0 { Err(429) } else { Ok(vec![]) }, None, 40);
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("throttled", || t.health().label() == "failing").await;
+        let throttled = Instant::now();
+        until("watched again", || m.watches.load(Ordering::SeqCst) >= 2).await;
+        assert!(throttled.elapsed() >= std::time::Duration::from_secs(39));
+        until("trusted", || t.health() == Health::Synced).await;
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_back_after_a_long_outage_is_trusted_at_once() {
+        // The API server goes away for longer than the bound (a restart): the watch fails,
+        // its restarts are refused, then one starts from the last resourceVersion.
+        let m = mock_with(|n| if n <= 8 { Err(503) } else { Ok(vec![]) }, None, 0);
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let listed = Instant::now();
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("back", || {
+            m.watches.load(std::sync::atomic::Ordering::SeqCst) >= 10
+                && t.health() == Health::Synced
+        })
+        .await;
+        assert!(
+            listed.elapsed() > t.max_staleness(),
+            "{:?}",
+            listed.elapsed()
+        );
+        // Trusted without waiting for a bookmark: the replay from the last resourceVersion
+        // is what the outage missed.
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bookmarks_keep_a_quiet_type_trusted() {
+        // The watch cache's bookmark, once a minute, on a type where nothing changes.
+        let m = mock_with(|_| Ok(vec![]), Some(std::time::Duration::from_secs(60)), 0);
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("listed", || t.health() == Health::Synced).await;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+            let age = t.confirmation_age(Instant::now()).unwrap();
+            assert!(age <= std::time::Duration::from_secs(61), "{age:?}");
+        }
+        task.abort();
+    }
+
+    #[test]
+    fn objects_share_their_namespace_labels_and_finalizers_and_read_back_whole() {
+        let labelled = |ns: &str, name: &str| {
+            let (ns, mut o) = obj(ns, name, &["example.com/f"]);
+            o.labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+            o.deletion_timestamp = (name == "b").then(|| at("12:00:00"));
+            (ns, o)
+        };
+        let index = Index::default();
+        let (w, _) = index.get_or_add(&rt("widgets"));
+        let (g, _) = index.get_or_add(&rt("gadgets"));
+        for t in [&w, &g] {
+            t.apply(Change::Init, at("12:00:00"));
+            t.apply(Change::InitApply(labelled("team", "a")), at("12:00:00"));
+            t.apply(Change::InitApply(labelled("team", "b")), at("12:00:00"));
+            t.apply(Change::InitDone, at("12:00:00"));
+        }
+        let read = w.namespace("team").unwrap();
+        assert_eq!(read, vec![labelled("team", "a").1, labelled("team", "b").1]);
+        // One copy of each string and set, over both types.
+        let interner = index.interner.lock().unwrap();
+        assert_eq!(interner.labels.len(), 1);
+        assert_eq!(interner.finalizers.len(), 1);
+        // "team", "app", "web", "example.com/f".
+        assert_eq!(interner.strings.len(), 4);
+        let set = interner.labels.iter().next().unwrap();
+        // The interner's, and one per object of each type.
+        assert_eq!(Arc::strong_count(set), 5);
+    }
+
+    #[test]
+    fn the_interner_forgets_what_no_object_holds() {
+        let t = TypeIndex::default();
+        t.apply(Change::Init, at("12:00:00"));
+        for i in 0..3000 {
+            t.apply(
+                Change::InitApply(obj(&format!("ns-{i}"), "x", &[])),
+                at("12:00:00"),
+            );
+        }
+        t.apply(Change::InitDone, at("12:00:00"));
+        // A relist: every one of those namespaces is gone.
+        t.apply(Change::Init, at("12:01:00"));
+        t.apply(Change::InitDone, at("12:01:00"));
+        // New namespaces grow the interner past twice its last sweep: it sweeps.
+        for i in 0..3000 {
+            t.apply(
+                Change::Apply(obj(&format!("new-{i}"), "x", &[])),
+                at("12:01:01"),
+            );
+        }
+        let interner = t.interner.lock().unwrap();
+        assert!(!interner.strings.contains("ns-0"));
+        assert!(interner.strings.len() <= 3100, "{}", interner.strings.len());
+    }
+
+    #[test]
+    fn the_digest_is_that_of_the_objects_in_key_order() {
+        let t = synced(&[
+            obj("b", "y", &[]),
+            obj("a", "x", &["f", "g"]),
+            obj("a", "w", &[]),
+        ]);
+        let expected = digest([
+            ("a", "w", vec![]),
+            ("a", "x", vec!["f", "g"]),
+            ("b", "y", vec![]),
+        ]);
+        assert_eq!(t.digest(), (3, expected));
+        // A finalizer removed changes it; the same content built another way does not.
+        t.apply(Change::Apply(obj("a", "x", &["f"])), at("12:00:01"));
+        assert_ne!(t.digest().1, expected);
+        t.apply(Change::Apply(obj("a", "x", &["f", "g"])), at("12:00:02"));
+        assert_eq!(t.digest(), (3, expected));
+        assert_ne!(digest([("a", "wx", vec![])]), digest([("aw", "x", vec![])]));
+    }
+
+    #[test]
+    fn freshness_over_synced_types() {
+        let index = Index::default();
+        index.set_max_staleness(std::time::Duration::from_secs(30));
+        let (w, _) = index.get_or_add(&rt("widgets"));
+        let (_g, _) = index.get_or_add(&rt("gadgets"));
+        w.apply(Change::Init, at("12:00:00"));
+        w.apply(Change::InitDone, at("12:00:00"));
+        let now = Instant::now();
+        assert_eq!(index.freshness(now).stale, 0);
+        assert_eq!(index.syncing(), vec![rt("gadgets")]);
+        let later = now + std::time::Duration::from_secs(31);
+        let f = index.freshness(later);
+        assert_eq!(f.stale, 1);
+        assert!(f.oldest_confirmation >= std::time::Duration::from_secs(31));
+        w.apply(Change::Bookmark, at("12:00:31"));
+        assert_eq!(index.freshness(Instant::now()).stale, 0);
     }
 
     async fn until(what: &str, check: impl Fn() -> bool) {

@@ -47,6 +47,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let config = effective.config.clone();
     let client = args.cluster.client().await?;
     let engine = args.cluster.engine(client, ContentSource::Index, &config);
+    engine
+        .gatherer()
+        .set_index_max_staleness(args.index_max_staleness);
     let events = Events::new(
         engine.gatherer().client().clone(),
         std::env::var("POD_NAME").ok(),
@@ -62,6 +65,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 }
                 if let Some(objects) = gatherer.index_objects() {
                     metrics.set_index_objects(objects);
+                }
+                if let Some(f) = gatherer.index_freshness() {
+                    metrics.set_index_freshness(f.oldest_confirmation, f.stale);
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
@@ -80,13 +86,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
             // And the content index: every type synced or failing (a failing type is listed
             // at review time).
+            let mut said = tokio::time::Instant::now();
             while !gatherer.index_ready() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if said.elapsed() >= Duration::from_secs(10) {
+                    said = tokio::time::Instant::now();
+                    let syncing = gatherer.index_syncing();
+                    tracing::info!(
+                        count = syncing.len(),
+                        types = %syncing.iter().take(20).cloned().collect::<Vec<_>>().join(","),
+                        "Not ready: content index types still listing"
+                    );
+                }
             }
             tracing::info!("Cluster facts and content index synced: ready");
             ready.set(true);
         });
     }
+    let gatherer = engine.gatherer().clone();
     let policy: Live<Policy> = policy_of(&config, args.max_warnings).into();
     if let Some(watcher) = watcher {
         spawn_reloader(
@@ -118,11 +135,35 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.admin_listen,
         tls_config,
         server::webhook_router(admission),
-        server::admin_router(ready.clone(), metrics),
+        server::admin_router(ready.clone(), metrics).merge(debug_router(gatherer)),
         ready,
         args.shutdown_delay,
     )
     .await
+}
+
+/// `/debug/index-digest` on the admin listener: per indexed type, its state, the objects held
+/// and a hash of their (namespace, name, finalizers), which a fresh LIST of the type must
+/// reproduce (`nsguard::cluster::index::digest`); and `/debug/index-syncing`, the types still
+/// listing for the first time (what readiness waits for).
+fn debug_router(gatherer: crate::cluster::gather::Gatherer) -> axum::Router {
+    use axum::routing::get;
+    let syncing = gatherer.clone();
+    axum::Router::new()
+        .route(
+            "/debug/index-digest",
+            get(move || {
+                let gatherer = gatherer.clone();
+                async move { axum::Json(gatherer.index_digest().unwrap_or_default()) }
+            }),
+        )
+        .route(
+            "/debug/index-syncing",
+            get(move || {
+                let gatherer = syncing.clone();
+                async move { axum::Json(gatherer.index_syncing()) }
+            }),
+        )
 }
 
 fn policy_of(config: &Config, max_warnings: usize) -> Policy {

@@ -136,6 +136,13 @@ impl Nsguard {
         std::fs::read_to_string(self._dir.path().join("nsguard.log")).unwrap_or_default()
     }
 
+    /// The body of `path` on the admin listener (`/debug/index-digest`), or empty.
+    pub fn admin(&self, path: &str) -> String {
+        http_get(self.admin_port, path)
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
     /// The plain-HTTP admin port: /livez, /readyz, /metrics.
     pub fn admin_port(&self) -> u16 {
         self.admin_port

@@ -334,6 +334,55 @@ async fn dry_runs_denied(client: &Client, ns: &str, n: usize) -> Result<(Vec<f64
     Ok((out, denied))
 }
 
+/// The tail nsguard adds, measured so that the machine's noise cancels: dry runs of deleting
+/// `guarded` (selected by nsguard's webhook) and `bare` (not selected) sent alternately, one
+/// after another, `n` of each per round, `rounds` rounds; each round's p99(with) - p99(without),
+/// in ms. Both namespaces see the same moments of the machine, so a slow second (another
+/// build, the API server's GC) lands on both sides instead of on one.
+async fn interleaved_p99_deltas(
+    client: &Client,
+    guarded: &str,
+    bare: &str,
+    n: usize,
+    rounds: usize,
+) -> Result<Vec<f64>> {
+    let mut deltas = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let (mut with, mut without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            with.extend(dry_runs(client, guarded, 1).await?);
+            without.extend(dry_runs(client, bare, 1).await?);
+        }
+        deltas.push(percentiles(with)[2] - percentiles(without)[2]);
+    }
+    Ok(deltas)
+}
+
+/// The median of `v` and its spread (min, max).
+fn median_spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => (f64::NAN, f64::NAN, f64::NAN),
+        len => (v[len / 2], v[0], v[len - 1]),
+    }
+}
+
+/// The index's heap per object at 250k, 500k and 1M objects, measured in-process by the
+/// `nsguard-index-memory` binary beside this one (its JSON lines).
+fn index_memory(bin_dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let out = Command::new(bin_dir.join("nsguard-index-memory"))
+        .output()
+        .context("running nsguard-index-memory")?;
+    if !out.status.success() {
+        bail!("nsguard-index-memory failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
 /// Seed 004's method: list every namespaced type with kubectl, one process per type.
 fn kubectl_loop(cluster: &LocalCluster, ns: &str) -> Result<f64> {
     let path = format!(
@@ -583,7 +632,13 @@ async fn scale(
     .await?;
     let mut steps = Vec::new();
     let mut have = 0;
-    for objects in [25_000, 50_000, 100_000] {
+    // `make bench-scale` goes further (NSGUARD_BENCH_SCALE_STEPS=250000,500000,1000000).
+    let sizes: Vec<usize> = std::env::var("NSGUARD_BENCH_SCALE_STEPS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![25_000, 50_000, 100_000]);
+    for objects in sizes {
         eprintln!("bench: scale: {objects} objects");
         scale_objects(client, have, objects, crds, NAMESPACES).await?;
         have = objects;
@@ -708,6 +763,20 @@ async fn main() -> Result<()> {
         }
     }
 
+    // The tail, interleaved: the bench namespace (200 CRDs, 5,000 objects) selected by
+    // nsguard against an empty one that is not.
+    eprintln!("bench: dry-run p99 with and without nsguard, interleaved");
+    label(&client, BENCH_NS, Some("guarded")).await?;
+    create_namespace(&client, "bench-bare", false).await?;
+    dry_runs(&client, BENCH_NS, 10).await?;
+    let rounds: usize = std::env::var("NSGUARD_BENCH_TAIL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let deltas = interleaved_p99_deltas(&client, BENCH_NS, "bench-bare", n, rounds).await?;
+    label(&client, BENCH_NS, None).await?;
+    let memory = index_memory(bin.parent().context("the binary's directory")?)?;
+
     eprintln!("bench: the API cost of a deny");
     let deny = deny_cost(&client, &guard, n).await?;
     // Start-up at 200 CRDs and 5,000 objects: a fresh nsguard, timed to ready.
@@ -727,6 +796,7 @@ async fn main() -> Result<()> {
         "\nnsguard's resident memory when idle and synced, before the storms: {idle_rss:.0} MiB; the RSS column is measured after the storms."
     );
     table.push_str(&render_more(&deny, ready_s, &scale_steps, n));
+    table.push_str(&render_tail_and_memory(&deltas, n, &memory));
     print!("{table}");
     let doc = format!(
         "# Benchmarks\n\nThe latest `make bench` run: {} on {}; Kubernetes v1.36.3 and etcd v3.6.16 built from upstream, all on loopback; nsguard built with `--release`. The whole run took {:.0} s.\n\nHow it measures, and what the numbers mean, is in `crates/bench/src/main.rs` and below the table.\n\n{table}\n{}",
@@ -740,7 +810,22 @@ async fn main() -> Result<()> {
     }
     std::fs::write(&output, doc)?;
     eprintln!("bench: wrote {}", output.display());
-    let summary = summary(&rows, &storm, n, idle_rss, &deny, ready_s, &scale_steps);
+    let mut summary = summary(&rows, &storm, n, idle_rss, &deny, ready_s, &scale_steps);
+    let (median, low, high) = median_spread(&deltas);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let largest_step = scale_steps.iter().max_by_key(|st| st.objects);
+    let extra = serde_json::json!({
+        "dry_run_p99_delta_ms": round(median),
+        "dry_run_p99_delta_ms_spread": [round(low), round(high)],
+        "dry_run_p99_delta_rounds": deltas.len(),
+        "bytes_per_object": memory.last().and_then(|m| m.get("bytes_per_object").cloned()),
+        "bytes_per_object_at_objects": memory.last().and_then(|m| m.get("objects").cloned()),
+        "scale_objects_max": largest_step.map(|st| st.objects),
+        "ready_s_at_scale_max": largest_step.map(|st| round(st.ready_s)),
+    });
+    if let (Some(into), Some(from)) = (summary.as_object_mut(), extra.as_object()) {
+        into.extend(from.clone());
+    }
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
     eprintln!("bench: wrote {}", path.display());
@@ -793,6 +878,40 @@ fn summary(
             "api_calls_per_allow": number(st.requests),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The interleaved tail and the index's memory per object.
+fn render_tail_and_memory(deltas: &[f64], n: usize, memory: &[serde_json::Value]) -> String {
+    let mut s = String::new();
+    let (median, low, high) = median_spread(deltas);
+    let _ = writeln!(
+        s,
+        "\n### Dry-run tail, interleaved\n\n{} rounds of {n} dry runs of deleting the bench namespace (200 CRDs, 5,000 objects, selected by nsguard) alternating one by one with dry runs of deleting an empty namespace nsguard does not select. p99(with) - p99(without) per round: {}; median {median:.1} ms, spread {low:.1} to {high:.1} ms (target ≤ +3 ms).",
+        deltas.len(),
+        deltas
+            .iter()
+            .map(|d| format!("{d:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !memory.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### The index's memory per object\n\nMeasured in-process by `nsguard-index-memory` (a counting allocator; the index built through the same path as a watch's list; 2,000 namespaces, 300 types, 20-character names, two labels from 50 sets, one object in ten with a finalizer). *former* is the same objects in the layout before interning. *bare*: the objects as this bench's scale world creates them (seven-character names, no labels, no finalizers).\n\n| objects | bytes per object | former | bare | bare, former |\n|---:|---:|---:|---:|---:|"
+        );
+        for m in memory {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                m["objects"],
+                m["bytes_per_object"],
+                m["former_bytes_per_object"],
+                m["bare_bytes_per_object"],
+                m["bare_former_bytes_per_object"]
+            );
+        }
+    }
+    s
 }
 
 /// The deny, start-up and scale tables.

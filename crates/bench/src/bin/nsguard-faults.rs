@@ -699,6 +699,184 @@ async fn index_types(guard: &Nsguard) -> (f64, f64, f64) {
     (state("synced"), state("syncing"), state("failing"))
 }
 
+/// The index against the truth, after the faults.
+struct Truth {
+    /// Types and objects in the last comparison.
+    types: usize,
+    objects: u64,
+    /// Seconds from the last change (the CRD deleted) until every type's digest equalled a
+    /// fresh LIST of it; `None`: never within the deadline.
+    equal_s: Option<f64>,
+    /// The types that differed in the last comparison, if any.
+    differing: Vec<String>,
+    /// The added CRD's type was in the index (with its objects), the removed one was not.
+    added_seen: bool,
+    removed_gone: bool,
+}
+
+const TRUTH_DEADLINE: Duration = Duration::from_secs(120);
+
+fn truth_crd(group: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: gadgets, singular: gadget, kind: Gadget, listKind: GadgetList}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+"
+    )
+}
+
+fn kubectl(cluster: &LocalCluster, args: &[&str]) -> Result<()> {
+    let status = cluster.kubectl().args(args).status()?;
+    if !status.success() {
+        bail!("kubectl {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Scenario c, after the restart: CRDs added and removed while nsguard runs, objects created
+/// and a finalizer added and removed; then nsguard's `/debug/index-digest` is compared with a
+/// fresh LIST of every type it indexes until they agree (or the deadline passes).
+async fn scenario_truth(cluster: &LocalCluster, client: &Client, guard: &Nsguard) -> Result<Truth> {
+    let (added, removed) = ("truth-added.nsguard.bench", "truth-removed.nsguard.bench");
+    cluster.apply(&truth_crd(removed))?;
+    cluster.apply(&truth_crd(added))?;
+    for group in [added, removed] {
+        kubectl(
+            cluster,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/gadgets.{group}"),
+            ],
+        )?;
+    }
+    for i in 0..5 {
+        cluster.apply(&format!(
+            "apiVersion: {added}/v1\nkind: Gadget\nmetadata:\n  name: g{i}\n  namespace: {PROBE}\n"
+        ))?;
+    }
+    cluster.apply(&format!(
+        "apiVersion: {removed}/v1\nkind: Gadget\nmetadata:\n  name: r0\n  namespace: {PROBE}\n"
+    ))?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), PROBE);
+    let mut held = ConfigMap::default();
+    held.metadata.name = Some("held".into());
+    held.metadata.finalizers = Some(vec!["nsguard.bench/hold".into()]);
+    configmaps.create(&PostParams::default(), &held).await?;
+    // The removed type is watched before it goes: wait until the index lists it.
+    let until = Instant::now() + TRUTH_DEADLINE;
+    while !get(guard.admin, "/debug/index-digest")
+        .await
+        .is_some_and(|(_, b)| b.contains(&format!("gadgets.{removed}")))
+    {
+        if Instant::now() > until {
+            bail!("nsguard never indexed gadgets.{removed}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    configmaps
+        .patch(
+            "held",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    kubectl(
+        cluster,
+        &[
+            "delete",
+            "crd",
+            &format!("gadgets.{removed}"),
+            "--wait=true",
+        ],
+    )?;
+    let changed = Instant::now();
+    let mut last = Vec::new();
+    let mut equal_s = None;
+    while changed.elapsed() < TRUTH_DEADLINE {
+        if let Some((200, body)) = get(guard.admin, "/debug/index-digest").await {
+            last = nsguard_bench::compare_index(client, &body).await?;
+            let has = |name: &str| last.iter().any(|c| c.resource == name);
+            if last.iter().all(|c| c.equal() && c.state == "synced")
+                && has(&format!("gadgets.{added}"))
+                && !has(&format!("gadgets.{removed}"))
+            {
+                equal_s = Some(changed.elapsed().as_secs_f64());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = configmaps.delete("held", &DeleteParams::default()).await;
+    let _ = kubectl(cluster, &["delete", "crd", &format!("gadgets.{added}")]);
+    Ok(Truth {
+        types: last.len(),
+        objects: last.iter().map(|c| c.list.0).sum(),
+        equal_s,
+        differing: last
+            .iter()
+            .filter(|c| !c.equal() || c.state != "synced")
+            .map(|c| {
+                format!(
+                    "{} ({}: index {} objects, LIST {})",
+                    c.resource, c.state, c.index.0, c.list.0
+                )
+            })
+            .collect(),
+        added_seen: last
+            .iter()
+            .any(|c| c.resource == format!("gadgets.{added}") && c.index.0 == 5),
+        removed_gone: !last
+            .iter()
+            .any(|c| c.resource == format!("gadgets.{removed}")),
+    })
+}
+
+fn render_truth(t: &Truth) -> String {
+    let mut s = String::from(
+        "### The index against the truth, after the faults\n\nAfter the API server restart (its watches broken, every type listed again), while nsguard keeps running: one CRD added (5 objects), one added then deleted with an object in it, a ConfigMap created with a finalizer that is then removed. Then nsguard's `/debug/index-digest` (per type: objects held and a hash of every (namespace, name, finalizers)) is compared with a fresh LIST of every type it indexes, every 0.5 s until they agree.\n\n| | measured |\n|---|---|\n",
+    );
+    let _ = writeln!(
+        s,
+        "| index equal to a fresh LIST of every type | {} |",
+        match t.equal_s {
+            Some(secs) => format!(
+                "yes, {} types and {} objects, {secs:.1} s after the CRD was deleted",
+                t.types, t.objects
+            ),
+            None => format!(
+                "**no** after {} s: {}",
+                TRUTH_DEADLINE.as_secs(),
+                t.differing.join(", ")
+            ),
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| the added CRD indexed with its 5 objects | {} |",
+        if t.added_seen { "yes" } else { "**no**" }
+    );
+    let _ = writeln!(
+        s,
+        "| the deleted CRD gone from the index | {} |",
+        if t.removed_gone { "yes" } else { "**no**" }
+    );
+    s
+}
+
 /// Scenario b: kube-apiserver restarted in place when about half the storm's reviews are
 /// answered.
 async fn scenario_restart(
@@ -1092,6 +1270,8 @@ async fn main() -> Result<()> {
     let kill = scenario_kill(&cluster, &client, &mut guard, n, timeout_s).await?;
     eprintln!("faults: storm of {n} with kube-apiserver restarted mid-storm");
     let restart = scenario_restart(&mut cluster, &client, &guard, n, timeout_s).await?;
+    eprintln!("faults: the index against fresh LISTs, CRDs added and removed");
+    let truth = scenario_truth(&cluster, &client, &guard).await?;
 
     let bin_dir = LocalCluster::bin_dir()?;
     let versions = bin_dir
@@ -1109,6 +1289,8 @@ async fn main() -> Result<()> {
     body.push_str(&render(&webhook, &baseline, &kill, &restart, timeout_s));
     body.push('\n');
     body.push_str(&reading(&kill, &restart, &baseline));
+    body.push('\n');
+    body.push_str(&render_truth(&truth));
     body.push('\n');
     body.push_str(&notes(&webhook));
     print!("{body}");
