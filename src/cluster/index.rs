@@ -705,6 +705,23 @@ async fn list_all(api: &Api<DynamicObject>) -> Result<(Vec<Entry>, String), kube
     }
 }
 
+/// Applies `change` if the index is still wanted; `false` when it is not (the task ends).
+fn tell(index: &std::sync::Weak<TypeIndex>, change: Change) -> bool {
+    match index.upgrade() {
+        Some(t) => {
+            t.apply(change, Timestamp::now());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Backs off, and at least as long as a 429 `asked`.
+async fn pause(backoff: &mut watcher::DefaultBackoff, asked: Option<std::time::Duration>) {
+    let next = backoff.next().unwrap_or(std::time::Duration::from_secs(30));
+    tokio::time::sleep(next.max(asked.unwrap_or_default())).await
+}
+
 /// Runs the list-watch of one type into its index until the index is dropped from [`Index`]
 /// (the task holds only a weak reference) or the task is aborted.
 ///
@@ -734,26 +751,6 @@ pub async fn run(
         ..Default::default()
     }
     .timeout(WATCH_TIMEOUT_S);
-    // Applies a change if the index is still wanted; otherwise the task ends.
-    macro_rules! tell {
-        ($change:expr) => {
-            match index.upgrade() {
-                Some(t) => t.apply($change, Timestamp::now()),
-                None => return,
-            }
-        };
-    }
-    // Backs off, and at least as long as a 429 asked.
-    macro_rules! pause {
-        () => {
-            pause!(None)
-        };
-        ($asked:expr) => {{
-            let next = backoff.next().unwrap_or(std::time::Duration::from_secs(30));
-            let asked: Option<std::time::Duration> = $asked;
-            tokio::time::sleep(next.max(asked.unwrap_or_default())).await
-        }};
-    }
     'list: loop {
         let listed = {
             let _permit = gate.acquire().await;
@@ -772,8 +769,10 @@ pub async fn run(
             }
             Err(error) => {
                 tracing::debug!(%error, resource = %r.group_resource(), "Index list failed");
-                tell!(failed_of(&error));
-                pause!(retry_after(&error));
+                if !tell(&index, failed_of(&error)) {
+                    return;
+                }
+                pause(&mut backoff, retry_after(&error)).await;
                 continue 'list;
             }
         };
@@ -788,25 +787,31 @@ pub async fn run(
             let stream = match started {
                 Ok(stream) => stream,
                 Err(error) if gone(&error) => {
-                    tell!(expired());
+                    if !tell(&index, expired()) {
+                        return;
+                    }
                     continue 'list;
                 }
                 Err(error) => {
                     tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
-                    tell!(failed_of(&error));
-                    pause!(retry_after(&error));
+                    if !tell(&index, failed_of(&error)) {
+                        return;
+                    }
+                    pause(&mut backoff, retry_after(&error)).await;
                     broken = true;
                     continue;
                 }
             };
-            tell!(Change::Resumed);
+            if !tell(&index, Change::Resumed) {
+                return;
+            }
             // After an error (the API server restarted, a 429 on the watch start), a watch
             // that starts from the last resourceVersion is replayed every event since: it
             // confirms the index, or every type would be listed at each review until its
             // first bookmark, a minute after every API server restart. A watch started again
             // because it was silent confirms nothing: only an event or a bookmark will.
-            if std::mem::take(&mut broken) {
-                tell!(Change::Bookmark);
+            if std::mem::take(&mut broken) && !tell(&index, Change::Bookmark) {
+                return;
             }
             backoff.reset();
             let mut stream = std::pin::pin!(stream);
@@ -829,35 +834,49 @@ pub async fn run(
                 match event {
                     Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
                         version = o.metadata.resource_version.clone().unwrap_or(version);
-                        tell!(Change::Apply(entry_of(&o)));
+                        if !tell(&index, Change::Apply(entry_of(&o))) {
+                            return;
+                        }
                     }
                     Ok(WatchEvent::Deleted(o)) => {
                         version = o.metadata.resource_version.clone().unwrap_or(version);
-                        tell!(Change::Delete(entry_of(&o)));
+                        if !tell(&index, Change::Delete(entry_of(&o))) {
+                            return;
+                        }
                     }
                     Ok(WatchEvent::Bookmark(b)) => {
                         version = b.metadata.resource_version;
-                        tell!(Change::Bookmark);
+                        if !tell(&index, Change::Bookmark) {
+                            return;
+                        }
                     }
                     // The API server answers an expired resourceVersion with 200 and then
                     // this event: the `Resumed` above was premature, so untrust until listed.
                     Ok(WatchEvent::Error(status)) if status.code == 410 => {
-                        tell!(expired());
+                        if !tell(&index, expired()) {
+                            return;
+                        }
                         continue 'list;
                     }
                     Ok(WatchEvent::Error(status)) => {
-                        tell!(failed_status(&status));
-                        pause!();
+                        if !tell(&index, failed_status(&status)) {
+                            return;
+                        }
+                        pause(&mut backoff, None).await;
                         broken = true;
                         break;
                     }
                     Err(error) if gone(&error) => {
-                        tell!(expired());
+                        if !tell(&index, expired()) {
+                            return;
+                        }
                         continue 'list;
                     }
                     Err(error) => {
-                        tell!(failed_of(&error));
-                        pause!();
+                        if !tell(&index, failed_of(&error)) {
+                            return;
+                        }
+                        pause(&mut backoff, None).await;
                         broken = true;
                         break;
                     }
