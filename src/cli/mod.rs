@@ -257,7 +257,7 @@ pub struct ServeArgs {
     /// How long an indexed type may go without the API server confirming its watch (an event
     /// or a bookmark; the watch cache sends one about every 60 s) before reviews stop reading
     /// it from the index and list it instead.
-    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "10m", value_parser = parse_duration)]
     pub index_max_staleness: Duration,
     /// How often the configuration file (--config) is read again; a changed, valid file is
     /// put in force, an invalid one is reported and the configuration in force stays.
