@@ -24,7 +24,7 @@ use std::sync::Arc;
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
 use serde_json::Value as Json;
 
-use super::admission_request::{Write, run, unevaluable, variables, writes};
+use super::admission_request::{Write, removers, run, unevaluable, variables, writes};
 use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::Facts;
 use crate::facts::admission::{AdmissionPolicy, PolicyBinding};
@@ -201,8 +201,9 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         return Vec::new();
     }
     for c in &facts.namespace.content {
+        let removers = removers(facts, c);
         for o in &c.objects {
-            let writes = writes(facts, c, o);
+            let writes = writes(c, o, &removers);
             for w in &writes {
                 for p in &policies {
                     for b in p.bindings.iter().filter(|b| b.deny) {

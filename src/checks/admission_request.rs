@@ -197,37 +197,46 @@ pub(super) fn run(expr: &Expr, vars: &BTreeMap<&str, Json>) -> Result<cel::Value
         .map_err(|e| format!("evaluating {:?}: {e}", expr.source))
 }
 
-/// The user that removes finalizer `f` from objects of `c`: the built-in controller, or the
-/// live candidate tied to it.
-pub(super) fn remover(facts: &Facts, c: &Content, f: &str) -> Option<String> {
-    if let Some(u) = built_in_remover(f) {
-        return Some(u.to_string());
-    }
-    let rc = facts
-        .namespace
-        .controllers
-        .get(&c.resource.group_resource())?;
-    let expected: Vec<_> = rc.controllers.iter().map(|(e, _)| e).collect();
+/// For each finalizer on the objects of `c`, the user that removes it: the built-in controller,
+/// or the live candidate tied to it (`None`: nsguard does not know who). Computed once per type.
+pub(super) fn removers(facts: &Facts, c: &Content) -> BTreeMap<String, Option<String>> {
     let mut names: Vec<&str> = c
         .objects
         .iter()
         .flat_map(|o| o.finalizers.iter().map(String::as_str))
-        .filter(|x| !finalizers::is_built_in(x))
         .collect();
     names.sort_unstable();
     names.dedup();
-    let at = names.iter().position(|x| *x == f)?;
-    let t = ties(&expected, &names, &c.resource.group);
-    t[at].iter().find_map(|i| match &rc.controllers[*i] {
-        (e, Liveness::Live(_)) => match &e.identity {
-            Identity::ServiceAccount { namespace, name } => {
-                Some(format!("system:serviceaccount:{namespace}:{name}"))
-            }
-            Identity::ControlPlane { name } => Some(name.clone()),
-            Identity::ServiceAccounts { .. } => None,
-        },
-        _ => None,
-    })
+    let (built_in, custom): (Vec<&str>, Vec<&str>) =
+        names.into_iter().partition(|f| finalizers::is_built_in(f));
+    let mut out: BTreeMap<String, Option<String>> = built_in
+        .iter()
+        .map(|f| (f.to_string(), built_in_remover(f).map(str::to_string)))
+        .collect();
+    let rc = facts
+        .namespace
+        .controllers
+        .get(&c.resource.group_resource());
+    let tied = rc.map(|rc| {
+        let expected: Vec<_> = rc.controllers.iter().map(|(e, _)| e).collect();
+        ties(&expected, &custom, &c.resource.group)
+    });
+    for (at, f) in custom.iter().enumerate() {
+        let user = rc.zip(tied.as_ref()).and_then(|(rc, t)| {
+            t[at].iter().find_map(|i| match &rc.controllers[*i] {
+                (e, Liveness::Live(_)) => match &e.identity {
+                    Identity::ServiceAccount { namespace, name } => {
+                        Some(format!("system:serviceaccount:{namespace}:{name}"))
+                    }
+                    Identity::ControlPlane { name } => Some(name.clone()),
+                    Identity::ServiceAccounts { .. } => None,
+                },
+                _ => None,
+            })
+        });
+        out.insert(f.to_string(), user);
+    }
+    out
 }
 
 /// The variables CEL sees for write `w`: `object`, `oldObject`, `request`, `namespaceObject`,
@@ -258,8 +267,12 @@ pub(super) fn variables(facts: &Facts, w: &Write<'_>) -> BTreeMap<&'static str, 
 }
 
 /// The writes the deletion needs of object `o` of `c`: the namespace controller's DELETE,
-/// and each finalizer's removal by its remover.
-pub(super) fn writes<'a>(facts: &Facts, c: &'a Content, o: &'a ObjectFacts) -> Vec<Write<'a>> {
+/// and each finalizer's removal by its remover (`removers` of `c`).
+pub(super) fn writes<'a>(
+    c: &'a Content,
+    o: &'a ObjectFacts,
+    removers: &BTreeMap<String, Option<String>>,
+) -> Vec<Write<'a>> {
     let mut out = vec![Write {
         blocks: Blocks::Delete,
         what: "the namespace controller's DELETE".into(),
@@ -273,7 +286,7 @@ pub(super) fn writes<'a>(facts: &Facts, c: &'a Content, o: &'a ObjectFacts) -> V
         out.push(Write {
             blocks: Blocks::RemoveFinalizer,
             what: format!("the removal of finalizer {f}"),
-            user: remover(facts, c, f),
+            user: removers.get(f).cloned().flatten(),
             operation: "UPDATE",
             content: c,
             object: o,

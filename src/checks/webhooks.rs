@@ -300,6 +300,7 @@ fn intercepted_all<'f>(
             }
             let mut objects = 0;
             let mut may: Option<String> = None;
+            let mut removers = None;
             for o in &c.objects {
                 if !super::selector_matches(hook.object_selector, &o.labels)
                     || (write == Write::RemoveFinalizer && o.finalizers.is_empty())
@@ -310,7 +311,11 @@ fn intercepted_all<'f>(
                     objects += 1;
                     continue;
                 }
-                let requests = admission_request::writes(facts, c, o);
+                let requests = admission_request::writes(
+                    c,
+                    o,
+                    removers.get_or_insert_with(|| admission_request::removers(facts, c)),
+                );
                 let wanted = requests.iter().filter(|r| match write {
                     Write::Delete => r.finalizer.is_none(),
                     Write::RemoveFinalizer => r.finalizer.is_some(),
