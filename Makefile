@@ -9,6 +9,8 @@ HELM := tests/helm/build.sh
 TEST_THREADS ?= 2
 # Decisions per measurement in `make bench`.
 BENCH_DECISIONS ?= 200
+# Objects at each step of `make bench-scale`.
+SCALE_STEPS ?= 250000,500000,1000000
 # Namespaces per deletion storm in `make faults`.
 FAULTS_NAMESPACES ?= 200
 # Generated and mutated AdmissionReviews in `make fuzz` (`make test` runs 2000).
@@ -75,44 +77,10 @@ bench:
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)
 
-## bench-scale: `make bench` with the scale steps at 250,000, 500,000 and 1,000,000 objects (hours, and most of the machine's memory)
+## bench-scale: only the scale report, at SCALE_STEPS objects (default 250,000, 500,000 and 1,000,000; an hour or more, and much of the machine's memory); writes docs/benchmarks-scale.md and .json
 bench-scale:
-	NSGUARD_BENCH_SCALE_STEPS=250000,500000,1000000 $(MAKE) bench
-
-## faults: nsguard killed, then kube-apiserver restarted, in the middle of a deletion storm on the local control plane (not a test); writes the figures into docs/reliability.md
-faults:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
-	cargo build -q --release -p nsguard -p nsguard-bench --bin nsguard --bin nsguard-faults; \
-	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_FAULTS_DATE=$$(date -u +%F) \
-	  target/release/nsguard-faults target/release/nsguard docs/reliability.md $(FAULTS_NAMESPACES)
-
-
-## dist: this machine's release archive (binary, LICENSE, README, completions) into target/dist/, with SHA256SUMS and the krew manifest generated from them (the release workflow builds the other platforms)
-dist:
-	cargo build --release --locked --bin nsguard
-	target=$$(rustc -vV | sed -n 's/^host: //p'); \
-	bash deploy/release/dist.sh $$target target/release/nsguard $(DIST)
-	version=$$(target/release/nsguard --version | cut -d' ' -f2); \
-	bash deploy/krew/generate.sh $$version $(DIST)/SHA256SUMS > $(DIST)/nsguard.krew.yaml
-	cat $(DIST)/SHA256SUMS
-
-## chart-package: the chart's archive (nsguard-CHARTVERSION.tgz) into target/dist/, and SHA256SUMS
-chart-package:
-	helm=$$(bash $(HELM) | tail -n 1); \
-	$$helm lint --strict charts/nsguard; \
-	$$helm package charts/nsguard -d $(DIST)
-	bash deploy/release/checksums.sh $(DIST)
-	cat $(DIST)/SHA256SUMS
-
-## chart-readme: regenerate the values table of charts/nsguard/README.md from values.yaml's comments
-chart-readme:
-	NSGUARD_BLESS=1 cargo test -q --test packaging the_chart_readme_is_current
-
-## actionlint: lint .github/workflows with actionlint (built from its Go module, cached)
-actionlint:
-	bin=$$(bash tests/actionlint/build.sh | tail -n 1); $$bin -color
-
-## promtool: check the alert rules and run their unit tests with promtool (built from its Go module, cached)
-promtool:
-	bin=$$(bash tests/promtool/build.sh | tail -n 1); \
-	cd deploy/prometheus && $$bin check rules nsguard-rules.yaml && $$bin test rules nsguard-rules.test.yaml
+	cargo build -q --release --workspace --bins; \
+	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) NSGUARD_BENCH_ONLY_SCALE=1 \
+	  NSGUARD_BENCH_SCALE_STEPS=$(SCALE_STEPS) \
+	  target/release/nsguard-bench target/release/nsguard docs/benchmarks-scale.md $(BENCH_DECISIONS)

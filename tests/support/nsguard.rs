@@ -3,10 +3,10 @@
 //! sees namespaces carrying its own label (objectSelector), so tests run side by side.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use localcluster::{LocalCluster, free_port, http_get, random_suffix};
+use localcluster::nsguard::{Nsguard as Launched, Tls};
+use localcluster::{LocalCluster, random_suffix};
 
 use super::{eventually, kubectl};
 
@@ -15,39 +15,21 @@ pub const GUARD_LABEL: &str = "nsguard.io/e2e-guard";
 
 /// A running nsguard and its webhook registration.
 pub struct Nsguard {
-    child: Child,
+    process: Launched,
     cluster: &'static LocalCluster,
-    admin_port: u16,
     /// The HTTPS port serving `/validate`.
     pub port: u16,
     /// The value of [`GUARD_LABEL`] this instance handles.
     pub id: String,
     config_name: String,
     _dir: tempfile::TempDir,
-    _pki: Option<tempfile::TempDir>,
 }
 
 impl Nsguard {
     /// Starts nsguard with `args` (e.g. `--mode=warn`) and a serving pair from the cluster
     /// CA, and waits until the API server calls it.
     pub async fn start(cluster: &'static LocalCluster, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let pair = cluster
-            .ca()
-            .issue_server(
-                "nsguard",
-                &["localhost".into()],
-                &["127.0.0.1".parse().unwrap()],
-                1,
-            )
-            .unwrap();
-        std::fs::write(dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
-        std::fs::write(dir.path().join("tls.key"), &pair.key_pem).unwrap();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        let mut guard =
-            Self::start_with_certs(cluster, &cert, &key, &cluster.ca().ca_bundle(), args).await;
-        guard._pki = Some(dir);
-        guard
+        Self::launch(cluster, Tls::FromClusterCa, &cluster.ca().ca_bundle(), args).await
     }
 
     /// Starts nsguard serving `cert`/`key`, registered with `ca_bundle`.
@@ -58,49 +40,48 @@ impl Nsguard {
         ca_bundle: &str,
         args: &[&str],
     ) -> Self {
+        Self::launch(cluster, Tls::Files { cert, key }, ca_bundle, args).await
+    }
+
+    async fn launch(
+        cluster: &'static LocalCluster,
+        tls: Tls<'_>,
+        ca_bundle: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port().unwrap();
-        let admin_port = free_port().unwrap();
-        // As installed: nsguard's own ServiceAccount with the manifests' RBAC (so API Priority
-        // and Fairness applies to it too), not the admin.
-        let kubeconfig = cluster
-            .nsguard_kubeconfig()
-            .expect("nsguard's ServiceAccount kubeconfig");
-        let child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
-            .arg("serve")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
-            .arg(format!("--tls-cert={}", cert.display()))
-            .arg(format!("--tls-key={}", key.display()))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg("--shutdown-delay=0s")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("nsguard.log")).unwrap())
-            .spawn()
-            .expect("starting nsguard");
+        let extra: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut process = Launched::new(
+            cluster,
+            Path::new(env!("CARGO_BIN_EXE_nsguard")),
+            dir.path(),
+            "nsguard",
+            tls,
+            &extra,
+        )
+        .expect("preparing nsguard");
+        process
+            .start(Duration::from_secs(60))
+            .await
+            .expect("nsguard /readyz");
         let id = random_suffix();
         let guard = Self {
-            child,
+            port: process.port(),
+            process,
             cluster,
-            admin_port,
-            port,
             config_name: format!("nsguard-e2e-{id}"),
             id,
             _dir: dir,
-            _pki: None,
         };
-        eventually("nsguard /readyz", Duration::from_secs(60), || async {
-            Ok(http_get(admin_port, "/readyz").filter(|(c, _)| *c == 200))
-        })
-        .await;
-        let config = localcluster::namespace_delete_webhook(
-            &guard.config_name,
-            &format!("https://127.0.0.1:{port}/validate"),
-            &format!("{{matchLabels: {{\"{GUARD_LABEL}\": \"{}\"}}}}", guard.id),
-            ca_bundle,
-        );
-        kubectl(cluster, &["apply", "-f", "-"], Some(&config)).unwrap();
+        guard
+            .process
+            .register(
+                cluster,
+                &guard.config_name,
+                &format!("{{matchLabels: {{\"{GUARD_LABEL}\": \"{}\"}}}}", guard.id),
+                ca_bundle,
+            )
+            .unwrap();
         // The API server picks webhook configurations up asynchronously: wait until a server
         // dry run of a probe namespace's deletion reaches nsguard.
         let probe = format!("probe-{}", guard.id);
@@ -133,26 +114,22 @@ impl Nsguard {
 
     /// What nsguard has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("nsguard.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// The body of `path` on the admin listener (`/debug/index-digest`), or empty.
     pub fn admin(&self, path: &str) -> String {
-        http_get(self.admin_port, path)
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        self.process.admin(path)
     }
 
     /// The plain-HTTP admin port: /livez, /readyz, /metrics.
     pub fn admin_port(&self) -> u16 {
-        self.admin_port
+        self.process.admin_port()
     }
 
     /// The metrics text.
     pub fn metrics(&self) -> String {
-        http_get(self.admin_port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        self.process.metrics()
     }
 
     /// Reviews counted so far, all decisions.
@@ -171,8 +148,7 @@ impl Nsguard {
 
     /// Stops nsguard, leaving its webhook registered (to show `failurePolicy: Ignore`).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 

@@ -27,7 +27,8 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client};
-use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
+use localcluster::nsguard::{Nsguard as Launched, Tls};
+use localcluster::{LocalCluster, workspace_root};
 use nsguard_bench::{create_all, machine, scrape, sum};
 
 const GUARD: &str = "nsguard.io/bench";
@@ -87,6 +88,27 @@ struct ScaleStep {
     rss_mib: f64,
     inside: [f64; 3],
     requests: f64,
+    /// One nsguard starting: what it cost the API server.
+    startup: Startup,
+    /// Three replicas starting at once, as a rollout of a three-replica Deployment does.
+    startup3: Startup,
+}
+
+/// What nsguard replicas starting at once cost: time to ready and to a full index, the API
+/// server's requests (less its background rate) and its and etcd's memory meanwhile.
+#[derive(Clone, Copy)]
+struct Startup {
+    replicas: usize,
+    /// The slowest replica's process start to `/readyz` 200.
+    ready_s: f64,
+    /// The slowest replica's process start to every object indexed.
+    synced_s: f64,
+    requests: f64,
+    lists: f64,
+    watches: f64,
+    apiserver_rss_before_mib: f64,
+    apiserver_rss_peak_mib: f64,
+    etcd_rss_peak_mib: f64,
 }
 
 /// The API cost and latency of a deny.
@@ -135,81 +157,50 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// nsguard as `make bench` runs it: enforcing, registered for the namespaces labelled
+/// [`GUARD`], started by the shared launcher.
 struct Nsguard {
-    child: std::process::Child,
-    admin: u16,
-    log: PathBuf,
+    process: Launched,
     /// Seconds from the process start to `/readyz` answering 200.
     ready_s: f64,
 }
 
 impl Nsguard {
     async fn start(cluster: &LocalCluster, bin: &Path, dir: &Path) -> Result<Self> {
-        let pair = cluster.ca().issue_server(
-            "nsguard",
-            &["localhost".into()],
-            &["127.0.0.1".parse()?],
-            1,
-        )?;
-        std::fs::write(dir.join("tls.crt"), &pair.cert_pem)?;
-        std::fs::write(dir.join("tls.key"), &pair.key_pem)?;
-        let (port, admin) = (free_port()?, free_port()?);
-        let log = dir.join("nsguard.log");
-        // As installed: nsguard's own ServiceAccount with the manifests' RBAC.
-        let kubeconfig = cluster.nsguard_kubeconfig()?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("--mode=enforce")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .arg(format!("--tls-cert={}", dir.join("tls.crt").display()))
-            .arg(format!("--tls-key={}", dir.join("tls.key").display()))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg("--shutdown-delay=0s")
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let spawned = Instant::now();
-        let until = spawned + Duration::from_secs(600);
-        while !http_ok(admin, "/readyz") {
-            if Instant::now() > until {
-                bail!("nsguard not ready; see {}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let ready_s = spawned.elapsed().as_secs_f64();
-        cluster.apply(&localcluster::namespace_delete_webhook(
+        let mut process = launcher(cluster, bin, dir, "nsguard")?;
+        let ready_s = process.start(Duration::from_secs(600)).await?.as_secs_f64();
+        process.register(
+            cluster,
             "nsguard-bench",
-            &format!("https://127.0.0.1:{port}/validate"),
             &format!("{{matchLabels: {{\"{GUARD}\": guarded}}}}"),
             &cluster.ca().ca_bundle(),
-        ))?;
-        Ok(Self {
-            child,
-            admin,
-            log,
-            ready_s,
-        })
+        )?;
+        Ok(Self { process, ready_s })
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid().unwrap_or(0)
     }
 
     fn metric(&self, name: &str, filter: &str) -> f64 {
-        let text = http_get(self.admin, "/metrics").map(|(_, body)| body);
-        sum(&text.unwrap_or_default(), name, filter)
+        sum(&self.process.metrics(), name, filter)
     }
 
     fn log_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.process.log().lines().map(str::to_string).collect()
     }
 }
 
-impl Drop for Nsguard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An enforcing `nsguard serve` named `name` (its log `<dir>/<name>.log`), not yet started.
+fn launcher(cluster: &LocalCluster, bin: &Path, dir: &Path, name: &str) -> Result<Launched> {
+    Launched::new(
+        cluster,
+        bin,
+        dir,
+        name,
+        Tls::FromClusterCa,
+        &["--mode=enforce".to_string()],
+    )
 }
 
 /// The `duration_ms` of decisions on `ns` in log lines after `from`.
@@ -482,7 +473,7 @@ async fn storm_run(
             "",
         ) - before_errors) as u64,
         requests: sum(&apiserver, "apiserver_request_total", "") - before_requests,
-        peak_rss_mib: peak_rss_mib(guard.child.id()),
+        peak_rss_mib: peak_rss_mib(guard.pid()),
     })
 }
 
@@ -560,7 +551,7 @@ async fn decisions_on(client: &Client, guard: &Nsguard, ns: &str, n: usize) -> R
     let (guarded, denied) = dry_runs_denied(client, ns, n).await?;
     let guarded_requests = api_requests(client).await? - before;
     let inside = inside_durations(&guard.log_lines(), from, ns);
-    let rss_mib = rss_mib(guard.child.id());
+    let rss_mib = rss_mib(guard.pid());
     label(client, ns, None).await?;
     let before = api_requests(client).await?;
     let bare = dry_runs(client, ns, n).await?;
@@ -609,6 +600,94 @@ async fn scale_objects(
     .await
 }
 
+/// Starts `replicas` nsguards at once and waits until each is ready and indexes at least
+/// `objects` objects; measures what that cost the API server (requests less the background
+/// rate measured just before, its and etcd's peak memory sampled every 100 ms).
+async fn start_replicas(
+    cluster: &LocalCluster,
+    client: &Client,
+    bin: &Path,
+    dir: &Path,
+    replicas: usize,
+    objects: usize,
+) -> Result<(Vec<Launched>, Startup)> {
+    let counts = async || -> Result<[f64; 3]> {
+        let text = scrape(client, "/metrics").await?;
+        Ok([
+            sum(&text, "apiserver_request_total", ""),
+            sum(&text, "apiserver_request_total", "verb=\"LIST\""),
+            sum(&text, "apiserver_request_total", "verb=\"WATCH\""),
+        ])
+    };
+    // The background: what the controllers, the kubelet and this bench ask while idle.
+    let idle = Duration::from_secs(5);
+    let quiet = counts().await?;
+    tokio::time::sleep(idle).await;
+    let before = counts().await?;
+    let background: Vec<f64> = (0..3)
+        .map(|i| (before[i] - quiet[i]) / idle.as_secs_f64())
+        .collect();
+    let pids = [cluster.pid("kube-apiserver"), cluster.pid("etcd")];
+    let apiserver_rss_before_mib = pids[0].map_or(f64::NAN, rss_mib);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = [f64::NAN; 2];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (p, pid) in peak.iter_mut().zip(pids) {
+                    *p = p.max(pid.map_or(f64::NAN, rss_mib));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let mut launched = Vec::new();
+    for r in 0..replicas {
+        let mut l = launcher(cluster, bin, dir, &format!("nsguard-replica-{r}"))?;
+        l.spawn()?;
+        launched.push(l);
+    }
+    let mut ready_s: f64 = 0.0;
+    for l in &mut launched {
+        ready_s = ready_s.max(l.wait_ready(Duration::from_secs(900)).await?.as_secs_f64());
+    }
+    // Every object indexed (the gauge is updated every 5 s).
+    let until = Instant::now() + Duration::from_secs(300);
+    while launched
+        .iter()
+        .any(|l| sum(&l.metrics(), "nsguard_index_objects", "") < objects as f64)
+    {
+        if Instant::now() > until {
+            bail!("nsguard's index short of {objects} objects after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let synced_s = started.elapsed().as_secs_f64();
+    let after = counts().await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the memory sampler panicked"))?;
+    let cost = |i: usize| after[i] - before[i] - background[i] * synced_s;
+    Ok((
+        launched,
+        Startup {
+            replicas,
+            ready_s,
+            synced_s,
+            requests: cost(0),
+            lists: cost(1),
+            watches: cost(2),
+            apiserver_rss_before_mib,
+            apiserver_rss_peak_mib: peak[0],
+            etcd_rss_peak_mib: peak[1],
+        },
+    ))
+}
+
 /// The scale report: a fresh nsguard at each size (start-up to ready, memory once synced, the
 /// objects its index holds) and `n` decisions on one of the namespaces.
 async fn scale(
@@ -642,31 +721,40 @@ async fn scale(
         eprintln!("bench: scale: {objects} objects");
         scale_objects(client, have, objects, crds, NAMESPACES).await?;
         have = objects;
-        let guard = Nsguard::start(cluster, bin, dir).await?;
-        // Memory once the index holds every object (the gauge is updated every 5 s).
-        let until = Instant::now() + Duration::from_secs(120);
-        let mut indexed = guard.metric("nsguard_index_objects", "");
-        while indexed < objects as f64 {
-            if Instant::now() > until {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            indexed = guard.metric("nsguard_index_objects", "");
-        }
-        let rss = rss_mib(guard.child.id());
+        let (mut one, startup) = start_replicas(cluster, client, bin, dir, 1, objects).await?;
+        let process = one.pop().context("one replica")?;
+        process.register(
+            cluster,
+            "nsguard-bench",
+            &format!("{{matchLabels: {{\"{GUARD}\": guarded}}}}"),
+            &cluster.ca().ca_bundle(),
+        )?;
+        let guard = Nsguard {
+            process,
+            ready_s: startup.ready_s,
+        };
+        let indexed = guard.metric("nsguard_index_objects", "");
+        let rss = rss_mib(guard.pid());
         let ns = "scale-0000";
         label(client, ns, Some("guarded")).await?;
         dry_runs(client, ns, 10).await?;
         let d = decisions_on(client, &guard, ns, n).await?;
+        label(client, ns, None).await?;
+        drop(guard);
+        eprintln!("bench: scale: {objects} objects, three replicas at once");
+        let (three, startup3) = start_replicas(cluster, client, bin, dir, 3, objects).await?;
+        drop(three);
         steps.push(ScaleStep {
             objects,
             namespaces: NAMESPACES,
             types,
             indexed,
-            ready_s: guard.ready_s,
+            ready_s: startup.ready_s,
             rss_mib: rss,
             inside: d.inside,
             requests: d.requests,
+            startup,
+            startup3,
         });
     }
     Ok(steps)
@@ -684,6 +772,9 @@ async fn main() -> Result<()> {
             .context("usage: nsguard-bench NSGUARD OUTPUT [DECISIONS]")?,
     );
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
+    if std::env::var("NSGUARD_BENCH_ONLY_SCALE").as_deref() == Ok("1") {
+        return scale_only(&bin, &output, n).await;
+    }
     let dir = workspace_root().join("target/bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -705,7 +796,7 @@ async fn main() -> Result<()> {
         dry_runs(&client, "bench-probe", 1).await?;
     }
 
-    let idle_rss = rss_mib(guard.child.id());
+    let idle_rss = rss_mib(guard.pid());
     let runs: usize = std::env::var("NSGUARD_BENCH_STORMS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -826,13 +917,55 @@ async fn main() -> Result<()> {
     if let (Some(into), Some(from)) = (summary.as_object_mut(), extra.as_object()) {
         into.extend(from.clone());
     }
+    // The last `make bench-scale` run, as recorded beside the docs.
+    let scale_run = workspace_root().join("docs/benchmarks-scale.json");
+    if let (Some(into), Ok(text)) = (summary.as_object_mut(), std::fs::read_to_string(&scale_run)) {
+        into.insert("bench_scale".into(), serde_json::from_str(&text)?);
+    }
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
 }
 
-/// The figures issue 12 asks for, by key; a figure this bench does not measure is `null`.
+/// `make bench-scale`: only the scale report, at the sizes `NSGUARD_BENCH_SCALE_STEPS` names,
+/// on a control plane of its own; writes `output` and, beside it, the same figures as JSON
+/// (read by `make bench` into its summary), and `target/bench-scale/summary.json`.
+async fn scale_only(bin: &Path, output: &Path, n: usize) -> Result<()> {
+    let dir = workspace_root().join("target/bench-scale");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    let cluster = LocalCluster::start(dir.join("cluster")).await?;
+    let client = cluster.client().await?;
+    let memory = index_memory(bin.parent().context("the binary's directory")?)?;
+    let steps = scale(&cluster, &client, bin, &dir, 0, n).await?;
+    let mut doc = format!(
+        "# Benchmarks at scale\n\nThe latest `make bench-scale` run: {} on {}; Kubernetes v1.36.3 and etcd v3.6.16 built from upstream, all on loopback; nsguard built with `--release`, running as its own ServiceAccount. The whole run took {:.0} s. `make bench` measures the rest ([benchmarks.md](benchmarks.md)); how both measure is in `crates/bench/src/main.rs`.\n",
+        std::env::var("NSGUARD_BENCH_DATE").unwrap_or_else(|_| "today".into()),
+        machine(),
+        started.elapsed().as_secs_f64(),
+    );
+    doc.push_str(&render_scale(&steps, n));
+    doc.push_str(&render_memory(&memory));
+    std::fs::write(output, &doc)?;
+    let largest = steps.iter().max_by_key(|st| st.objects);
+    let summary = serde_json::json!({
+        "date": std::env::var("NSGUARD_BENCH_DATE").ok(),
+        "scale": scale_json(&steps),
+        "scale_objects_max": largest.map(|st| st.objects),
+        "ready_s_at_scale_max": largest.map(|st| (st.ready_s * 1000.0).round() / 1000.0),
+        "bytes_per_object": memory.last().and_then(|m| m.get("bytes_per_object").cloned()),
+        "bytes_per_object_at_objects": memory.last().and_then(|m| m.get("objects").cloned()),
+    });
+    let text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(output.with_extension("json"), &text)?;
+    std::fs::write(dir.join("summary.json"), &text)?;
+    eprintln!("bench: wrote {}", output.display());
+    Ok(())
+}
+
+/// The headline figures, by key; a figure this bench does not measure is `null`.
 fn summary(
     rows: &[Row],
     storm: &Storm,
@@ -867,16 +1000,56 @@ fn summary(
         "rss_peak_mib": number(storm.peak_rss_mib()),
         "rss_idle_mib": number(idle_rss),
         "ready_seconds": number(ready_s),
-        "scale": scale.iter().map(|st| serde_json::json!({
-            "objects": st.objects,
-            "namespaces": st.namespaces,
-            "types": st.types,
-            "index_objects": number(st.indexed),
-            "ready_seconds": number(st.ready_s),
-            "rss_mib": number(st.rss_mib),
-            "p99_ms_inside": number(st.inside[2]),
-            "api_calls_per_allow": number(st.requests),
-        })).collect::<Vec<_>>(),
+        "scale": scale_json(scale),
+    })
+}
+
+/// The scale steps, for `summary.json`.
+fn scale_json(scale: &[ScaleStep]) -> Vec<serde_json::Value> {
+    let number = |x: f64| {
+        if x.is_finite() {
+            serde_json::json!((x * 1000.0).round() / 1000.0)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    scale
+        .iter()
+        .map(|st| {
+            serde_json::json!({
+                "objects": st.objects,
+                "namespaces": st.namespaces,
+                "types": st.types,
+                "index_objects": number(st.indexed),
+                "ready_seconds": number(st.ready_s),
+                "rss_mib": number(st.rss_mib),
+                "p99_ms_inside": number(st.inside[2]),
+                "api_calls_per_allow": number(st.requests),
+                "startup": startup_json(&st.startup),
+                "startup_3_replicas": startup_json(&st.startup3),
+            })
+        })
+        .collect()
+}
+
+fn startup_json(st: &Startup) -> serde_json::Value {
+    let number = |x: f64| {
+        if x.is_finite() {
+            serde_json::json!((x * 100.0).round() / 100.0)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    serde_json::json!({
+        "replicas": st.replicas,
+        "ready_seconds": number(st.ready_s),
+        "synced_seconds": number(st.synced_s),
+        "apiserver_requests": number(st.requests),
+        "apiserver_lists": number(st.lists),
+        "apiserver_watches": number(st.watches),
+        "apiserver_rss_before_mib": number(st.apiserver_rss_before_mib),
+        "apiserver_rss_peak_mib": number(st.apiserver_rss_peak_mib),
+        "etcd_rss_peak_mib": number(st.etcd_rss_peak_mib),
     })
 }
 
@@ -894,6 +1067,13 @@ fn render_tail_and_memory(deltas: &[f64], n: usize, memory: &[serde_json::Value]
             .collect::<Vec<_>>()
             .join(", ")
     );
+    s.push_str(&render_memory(memory));
+    s
+}
+
+/// The index's memory per object, measured in process.
+fn render_memory(memory: &[serde_json::Value]) -> String {
+    let mut s = String::new();
     if !memory.is_empty() {
         let _ = writeln!(
             s,
@@ -924,6 +1104,14 @@ fn render_more(deny: &Deny, ready_s: f64, scale: &[ScaleStep], n: usize) -> Stri
         f(&deny.inside),
         deny.requests,
     );
+    t.push_str(&render_scale(scale, n));
+    t
+}
+
+/// The scale tables: latency and memory, and what start-up costs the API server.
+fn render_scale(scale: &[ScaleStep], n: usize) -> String {
+    let f = |p: &[f64; 3]| format!("{:.1} / {:.1} / {:.1}", p[0], p[1], p[2]);
+    let mut t = String::new();
     if scale.is_empty() {
         return t;
     }
@@ -945,6 +1133,28 @@ fn render_more(deny: &Deny, ready_s: f64, scale: &[ScaleStep], n: usize) -> Stri
             f(&st.inside),
             st.requests
         );
+    }
+    let _ = write!(
+        t,
+        "\n### Start-up at scale: what it costs the API server\n\nAt each size, one nsguard and then three replicas at once (a three-replica rollout) start against the same world. *synced*: process start to every object indexed. Requests, LISTs and WATCHes are the growth of kube-apiserver's `apiserver_request_total` over the start-up, less the background rate measured over 5 s just before. Memory is sampled every 100 ms.\n\n| objects | replicas | start to ready s | start to synced s | API requests | LISTs | WATCHes | API server RSS MiB before -> peak | etcd peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
+    );
+    for st in scale {
+        for s in [&st.startup, &st.startup3] {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} -> {:.0} | {:.0} |",
+                st.objects,
+                s.replicas,
+                s.ready_s,
+                s.synced_s,
+                s.requests,
+                s.lists,
+                s.watches,
+                s.apiserver_rss_before_mib,
+                s.apiserver_rss_peak_mib,
+                s.etcd_rss_peak_mib
+            );
+        }
     }
     if let (Some(a), Some(b)) = (scale.first(), scale.last())
         && b.objects > a.objects

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::LocalCluster;
 use crate::backend::Backend;
-use crate::process::Process;
-use crate::{LocalCluster, free_port};
+use crate::nsguard::{Nsguard, Tls};
 
 /// What a step's command should show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct Demo {
     pub steps: Vec<Step>,
     /// Log files of the nsguard instances.
     pub logs: Vec<PathBuf>,
-    nsguards: Vec<Process>,
+    nsguards: Vec<Nsguard>,
     _backend: Backend,
 }
 
@@ -106,7 +106,6 @@ impl Demo {
         let ca_bundle = String::from_utf8(out.stdout)?.trim().to_string();
 
         // nsguard runs as installed: its own ServiceAccount with the manifests' RBAC.
-        let nsguard_kubeconfig = cluster.nsguard_kubeconfig()?;
         let mut nsguards = Vec::new();
         let mut logs = Vec::new();
         for (mode, selector) in [
@@ -116,31 +115,26 @@ impl Demo {
             ),
             ("warn", r#"{matchLabels: {nsguard.io/mode: warn}}"#),
         ] {
-            let (port, admin) = (free_port()?, free_port()?);
-            let args: Vec<String> = vec![
-                "serve".into(),
-                format!("--mode={mode}"),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--admin-listen=127.0.0.1:{admin}"),
-                format!("--tls-cert={}", certs.join("tls.crt").display()),
-                format!("--tls-key={}", certs.join("tls.key").display()),
-                format!("--kubeconfig={}", nsguard_kubeconfig.display()),
-                "--shutdown-delay=0s".into(),
-            ];
             let name = format!("nsguard-{mode}");
-            nsguards.push(Process::spawn(&name, nsguard, &args, dir)?);
-            logs.push(dir.join(format!("{name}.log")));
-            wait_for(
-                &format!("{name} to be ready"),
-                Duration::from_secs(60),
-                || crate::http_ok(admin, "/readyz"),
-            )?;
-            cluster.apply(&crate::namespace_delete_webhook(
+            let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
+            let mut guard = Nsguard::new(
+                &cluster,
+                nsguard,
+                dir,
                 &name,
-                &format!("https://127.0.0.1:{port}/validate"),
-                selector,
-                &ca_bundle,
-            ))?;
+                Tls::Files {
+                    cert: &cert,
+                    key: &key,
+                },
+                &[format!("--mode={mode}")],
+            )?;
+            guard
+                .start(Duration::from_secs(60))
+                .await
+                .with_context(|| format!("starting {name}"))?;
+            guard.register(&cluster, &name, selector, &ca_bundle)?;
+            logs.push(guard.log_path().to_path_buf());
+            nsguards.push(guard);
         }
 
         // The demo namespaces.
@@ -297,8 +291,8 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        for p in &mut self.nsguards {
-            p.stop(Duration::from_secs(5));
+        for guard in &mut self.nsguards {
+            guard.kill();
         }
     }
 }

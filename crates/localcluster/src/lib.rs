@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod demo;
 mod kubelet;
+pub mod nsguard;
 mod pki;
 mod process;
 
@@ -537,6 +538,15 @@ impl LocalCluster {
         {
             p.signal(signal);
         }
+    }
+
+    /// The PID of the control-plane process `name` (`kube-apiserver`, `etcd`,
+    /// `kube-controller-manager`), for reading its memory.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|p| p.name() == name)
+            .map(process::Process::pid)
     }
 
     /// The API server's audit log (JSON lines): every request nsguard's ServiceAccount

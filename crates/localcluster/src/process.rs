@@ -53,6 +53,10 @@ impl Process {
         &self.name
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status, if the process has exited.
     pub(crate) fn exited(&mut self) -> Result<Option<ExitStatus>> {
         Ok(self.child.try_wait()?)
@@ -99,7 +103,8 @@ impl Process {
     }
 }
 
-fn start(bin: &Path, args: &[String], out: File) -> Result<Child> {
+/// Starts `bin args…` with its output in `out`; it dies with the process that started it.
+pub(crate) fn start(bin: &Path, args: &[String], out: File) -> Result<Child> {
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())

@@ -23,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +31,8 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
-use localcluster::{LocalCluster, free_port, http_get, http_ok, workspace_root};
+use localcluster::nsguard::{Nsguard as Launched, Tls};
+use localcluster::{LocalCluster, http_get, http_ok, workspace_root};
 use nsguard_bench::{create_all, machine, scrape, sum};
 
 /// Label on every storm namespace; its value names the scenario.
@@ -101,43 +101,26 @@ fn manifest_webhook(url: &str, ca_bundle: &str) -> Result<Webhook> {
 
 /// The `nsguard serve` process, started again on the same ports after a kill.
 struct Nsguard {
-    bin: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
+    process: Launched,
     admin: u16,
     log: PathBuf,
 }
 
 impl Nsguard {
     fn new(cluster: &LocalCluster, bin: &Path, dir: &Path) -> Result<(Self, u16)> {
-        let pair = cluster.ca().issue_server(
+        let process = Launched::new(
+            cluster,
+            bin,
+            dir,
             "nsguard",
-            &["localhost".into()],
-            &["127.0.0.1".parse()?],
-            1,
+            Tls::FromClusterCa,
+            &["--mode=enforce".to_string()],
         )?;
-        std::fs::write(dir.join("tls.crt"), &pair.cert_pem)?;
-        std::fs::write(dir.join("tls.key"), &pair.key_pem)?;
-        let (port, admin) = (free_port()?, free_port()?);
-        // As installed: nsguard's own ServiceAccount with the manifests' RBAC.
-        let kubeconfig = cluster.nsguard_kubeconfig()?;
-        let args = vec![
-            "serve".into(),
-            "--mode=enforce".into(),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--admin-listen=127.0.0.1:{admin}"),
-            format!("--tls-cert={}", dir.join("tls.crt").display()),
-            format!("--tls-key={}", dir.join("tls.key").display()),
-            format!("--kubeconfig={}", kubeconfig.display()),
-        ];
-        let log = dir.join("nsguard.log");
-        std::fs::write(&log, "")?;
+        let port = process.port();
         let guard = Self {
-            bin: bin.to_path_buf(),
-            args,
-            child: None,
-            admin,
-            log,
+            admin: process.admin_port(),
+            log: process.log_path().to_path_buf(),
+            process,
         };
         Ok((guard, port))
     }
@@ -145,41 +128,12 @@ impl Nsguard {
     /// Starts the process (its log appended to `nsguard.log`) and waits until `/readyz`
     /// says ready; returns how long that took.
     async fn start(&mut self) -> Result<Duration> {
-        let t = Instant::now();
-        let log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
-        self.child = Some(
-            Command::new(&self.bin)
-                .args(&self.args)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", self.bin.display()))?,
-        );
-        let until = t + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok())
-                .flatten()
-            {
-                bail!("nsguard exited with {status}; see {}", self.log.display());
-            }
-            if ready(self.admin).await {
-                return Ok(t.elapsed());
-            }
-            if Instant::now() > until {
-                bail!("nsguard not ready after 120 s; see {}", self.log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.start(Duration::from_secs(120)).await
     }
 
     /// SIGKILL, and reap it.
     fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().context("killing nsguard")?;
-            child.wait()?;
-        }
+        self.process.kill();
         Ok(())
     }
 
@@ -201,24 +155,12 @@ impl Nsguard {
     }
 }
 
-impl Drop for Nsguard {
-    fn drop(&mut self) {
-        let _ = self.kill();
-    }
-}
-
 /// `http_get` off the runtime's threads.
 async fn get(port: u16, path: &'static str) -> Option<(u16, String)> {
     tokio::task::spawn_blocking(move || http_get(port, path))
         .await
         .ok()
         .flatten()
-}
-
-async fn ready(port: u16) -> bool {
-    tokio::task::spawn_blocking(move || http_ok(port, "/readyz"))
-        .await
-        .unwrap_or(false)
 }
 
 /// One Decision line of nsguard's log.
