@@ -2,7 +2,7 @@
 //!
 //! The pipeline, one way: [`cluster`] (every API call) -> [`facts`] (plain data) -> [`checks`]
 //! (pure functions, one registry) -> [`engine`] (facts + configuration -> [`checks::report`]) -> [`policy`]
-//! (mode, overrides -> decision) -> output ([`render`], [`policyreport`], [`records`]). The
+//! (mode, overrides -> decision) -> [`output`] (tables, PolicyReports, Events, metrics). The
 //! front ends, [`webhook`] and [`cli`], only wire it; [`remedy`] plans diagnoses and the
 //! ordered teardown from a report.
 
@@ -12,12 +12,9 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod facts;
+pub mod output;
 pub mod policy;
-pub mod policyreport;
-pub mod ratelimit;
-pub mod records;
 pub mod remedy;
-pub mod render;
 pub mod webhook;
 
 /// The CA and serving certificates (`nsguard certs`).

@@ -19,7 +19,7 @@ struct Audited {
     diagnosis: Option<crate::remedy::diagnose::Diagnosis>,
     /// The kinds of its objects, for PolicyReports' `resources`.
     #[serde(skip)]
-    kinds: crate::policyreport::Kinds,
+    kinds: crate::output::policyreport::Kinds,
 }
 
 /// Runs `nsguard audit`; returns the exit code.
@@ -32,7 +32,7 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
     let report_api = match (args.output, args.policyreport_api) {
         (Output::PolicyReport, Some(api)) => Some(api),
         (Output::PolicyReport, None) => {
-            Some(crate::policyreport::discover(engine.gatherer().client()).await?)
+            Some(crate::output::policyreport::discover(engine.gatherer().client()).await?)
         }
         _ => None,
     };
@@ -70,7 +70,7 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
                     verdict: report.verdict(),
                     report,
                     diagnosis,
-                    kinds: crate::policyreport::Kinds::of(&facts),
+                    kinds: crate::output::policyreport::Kinds::of(&facts),
                 }
             }
         })
@@ -107,10 +107,10 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
             for a in terminating {
                 eprintln!("nsguard: no report for {}: it is Terminating", a.namespace);
             }
-            let list = crate::policyreport::list(
+            let list = crate::output::policyreport::list(
                 report_api.unwrap_or_default(),
                 live.into_iter().map(|a| (&a.report, &a.kinds)),
-                crate::policyreport::Timestamp::now(),
+                crate::output::policyreport::Timestamp::now(),
             );
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
@@ -171,7 +171,7 @@ fn render_audit(audited: &[Audited], wide: bool) -> String {
             row
         })
         .collect();
-    let mut out = crate::render::grid(&header, rows);
+    let mut out = crate::output::render::grid(&header, rows);
     for a in audited {
         if let Some(d) = &a.diagnosis {
             out.push('\n');

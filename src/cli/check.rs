@@ -31,10 +31,10 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
     let phase = phase(&ns);
     let report = engine.preflight(ns.clone(), deadline).await;
     match args.output {
-        Output::Table => print!("{}", crate::render::table(&report, false)),
-        Output::Wide => print!("{}", crate::render::table(&report, true)),
+        Output::Table => print!("{}", crate::output::render::table(&report, false)),
+        Output::Wide => print!("{}", crate::output::render::table(&report, true)),
         Output::Name => {
-            for name in crate::render::blocking_object_names(&report) {
+            for name in crate::output::render::blocking_object_names(&report) {
                 println!("{name}");
             }
         }
@@ -47,7 +47,7 @@ pub async fn check(args: CheckArgs) -> Result<i32> {
             let blocking: Vec<_> = report.blocking().cloned().collect();
             print!(
                 "{}",
-                crate::render::dot(&report.namespace, &phase, &blocking, Some(&facts))
+                crate::output::render::dot(&report.namespace, &phase, &blocking, Some(&facts))
             );
         }
         Output::Json | Output::Yaml | Output::PolicyReport => print_document(
@@ -86,7 +86,7 @@ pub async fn diagnose(args: DiagnoseArgs) -> Result<i32> {
     match args.output {
         Output::Dot => print!(
             "{}",
-            crate::render::dot(&d.namespace, &d.phase, &d.blockers, Some(&facts))
+            crate::output::render::dot(&d.namespace, &d.phase, &d.blockers, Some(&facts))
         ),
         Output::Json | Output::Yaml => print_document(args.output, &d)?,
         _ => print!("{}", crate::remedy::diagnose::render(&d)),

@@ -224,7 +224,7 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
             return run.finish(Outcome::Planned);
         }
         if !plan.stop.is_empty() {
-            let message = crate::render::denial_message(&report);
+            let message = crate::output::render::denial_message(&report);
             if table {
                 eprintln!(
                     "nsguard delete: stopped: {} blocker{} that deleting in order cannot fix; nothing was deleted in this round.\n{message}",

@@ -403,7 +403,7 @@ pub struct AuditArgs {
     /// With `-o policyreport`: the report API to print (default: the one the cluster serves,
     /// openreports.io/v1alpha1 first, else wgpolicyk8s.io/v1alpha2).
     #[arg(long, env = "NSGUARD_POLICYREPORT_API", value_enum)]
-    pub policyreport_api: Option<crate::policyreport::ReportApi>,
+    pub policyreport_api: Option<crate::output::policyreport::ReportApi>,
     /// Namespaces checked at once.
     #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,

@@ -28,3 +28,17 @@ pub(crate) fn api_resource(r: &ResourceType) -> ApiResource {
         plural: r.resource.clone(),
     }
 }
+
+/// Whether the API server serves resource `plural` in `api_version` (a group version it does
+/// not know is a no, not an error).
+pub async fn serves(
+    client: &kube::Client,
+    api_version: &str,
+    plural: &str,
+) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}

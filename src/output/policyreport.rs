@@ -78,10 +78,9 @@ pub enum DiscoveryError {
 /// `wgpolicyk8s.io/v1alpha2`, else [`DiscoveryError::Neither`].
 pub async fn discover(client: &kube::Client) -> Result<ReportApi, DiscoveryError> {
     for api in [ReportApi::OpenReports, ReportApi::Wgpolicy] {
-        match client.list_api_group_resources(api.api_version()).await {
-            Ok(list) if list.resources.iter().any(|r| r.name == api.plural()) => return Ok(api),
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+        match crate::cluster::serves(client, api.api_version(), api.plural()).await {
+            Ok(true) => return Ok(api),
+            Ok(false) => {}
             Err(source) => {
                 return Err(DiscoveryError::Api {
                     api_version: api.api_version(),
@@ -300,7 +299,7 @@ pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResu
     }));
     // Types skipped by choice (skipped by configuration): never read, so not checked either.
     out.extend(
-        crate::render::not_checked_by_choice(report)
+        crate::output::render::not_checked_by_choice(report)
             .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Skip, caveat, now)),
     );
     if out.is_empty() {

@@ -327,7 +327,7 @@ impl Events {
             type_,
             reason: reason.into(),
             // The API limits an Event's note to 1 KiB.
-            note: Some(crate::render::truncate(&note, 1000)),
+            note: Some(crate::output::render::truncate(&note, 1000)),
             action: format!("Delete{}", capitalised(mode.as_str())),
             secondary: None,
         };

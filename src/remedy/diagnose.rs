@@ -242,7 +242,7 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
             .iter()
             .cloned()
             .chain(
-                crate::render::not_checked_by_choice(report)
+                crate::output::render::not_checked_by_choice(report)
                     .map(|c| c.trim_start_matches("not checked: ").to_string()),
             )
             .collect(),

@@ -312,7 +312,7 @@ pub fn render(plan: &Plan) -> String {
     for nc in &plan.not_checked {
         out.push_str(&format!("  not checked: {nc}\n"));
     }
-    if let Some(caveat) = crate::render::skipped_caveat(&plan.not_checked_by_choice) {
+    if let Some(caveat) = crate::output::render::skipped_caveat(&plan.not_checked_by_choice) {
         out.push_str(&format!("  {caveat}\n"));
     }
     out

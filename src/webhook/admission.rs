@@ -13,9 +13,9 @@ use tokio::time::Instant;
 
 use crate::config::Live;
 use crate::engine::Engine;
+use crate::output::records::{Events, Metrics};
 use crate::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
-use crate::ratelimit::{Peer, PeerLimit};
-use crate::records::{Events, Metrics};
+use crate::webhook::ratelimit::{Peer, PeerLimit};
 
 /// Everything a review needs.
 pub struct Admission {

@@ -10,10 +10,10 @@ use crate::cli::ServeArgs;
 use crate::cluster::gather::ContentSource;
 use crate::config::{Config, Effective, Live, Reload, Watcher};
 use crate::engine::Engine;
+use crate::output::records::{Events, Metrics};
 use crate::policy::Policy;
-use crate::ratelimit::PeerLimit;
-use crate::records::{Events, Metrics};
 use crate::webhook::admission::Admission;
+use crate::webhook::ratelimit::PeerLimit;
 use crate::webhook::server::{self, Readiness};
 use crate::webhook::tls;
 

@@ -19,9 +19,9 @@ use axum_server::accept::Accept;
 use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpStream;
 
-use crate::ratelimit::Peer;
-use crate::records::Metrics;
+use crate::output::records::Metrics;
 use crate::webhook::admission::{Admission, parse_timeout};
+use crate::webhook::ratelimit::Peer;
 
 /// Bodies larger than this get 413. Namespace reviews are a few KiB; the API server's own
 /// limit for a request is 3 MiB.
