@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::checks::report::{CheckId, Severity};
 use crate::checks::{Setting, Settings};
 use crate::facts::controllers::{Declarations, Identity};
-use crate::policy::Mode;
+use crate::output::policy::Mode;
 
 /// The key holding the configuration in the ConfigMap.
 pub const CONFIG_MAP_KEY: &str = "config.yaml";

@@ -1,8 +1,8 @@
 //! nsguard: stops namespace deletions that would hang in `Terminating`.
 //!
 //! The pipeline, one way: [`cluster`] (every API call) -> [`facts`] (plain data) -> [`checks`]
-//! (pure functions, one registry) -> [`engine`] (facts + configuration -> [`checks::report`]) -> [`policy`]
-//! (mode, overrides -> decision) -> [`output`] (tables, PolicyReports, Events, metrics). The
+//! (pure functions, one registry) -> [`engine`] (facts + configuration -> [`checks::report`]) -> [`output`]
+//! (the decision by mode and overrides, tables, PolicyReports, Events, metrics). The
 //! front ends, [`webhook`] and [`cli`], only wire it; [`remedy`] plans diagnoses and the
 //! ordered teardown from a report.
 
@@ -13,7 +13,6 @@ pub mod config;
 pub mod engine;
 pub mod facts;
 pub mod output;
-pub mod policy;
 pub mod remedy;
 pub mod webhook;
 

@@ -1289,7 +1289,7 @@ fn the_config_value_goes_into_the_configuration_file() {
         "config.backend_grace=1m30s".to_string(),
     ]);
     let layer = configuration(find(&template(&set), "ConfigMap", "nsguard-config"));
-    assert_eq!(layer.mode, Some(::nsguard::policy::Mode::Audit));
+    assert_eq!(layer.mode, Some(::nsguard::output::policy::Mode::Audit));
     assert_eq!(
         layer.checks.get(&CheckId::FinalizerController),
         Some(&Setting::Warn)

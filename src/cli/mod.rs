@@ -32,7 +32,7 @@ use crate::cluster::gather::{ContentSource, Gatherer};
 use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
 use crate::engine::Engine;
 use crate::facts::controllers::{Declarations, Identity};
-use crate::policy::Mode;
+use crate::output::policy::Mode;
 
 /// nsguard: stops namespace deletions that would hang in Terminating.
 #[derive(Debug, Parser)]

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::checks::report::Report;
-use crate::policy::{Decision, Mode, Ruling};
+use crate::output::policy::{Decision, Mode, Ruling};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use crate::config::Live;
 use crate::engine::Engine;
+use crate::output::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
 use crate::output::records::{Events, Metrics};
-use crate::policy::{self, OVERRIDE_ANNOTATION, Policy, RequestContext};
 use crate::webhook::ratelimit::{Peer, PeerLimit};
 
 /// Everything a review needs.

@@ -1,7 +1,7 @@
 //! Policy: mode, overrides and bypasses turn a [`Report`] into a [`Decision`]. Pure.
 
+use super::render;
 use crate::checks::report::Report;
-use crate::output::render;
 
 /// The annotation on a namespace that allows its deletion despite blockers.
 pub use crate::checks::report::OVERRIDE_ANNOTATION;
