@@ -17,7 +17,7 @@ CASES ?= 100000
 # Release archives, the chart's package, checksums and the krew manifest.
 DIST := target/dist
 
-.PHONY: controlplane helm build test unit e2e lint run cluster bench bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
+.PHONY: controlplane helm build test unit e2e lint run cluster bench bench-figures bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -68,12 +68,16 @@ cluster:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	NSGUARD_CONTROLPLANE_DIR=$$dir cargo run -q -p localcluster
 
-## bench: preflight latency, API cost and a deletion storm on the local control plane (not a test); writes docs/benchmarks.md
+## bench: preflight latency, API cost and a deletion storm on the local control plane (not a test); writes docs/benchmarks.md and its figures, docs/benchmarks/*.svg
 bench:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	cargo build -q --release --workspace --bins; \
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)
+
+## bench-figures: redraw docs/benchmarks/*.svg from the last run's target/bench/summary.json (no run)
+bench-figures:
+	cargo run -q -p nsguard-bench --bin nsguard-bench -- --figures target/bench/summary.json docs/benchmarks/
 
 ## bench-scale: `make bench` with the scale steps at 250,000, 500,000 and 1,000,000 objects (hours, and most of the machine's memory)
 bench-scale:
