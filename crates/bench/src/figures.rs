@@ -308,7 +308,8 @@ impl Axis {
         }
     }
 
-    /// Logarithmic around `values`, with a tick at each of `ticks` (all of them when empty).
+    /// Logarithmic around `values`. As an x axis, a tick at each of `ticks` and nowhere else;
+    /// as a y axis, plotters' own ticks (`ticks` is not used).
     fn log(desc: &str, values: impl IntoIterator<Item = f64>, ticks: Vec<f64>) -> Self {
         let (lo, hi) = values
             .into_iter()
