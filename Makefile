@@ -19,7 +19,7 @@ CASES ?= 100000
 # Release archives, the chart's package, checksums and the krew manifest.
 DIST := target/dist
 
-.PHONY: controlplane helm build test unit e2e lint run cluster bench bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
+.PHONY: controlplane helm build test unit e2e lint run cluster bench bench-figures bench-scale faults fuzz dist chart-package chart-readme actionlint promtool
 
 ## controlplane: build (or find in the cache) kube-apiserver, kube-controller-manager, kubectl, etcd
 controlplane:
@@ -70,12 +70,16 @@ cluster:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	NSGUARD_CONTROLPLANE_DIR=$$dir cargo run -q -p localcluster
 
-## bench: preflight latency, API cost and a deletion storm on the local control plane (not a test); writes docs/benchmarks.md
+## bench: preflight latency, API cost and a deletion storm on the local control plane (not a test); writes docs/benchmarks.md and its figures, docs/benchmarks/*.svg
 bench:
 	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
 	cargo build -q --release --workspace --bins; \
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks.md $(BENCH_DECISIONS)
+
+## bench-figures: redraw docs/benchmarks/*.svg from the last run's target/bench/summary.json (no run)
+bench-figures:
+	cargo run -q -p nsguard-bench --bin nsguard-bench -- --figures target/bench/summary.json docs/benchmarks/
 
 ## bench-scale: only the scale report, at SCALE_STEPS objects (default 250,000, 500,000 and 1,000,000; an hour or more, and much of the machine's memory); writes docs/benchmarks-scale.md and .json
 bench-scale:
@@ -84,3 +88,41 @@ bench-scale:
 	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_BENCH_DATE=$$(date -u +%F) NSGUARD_BENCH_ONLY_SCALE=1 \
 	  NSGUARD_BENCH_SCALE_STEPS=$(SCALE_STEPS) \
 	  target/release/nsguard-bench target/release/nsguard docs/benchmarks-scale.md $(BENCH_DECISIONS)
+
+## faults: nsguard killed, then kube-apiserver restarted, in the middle of a deletion storm on the local control plane (not a test); writes the figures into docs/reliability.md
+faults:
+	dir=$$(bash $(CONTROLPLANE) | tail -n 1); \
+	cargo build -q --release -p nsguard -p nsguard-bench --bin nsguard --bin nsguard-faults; \
+	NSGUARD_CONTROLPLANE_DIR=$$dir NSGUARD_FAULTS_DATE=$$(date -u +%F) \
+	  target/release/nsguard-faults target/release/nsguard docs/reliability.md $(FAULTS_NAMESPACES)
+
+
+## dist: this machine's release archive (binary, LICENSE, README, completions) into target/dist/, with SHA256SUMS and the krew manifest generated from them (the release workflow builds the other platforms)
+dist:
+	cargo build --release --locked --bin nsguard
+	target=$$(rustc -vV | sed -n 's/^host: //p'); \
+	bash deploy/release/dist.sh $$target target/release/nsguard $(DIST)
+	version=$$(target/release/nsguard --version | cut -d' ' -f2); \
+	bash deploy/krew/generate.sh $$version $(DIST)/SHA256SUMS > $(DIST)/nsguard.krew.yaml
+	cat $(DIST)/SHA256SUMS
+
+## chart-package: the chart's archive (nsguard-CHARTVERSION.tgz) into target/dist/, and SHA256SUMS
+chart-package:
+	helm=$$(bash $(HELM) | tail -n 1); \
+	$$helm lint --strict charts/nsguard; \
+	$$helm package charts/nsguard -d $(DIST)
+	bash deploy/release/checksums.sh $(DIST)
+	cat $(DIST)/SHA256SUMS
+
+## chart-readme: regenerate the values table of charts/nsguard/README.md from values.yaml's comments
+chart-readme:
+	NSGUARD_BLESS=1 cargo test -q --test packaging the_chart_readme_is_current
+
+## actionlint: lint .github/workflows with actionlint (built from its Go module, cached)
+actionlint:
+	bin=$$(bash tests/actionlint/build.sh | tail -n 1); $$bin -color
+
+## promtool: check the alert rules and run their unit tests with promtool (built from its Go module, cached)
+promtool:
+	bin=$$(bash tests/promtool/build.sh | tail -n 1); \
+	cd deploy/prometheus && $$bin check rules nsguard-rules.yaml && $$bin test rules nsguard-rules.test.yaml

@@ -60,7 +60,8 @@ fn first_command(diagnosis: &Value) -> String {
 }
 
 /// Renders `digraph` with Graphviz's `dot -Tsvg` when it is installed (`apt-get install
-/// graphviz`); says so and checks nothing more when it is not.
+/// graphviz`); says so and checks nothing more when it is not, except in CI (`CI` set, as
+/// `.ci/run` and GitHub Actions do), where a missing `dot` fails: CI proves the digraph renders.
 fn render_with_graphviz(digraph: &str) {
     use std::io::Write;
     let Ok(mut child) = Command::new("dot")
@@ -70,6 +71,11 @@ fn render_with_graphviz(digraph: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
+        let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        assert!(
+            !ci,
+            "Graphviz `dot` is not installed, and CI is set: install graphviz (`.ci/run` does when apt-get is there)"
+        );
         eprintln!("note: Graphviz `dot` is not installed: the digraph was not rendered");
         return;
     };

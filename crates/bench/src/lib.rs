@@ -2,6 +2,8 @@
 //! creating a world's objects many at a time, and describing the machine the figures were
 //! measured on.
 
+pub mod figures;
+
 use anyhow::Result;
 use futures::StreamExt;
 use kube::Client;

@@ -14,7 +14,11 @@
 //!   and a scale report: up to 100,000 objects over 2,000 namespaces and 300 types
 //!   (`NSGUARD_BENCH_SCALE=0` skips it).
 //!
-//! Usage: `nsguard-bench NSGUARD_BINARY OUTPUT_MARKDOWN [DECISIONS]`.
+//! - Figures of the above, as SVG beside the markdown (`docs/benchmarks/*.svg`, drawn by
+//!   `figures.rs` from `target/bench/summary.json`).
+//!
+//! Usage: `nsguard-bench NSGUARD_BINARY OUTPUT_MARKDOWN [DECISIONS]`; redrawing the figures of
+//! a run without running: `nsguard-bench --figures SUMMARY_JSON DIR`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,7 +33,7 @@ use kube::api::{
 use kube::{Api, Client};
 use localcluster::nsguard::{Nsguard as Launched, Tls};
 use localcluster::{LocalCluster, workspace_root};
-use nsguard_bench::{create_all, machine, scrape, sum};
+use nsguard_bench::{create_all, figures, machine, scrape, sum};
 
 const GUARD: &str = "nsguard.io/bench";
 const BENCH_NS: &str = "bench";
@@ -55,6 +59,8 @@ struct StormRun {
     requests: f64,
     /// nsguard's peak resident memory (VmHWM) after the run.
     peak_rss_mib: f64,
+    /// (seconds since the deletions were sent, namespaces remaining), at each poll.
+    samples: Vec<(f64, usize)>,
 }
 
 struct Storm {
@@ -438,6 +444,7 @@ async fn storm_run(
             results.iter().find(|r| r.is_err())
         );
     }
+    let mut samples = vec![(0.0, n)];
     loop {
         let left = api
             .list_metadata(&ListParams::default())
@@ -452,6 +459,7 @@ async fn storm_run(
                     .starts_with(prefix)
             })
             .count();
+        samples.push((t.elapsed().as_secs_f64(), left));
         if left == 0 {
             break;
         }
@@ -474,6 +482,7 @@ async fn storm_run(
         ) - before_errors) as u64,
         requests: sum(&apiserver, "apiserver_request_total", "") - before_requests,
         peak_rss_mib: peak_rss_mib(guard.pid()),
+        samples,
     })
 }
 
@@ -763,6 +772,19 @@ async fn scale(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `nsguard-bench --figures SUMMARY DIR`: redraw the figures of a run, without a run.
+    if args.first().map(String::as_str) == Some("--figures") {
+        let usage = "usage: nsguard-bench --figures SUMMARY_JSON DIR";
+        let from = PathBuf::from(args.get(1).context(usage)?);
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&from)
+                .with_context(|| format!("reading {}", from.display()))?,
+        )?;
+        for path in figures::write_all(&summary, Path::new(args.get(2).context(usage)?))? {
+            eprintln!("bench: wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let bin = std::fs::canonicalize(
         args.first()
             .context("usage: nsguard-bench NSGUARD OUTPUT [DECISIONS]")?,
@@ -890,7 +912,7 @@ async fn main() -> Result<()> {
     table.push_str(&render_tail_and_memory(&deltas, n, &memory));
     print!("{table}");
     let doc = format!(
-        "# Benchmarks\n\nThe latest `make bench` run: {} on {}; Kubernetes v1.36.3 and etcd v3.6.16 built from upstream, all on loopback; nsguard built with `--release`. The whole run took {:.0} s.\n\nHow it measures, and what the numbers mean, is in `crates/bench/src/main.rs` and below the table.\n\n{table}\n{}",
+        "# Benchmarks\n\nThe latest `make bench` run: {} on {}; Kubernetes v1.36.3 and etcd v3.6.16 built from upstream, all on loopback; nsguard built with `--release`. The whole run took {:.0} s.\n\nHow it measures, and what the numbers mean, is in `crates/bench/src/main.rs` and below the table. The figures are drawn from the run's `target/bench/summary.json` by `crates/bench/src/figures.rs`; `nsguard-bench --figures target/bench/summary.json docs/benchmarks/` redraws them.\n\n{table}\n{}",
         std::env::var("NSGUARD_BENCH_DATE").unwrap_or_else(|_| "today".into()),
         machine(),
         started.elapsed().as_secs_f64(),
@@ -913,6 +935,28 @@ async fn main() -> Result<()> {
         "bytes_per_object_at_objects": memory.last().and_then(|m| m.get("objects").cloned()),
         "scale_objects_max": largest_step.map(|st| st.objects),
         "ready_s_at_scale_max": largest_step.map(|st| round(st.ready_s)),
+        // What the figures draw (crates/bench/src/figures.rs).
+        "preflight": rows.iter().map(|r| serde_json::json!({
+            "crds": r.crds,
+            "objects": r.objects,
+            "types": r.types,
+            "inside_ms": r.inside.map(round),
+            "dry_run_with_ms": r.e2e.map(round),
+            "dry_run_without_ms": r.bare.map(round),
+            "api_calls_per_decision": round(r.requests),
+            "rss_mib": round(r.rss_mib),
+            "kubectl_loop_s": round(r.kubectl_loop_s),
+        })).collect::<Vec<_>>(),
+        "index_memory": memory,
+        "storm_timelines": storm.guarded.iter().enumerate()
+            .map(|(i, r)| (format!("nsguard enforce, run {}", i + 1), true, r))
+            .chain([("no webhook".to_string(), false, &storm.bare)])
+            .map(|(run, webhook, r)| serde_json::json!({
+                "run": run,
+                "webhook": webhook,
+                "samples": r.samples.iter().map(|&(s, left)| (round(s), left)).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>(),
     });
     if let (Some(into), Some(from)) = (summary.as_object_mut(), extra.as_object()) {
         into.extend(from.clone());
@@ -925,6 +969,11 @@ async fn main() -> Result<()> {
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
     eprintln!("bench: wrote {}", path.display());
+    // Beside the markdown: docs/benchmarks/*.svg.
+    let figures_dir = output.parent().unwrap_or(Path::new(".")).join("benchmarks");
+    for path in figures::write_all(&summary, &figures_dir)? {
+        eprintln!("bench: wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -1090,6 +1139,7 @@ fn render_memory(memory: &[serde_json::Value]) -> String {
                 m["bare_former_bytes_per_object"]
             );
         }
+        let _ = writeln!(s, "\n{}", figures::INDEX_MEMORY.markdown());
     }
     s
 }
@@ -1105,6 +1155,9 @@ fn render_more(deny: &Deny, ready_s: f64, scale: &[ScaleStep], n: usize) -> Stri
         deny.requests,
     );
     t.push_str(&render_scale(scale, n));
+    if !scale.is_empty() {
+        let _ = writeln!(t, "\n{}", figures::SCALE.markdown());
+    }
     t
 }
 
@@ -1202,6 +1255,12 @@ fn render(rows: &[Row], storm: &Storm, n: usize) -> String {
             }
         );
     }
+    let _ = writeln!(
+        t,
+        "\n{}\n\n{}",
+        figures::LATENCY.markdown(),
+        figures::MEMORY.markdown()
+    );
     let _ = write!(
         t,
         "\n## Deletion storms ({n} namespaces deleted at once, each holding one ConfigMap, no extra CRDs)\n\n| | all gone after s | decisions | fail-opens | webhook calls failed (API server) | API requests per decision | nsguard peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -1220,6 +1279,7 @@ fn render(rows: &[Row], storm: &Storm, n: usize) -> String {
         );
     }
     let _ = writeln!(t, "| no webhook | {:.1} | | | | | |", storm.bare.secs);
+    let _ = writeln!(t, "\n{}", figures::STORMS.markdown());
     t
 }
 
