@@ -65,6 +65,7 @@ struct Document {
     backend_grace: Option<String>,
     finalizer_controllers: Option<BTreeMap<String, Vec<String>>>,
     skip_resources: Option<Vec<String>>,
+    initial_sync: Option<String>,
 }
 
 /// What one source (a file, a ConfigMap, the flags) sets; `None` or empty: not set there.
@@ -86,6 +87,34 @@ pub struct Layer {
     pub finalizer_controllers: BTreeMap<String, Vec<Identity>>,
     /// Types never listed nor watched; replaces the list of a lower source.
     pub skip_resources: Option<BTreeSet<String>>,
+    /// How the content index lists each type at start and after a 410.
+    pub initial_sync: Option<InitialSync>,
+}
+
+/// How the content index lists a type at start (and again after its watch expired): a
+/// consistent streaming list where the API server offers one, or a paginated LIST.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum)]
+pub enum InitialSync {
+    /// A streaming list first; a type whose server refuses it (or never ends it) is listed,
+    /// from then on.
+    #[default]
+    Auto,
+    /// Paginated LISTs only, as before streaming lists existed.
+    List,
+    /// Streaming lists only: a type whose server refuses them is failing (listed at each
+    /// review) and the streaming list is tried again with backoff.
+    Stream,
+}
+
+impl InitialSync {
+    /// As written in the configuration and the flag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialSync::Auto => "auto",
+            InitialSync::List => "list",
+            InitialSync::Stream => "stream",
+        }
+    }
 }
 
 impl Layer {
@@ -185,6 +214,15 @@ impl Layer {
             }
             layer.skip_resources = Some(set);
         }
+        if let Some(text) = doc.initial_sync {
+            match InitialSync::from_str(text.trim(), false) {
+                Ok(m) => layer.initial_sync = Some(m),
+                Err(_) => bad.push((
+                    "initial_sync".into(),
+                    format!("{text:?}: expected auto, list or stream"),
+                )),
+            }
+        }
         if bad.is_empty() {
             Ok(layer)
         } else {
@@ -233,6 +271,9 @@ impl Layer {
         for r in self.skip_resources.iter().flatten() {
             out.push(format!("--skip-resource {r}"));
         }
+        if let Some(m) = self.initial_sync {
+            out.push(format!("--initial-sync {}", m.as_str()));
+        }
         out
     }
 }
@@ -280,6 +321,8 @@ pub struct Config {
     pub finalizer_controllers: BTreeMap<String, Vec<Identity>>,
     /// Types never listed nor watched (read once at start by the webhook).
     pub skip_resources: BTreeSet<String>,
+    /// How the content index lists each type (read once at start by the webhook).
+    pub initial_sync: InitialSync,
 }
 
 impl Default for Config {
@@ -294,6 +337,7 @@ impl Default for Config {
             backend_grace: s.backend_grace,
             finalizer_controllers: BTreeMap::new(),
             skip_resources: BTreeSet::new(),
+            initial_sync: InitialSync::default(),
         }
     }
 }
@@ -370,6 +414,10 @@ impl Effective {
             c.skip_resources = r.clone();
             set("skip_resources".into());
         }
+        if let Some(m) = layer.initial_sync {
+            c.initial_sync = m;
+            set("initial_sync".into());
+        }
     }
 
     /// Where the value at `key` (`mode`, `checks.list-failure`, ...) comes from.
@@ -437,6 +485,11 @@ impl Effective {
             "skip_resources: {}  # {}\n",
             yaml_list(&skip),
             self.origin("skip_resources")
+        ));
+        out.push_str(&format!(
+            "initial_sync: {}  # {}\n",
+            c.initial_sync.as_str(),
+            self.origin("initial_sync")
         ));
         out
     }
@@ -623,6 +676,7 @@ finalizer_controllers:
   widgets.example.com: [gadget-system/gadget-controller]
   example.com/cleanup: [\"system:kube-controller-manager\"]
 skip_resources: [secrets]
+initial_sync: list
 ";
 
     #[test]
@@ -660,6 +714,7 @@ skip_resources: [secrets]
             layer.skip_resources,
             Some(BTreeSet::from(["secrets".to_string()]))
         );
+        assert_eq!(layer.initial_sync, Some(InitialSync::List));
     }
 
     #[test]
@@ -679,7 +734,7 @@ skip_resources: [secrets]
     #[test]
     fn bad_values_are_all_reported_with_their_keys() {
         let e = Layer::parse(
-            "mode: deny\nchecks:\n  nope: warn\n  list-failure: maybe\nbackend_grace: 30\nfinalizer_stuck_after: soon\nfinalizer_controllers:\n  widgets.example.com: [Not An Identity]\nskip_resources: [Secrets]\n",
+            "mode: deny\nchecks:\n  nope: warn\n  list-failure: maybe\nbackend_grace: 30\nfinalizer_stuck_after: soon\nfinalizer_controllers:\n  widgets.example.com: [Not An Identity]\nskip_resources: [Secrets]\ninitial_sync: watchlist\n",
         )
         .unwrap_err();
         let ConfigError::Invalid(bad) = &e else {
@@ -695,13 +750,15 @@ skip_resources: [secrets]
                 "finalizer_stuck_after",
                 "backend_grace",
                 "finalizer_controllers.widgets.example.com",
-                "skip_resources[0]"
+                "skip_resources[0]",
+                "initial_sync"
             ]
         );
         let text = e.to_string();
         assert!(text.contains("enforce, warn or audit"), "{text}");
         assert!(text.contains("unknown check"), "{text}");
         assert!(text.contains("block, warn or off"), "{text}");
+        assert!(text.contains("auto, list or stream"), "{text}");
     }
 
     #[test]
@@ -716,6 +773,7 @@ skip_resources: [secrets]
         let flags = Layer {
             checks: BTreeMap::from([(CheckId::FinalizerController, Setting::Off)]),
             backend_grace: Some(Duration::from_secs(5)),
+            initial_sync: Some(InitialSync::Stream),
             ..Layer::default()
         };
         let origin = Origin::ConfigMap(DEFAULT_CONFIG_MAP.into());
@@ -736,8 +794,14 @@ skip_resources: [secrets]
         assert_eq!(settings.finalizer_controllers.0.len(), 2);
         assert_eq!(
             flags.as_flags(),
-            ["--check finalizer-controller=off", "--backend-grace 5s"]
+            [
+                "--check finalizer-controller=off",
+                "--backend-grace 5s",
+                "--initial-sync stream"
+            ]
         );
+        assert_eq!(c.initial_sync, InitialSync::Stream);
+        assert_eq!(e.origin("initial_sync"), &Origin::Flag);
 
         let defaults = Effective::resolve(None, &Layer::default());
         assert_eq!(defaults.config, Config::default());
@@ -754,6 +818,10 @@ skip_resources: [secrets]
         let text = e.render();
         assert!(text.contains("mode: warn  # file /etc/c.yaml"), "{text}");
         assert!(text.contains("list-failure: block  # default"), "{text}");
+        assert!(
+            text.contains("initial_sync: list  # file /etc/c.yaml"),
+            "{text}"
+        );
         let again = Effective::resolve(
             Some((&Layer::parse(&text).unwrap(), Origin::Flag)),
             &Layer::default(),

@@ -299,7 +299,13 @@ mod tests {
             api_calls: 16,
         };
         Engine::new(
-            Gatherer::start(client, limits, ContentSource::List, BTreeSet::new()),
+            Gatherer::start(
+                client,
+                limits,
+                ContentSource::List,
+                BTreeSet::new(),
+                Default::default(),
+            ),
             Settings::default(),
         )
     }
@@ -349,7 +355,13 @@ mod tests {
             api_calls: 16,
         };
         let engine = Engine::new(
-            Gatherer::start(client, limits, ContentSource::Index, BTreeSet::new()),
+            Gatherer::start(
+                client,
+                limits,
+                ContentSource::Index,
+                BTreeSet::new(),
+                Default::default(),
+            ),
             Settings::default(),
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -29,7 +29,7 @@ use crate::checks::Setting;
 use crate::checks::report::CheckId;
 use crate::cluster::gather::Limits;
 use crate::cluster::gather::{ContentSource, Gatherer};
-use crate::config::{CONFIG_MAP_KEY, Effective, Layer, Origin};
+use crate::config::{CONFIG_MAP_KEY, Effective, InitialSync, Layer, Origin};
 use crate::engine::Engine;
 use crate::facts::controllers::{Declarations, Identity};
 use crate::output::policy::Mode;
@@ -181,6 +181,12 @@ pub struct ClusterArgs {
     /// the configuration's `skip_resources`.
     #[arg(long = "skip-resource", env = "NSGUARD_SKIP_RESOURCES", value_delimiter = ',', value_parser = parse_skip_resource)]
     pub skip_resources: Vec<String>,
+    /// How the content index of `serve` lists each type at start and after its watch
+    /// expired: auto (a consistent streaming list where the API server offers one, else a
+    /// paginated LIST), list, or stream (default auto). Overrides the configuration's
+    /// `initial_sync`.
+    #[arg(long, env = "NSGUARD_INITIAL_SYNC", value_enum)]
+    pub initial_sync: Option<InitialSync>,
 }
 
 /// `nsguard completion`.
@@ -471,6 +477,7 @@ impl ClusterArgs {
             finalizer_controllers: self.finalizer_controllers.iter().cloned().collect(),
             skip_resources: (!self.skip_resources.is_empty())
                 .then(|| self.skip_resources.iter().cloned().collect()),
+            initial_sync: self.initial_sync,
             ..Layer::default()
         }
     }
@@ -566,6 +573,7 @@ impl ClusterArgs {
             },
             source,
             config.skip_resources.clone(),
+            config.initial_sync,
         );
         Engine::new(gatherer, config.settings())
     }

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 pub use super::clock::now;
 use super::index::{self as content_index, Index};
 use super::snapshot::{Changed, SNAPSHOT_COALESCE, SNAPSHOT_WAIT, Snapshot, Stores, Tell};
+use crate::config::InitialSync;
 use crate::facts::{
     ClusterFacts, Content, Discovery, ListErrorClass, ListFailure, NamespaceFacts, ObjectFacts,
     ResourceType, ServiceKey,
@@ -184,6 +185,7 @@ impl Gatherer {
         limits: Limits,
         source: ContentSource,
         skip: BTreeSet<String>,
+        initial_sync: InitialSync,
     ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let rebuild = Arc::new(tokio::sync::Notify::new());
@@ -197,7 +199,8 @@ impl Gatherer {
             .clone()
             .map(|d| -> Tell { Arc::new(move || d.changed()) });
         let stores = Stores::start(&client, &changed, tell);
-        let index = (source == ContentSource::Index).then(|| Arc::new(Index::default()));
+        let index = (source == ContentSource::Index)
+            .then(|| Arc::new(Index::with_initial_sync(initial_sync)));
         let this = Self {
             client,
             shared_discovery,
@@ -441,6 +444,17 @@ impl Gatherer {
     /// The index's health per state, `(synced, syncing, failing)`; `None` without an index.
     pub fn index_counts(&self) -> Option<(usize, usize, usize)> {
         self.index.as_ref().map(|i| i.counts())
+    }
+
+    /// Relists over every indexed type, `(expired, fallback)`; `None` without an index.
+    pub fn index_relists(&self) -> Option<(u64, u64)> {
+        self.index.as_ref().map(|i| i.relists())
+    }
+
+    /// Indexed types last listed whole by streaming list and by LIST, `(stream, list)`;
+    /// `None` without an index.
+    pub fn index_methods(&self) -> Option<(usize, usize)> {
+        self.index.as_ref().map(|i| i.methods())
     }
 
     /// Objects held in the index; `None` without an index.
@@ -844,7 +858,13 @@ mod tests {
             concurrency: 4,
             api_calls: 64,
         };
-        let g = Gatherer::start(client, limits, ContentSource::Index, BTreeSet::new());
+        let g = Gatherer::start(
+            client,
+            limits,
+            ContentSource::Index,
+            BTreeSet::new(),
+            InitialSync::default(),
+        );
         let shared = g.shared_discovery.clone().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(g.discovery_result(&shared, deadline).await.is_ok());
@@ -871,7 +891,13 @@ mod tests {
             concurrency: 1,
             api_calls: 1,
         };
-        let g = Gatherer::start(client, limits, ContentSource::List, BTreeSet::new());
+        let g = Gatherer::start(
+            client,
+            limits,
+            ContentSource::List,
+            BTreeSet::new(),
+            InitialSync::default(),
+        );
         let deadline = Instant::now() + Duration::from_secs(1);
         let held = g.api_calls.try_acquire().unwrap();
         let made = std::sync::atomic::AtomicBool::new(false);

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use tokio::time::Instant;
 
+use crate::config::InitialSync;
 use crate::facts::{ListErrorClass, ObjectFacts, ResourceType};
 
 /// A type's watch, as nsguard tracks it.
@@ -237,6 +238,38 @@ struct TypeState {
     /// an error (its replay is what the break missed). A watch started again after silence
     /// does not count: it says the server answered, not that its events arrive.
     confirmed: Option<Instant>,
+    /// How the type was last listed whole.
+    method: Option<SyncMethod>,
+}
+
+/// How a type was listed whole (at start, and again after its watch expired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMethod {
+    /// A consistent streaming list: one WATCH with `sendInitialEvents=true` and no
+    /// resourceVersion, up to its `k8s.io/initial-events-end` bookmark, then the same watch.
+    Stream,
+    /// A consistent paginated LIST, then a WATCH from its resourceVersion.
+    List,
+}
+
+impl SyncMethod {
+    /// The bounded label of `nsguard_index_sync_types{method}` and `/debug/index-digest`.
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncMethod::Stream => "stream",
+            SyncMethod::List => "list",
+        }
+    }
+}
+
+/// Why a type was listed whole again, counted over every type (`nsguard_index_relists_total`).
+#[derive(Debug, Default)]
+pub struct Relists {
+    /// Its watch expired (410 Gone: the resourceVersion it would resume from was compacted
+    /// away or is older than the API server's watch cache).
+    pub expired: AtomicU64,
+    /// A streaming list was refused or never ended: the type was listed instead.
+    pub fallback: AtomicU64,
 }
 
 /// How long a type's index may go without the API server confirming its watch (an event or
@@ -260,6 +293,10 @@ pub struct TypeIndex {
     max_staleness_ms: Arc<AtomicU64>,
     /// Shared by every type of one [`Index`].
     interner: Arc<Mutex<Interner>>,
+    /// Shared by every type of one [`Index`].
+    relists: Arc<Relists>,
+    /// How the type is to be listed whole.
+    initial_sync: InitialSync,
 }
 
 impl Default for TypeIndex {
@@ -276,6 +313,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl TypeIndex {
+    /// A type listed by paginated LISTs (`initial_sync: list`), alone or in an [`Index`].
     fn with(max_staleness_ms: Arc<AtomicU64>, interner: Arc<Mutex<Interner>>) -> Self {
         Self {
             state: RwLock::new(TypeState {
@@ -283,10 +321,28 @@ impl TypeIndex {
                 objects: BTreeMap::new(),
                 buffer: None,
                 confirmed: None,
+                method: None,
             }),
             max_staleness_ms,
             interner,
+            relists: Arc::default(),
+            initial_sync: InitialSync::List,
         }
+    }
+
+    /// This type, listed as `initial_sync` says.
+    fn listing(mut self, initial_sync: InitialSync) -> Self {
+        self.initial_sync = initial_sync;
+        self
+    }
+
+    /// How the type was last listed whole; `None` before its first complete list.
+    pub fn method(&self) -> Option<SyncMethod> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).method
+    }
+
+    fn set_method(&self, method: SyncMethod) {
+        self.state.write().unwrap_or_else(|e| e.into_inner()).method = Some(method);
     }
 
     fn store(&self, entry: &Entry) -> (Key, Stored) {
@@ -435,16 +491,15 @@ pub struct Index {
     max_staleness_ms: Arc<AtomicU64>,
     /// Strings and sets shared over every type.
     interner: Arc<Mutex<Interner>>,
+    /// Relists counted over every type.
+    relists: Arc<Relists>,
+    /// How every type is listed whole.
+    initial_sync: InitialSync,
 }
 
 impl Default for Index {
     fn default() -> Self {
-        Self {
-            types: RwLock::default(),
-            gate: Arc::new(tokio::sync::Semaphore::new(START_GATE)),
-            max_staleness_ms: Arc::new(AtomicU64::new(millis(DEFAULT_MAX_STALENESS))),
-            interner: Arc::default(),
-        }
+        Self::with_initial_sync(InitialSync::default())
     }
 }
 
@@ -458,6 +513,36 @@ pub struct Freshness {
 }
 
 impl Index {
+    /// An empty index whose types are listed as `initial_sync` says.
+    pub fn with_initial_sync(initial_sync: InitialSync) -> Self {
+        Self {
+            types: RwLock::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(START_GATE)),
+            max_staleness_ms: Arc::new(AtomicU64::new(millis(DEFAULT_MAX_STALENESS))),
+            interner: Arc::default(),
+            relists: Arc::default(),
+            initial_sync,
+        }
+    }
+
+    /// Relists so far over every type: `(expired, fallback)` ([`Relists`]).
+    pub fn relists(&self) -> (u64, u64) {
+        (
+            self.relists.expired.load(Ordering::Relaxed),
+            self.relists.fallback.load(Ordering::Relaxed),
+        )
+    }
+
+    /// How many types were last listed whole by each method: `(stream, list)`.
+    pub fn methods(&self) -> (usize, usize) {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types.values().fold((0, 0), |(s, l), t| match t.method() {
+            Some(SyncMethod::Stream) => (s + 1, l),
+            Some(SyncMethod::List) => (s, l + 1),
+            None => (s, l),
+        })
+    }
+
     /// Sets how long a type may go unconfirmed before reviews stop trusting it.
     pub fn set_max_staleness(&self, bound: Duration) {
         self.max_staleness_ms
@@ -499,10 +584,10 @@ impl Index {
         match types.get(r) {
             Some(t) => (t.clone(), false),
             None => {
-                let t = Arc::new(TypeIndex::with(
-                    self.max_staleness_ms.clone(),
-                    self.interner.clone(),
-                ));
+                let mut t = TypeIndex::with(self.max_staleness_ms.clone(), self.interner.clone())
+                    .listing(self.initial_sync);
+                t.relists = self.relists.clone();
+                let t = Arc::new(t);
                 types.insert(r.clone(), t.clone());
                 (t, true)
             }
@@ -589,6 +674,8 @@ pub struct TypeDigest {
     pub objects: usize,
     /// [`digest`] of the objects held, as 16 hex digits.
     pub hash: String,
+    /// How the type was last listed whole: `stream`, `list`, or `none` yet.
+    pub sync: &'static str,
 }
 
 impl Index {
@@ -611,6 +698,7 @@ impl Index {
                     },
                     objects,
                     hash: format!("{hash:016x}"),
+                    sync: t.method().map_or("none", SyncMethod::label),
                 }
             })
             .collect()
@@ -725,6 +813,202 @@ async fn pause(backoff: &mut watcher::DefaultBackoff, asked: Option<std::time::D
     tokio::time::sleep(next.max(asked.unwrap_or_default())).await
 }
 
+/// A watch's events, boxed: the same watch goes on after a streaming list.
+type Events = futures::stream::BoxStream<
+    'static,
+    kube::Result<kube::api::WatchEvent<PartialObjectMeta<DynamicObject>>>,
+>;
+
+/// The annotation of the bookmark that ends a streaming list's initial events.
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+/// How long a streaming list may go without an event before the API server is taken not to
+/// offer it: a server that ignores `sendInitialEvents` sends every object (a plain watch with
+/// no resourceVersion does) but never the end bookmark. Above the watch cache's 3 s wait for a
+/// consistent read to catch up.
+pub const STREAM_IDLE_BOUND: Duration = Duration::from_secs(15);
+
+/// What a streaming list came to.
+enum Streamed {
+    /// Every object, the resourceVersion of the end bookmark, and the watch going on from it.
+    Done(Vec<Entry>, String, Events),
+    /// The API server does not offer streaming lists for this type: it refused the request
+    /// (the status code), or the end bookmark did not come.
+    NotOffered {
+        /// The status code of a refusal.
+        code: Option<u16>,
+        /// What happened.
+        why: String,
+    },
+    /// The request failed as any list may (unavailable, throttled, cut off): try again.
+    Failed(kube::Error),
+    /// The watch reported an error status that is not a refusal: try again.
+    Error(Box<kube::core::Status>),
+}
+
+/// The status codes of an API server that does not serve `sendInitialEvents` for a type: 422
+/// (the `WatchList` feature gate is off), 400, 403 and 501 (an aggregated API server that
+/// does not implement it).
+fn refuses_streaming(code: u16) -> bool {
+    matches!(code, 400 | 403 | 422 | 501)
+}
+
+/// One consistent streaming list of every object of the type, as client-go's reflector asks
+/// for it: a WATCH with `sendInitialEvents=true`, `resourceVersionMatch=NotOlderThan` and the
+/// resourceVersion unset (kube's `streaming_lists()` sends `0`, which the API server may
+/// answer from a stale cache). The initial events end at a bookmark annotated
+/// [`INITIAL_EVENTS_END`] whose resourceVersion is that of the state they describe; the
+/// watch then goes on from there, as a watch from a LIST's resourceVersion would.
+async fn stream_list(api: &Api<DynamicObject>, idle: Duration) -> Streamed {
+    use futures::StreamExt;
+    use kube::api::WatchEvent;
+    let params = kube::api::WatchParams {
+        bookmarks: true,
+        send_initial_events: true,
+        ..Default::default()
+    }
+    .timeout(WATCH_TIMEOUT_S);
+    // kube sends `resourceVersion=` with an empty value: the API server reads it as unset.
+    let mut stream: Events = match api.watch_metadata(&params, "").await {
+        Ok(stream) => stream.boxed(),
+        Err(kube::Error::Api(s)) if refuses_streaming(s.code) => {
+            return Streamed::NotOffered {
+                code: Some(s.code),
+                why: s.message,
+            };
+        }
+        Err(error) => return Streamed::Failed(error),
+    };
+    let mut objects: BTreeMap<(String, String), Entry> = BTreeMap::new();
+    loop {
+        let event = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Streamed::NotOffered {
+                    code: None,
+                    why: "the watch ended before its initial-events-end bookmark".into(),
+                };
+            }
+            Err(_) => {
+                return Streamed::NotOffered {
+                    code: None,
+                    why: format!(
+                        "no initial-events-end bookmark ({} objects, then nothing for {} s)",
+                        objects.len(),
+                        idle.as_secs()
+                    ),
+                };
+            }
+        };
+        match event {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => {
+                let (ns, facts) = entry_of(&o);
+                objects.insert((ns.clone(), facts.name.clone()), (ns, facts));
+            }
+            Ok(WatchEvent::Deleted(o)) => {
+                let (ns, facts) = entry_of(&o);
+                objects.remove(&(ns, facts.name));
+            }
+            Ok(WatchEvent::Bookmark(b))
+                if b.metadata
+                    .annotations
+                    .get(INITIAL_EVENTS_END)
+                    .is_some_and(|v| v == "true") =>
+            {
+                return Streamed::Done(
+                    objects.into_values().collect(),
+                    b.metadata.resource_version,
+                    stream,
+                );
+            }
+            Ok(WatchEvent::Bookmark(_)) => {}
+            Ok(WatchEvent::Error(status)) if refuses_streaming(status.code) => {
+                return Streamed::NotOffered {
+                    code: Some(status.code),
+                    why: status.message,
+                };
+            }
+            Ok(WatchEvent::Error(status)) => return Streamed::Error(status),
+            Err(error) => return Streamed::Failed(error),
+        }
+    }
+}
+
+/// The first complete list of a type, or its list again after a 410: how, and what it came to.
+enum Synced {
+    /// Every object, the resourceVersion to watch from, and the watch itself when the list
+    /// was streamed (it goes on).
+    Whole(Vec<Entry>, String, Option<Events>, SyncMethod),
+    /// Failed: tell the index, back off and list again.
+    Failed(Change, Option<Duration>),
+}
+
+/// Lists the type whole, by a streaming list while `streaming` (turned off for good, with one
+/// log line, when the API server does not offer it and `initial_sync` allows the fallback),
+/// else by a paginated LIST.
+async fn sync_whole(
+    api: &Api<DynamicObject>,
+    r: &ResourceType,
+    initial_sync: InitialSync,
+    streaming: &mut bool,
+    relists: &Relists,
+) -> Synced {
+    if *streaming {
+        match stream_list(api, STREAM_IDLE_BOUND).await {
+            Streamed::Done(entries, version, events) => {
+                return Synced::Whole(entries, version, Some(events), SyncMethod::Stream);
+            }
+            Streamed::NotOffered { code, why } if initial_sync == InitialSync::Auto => {
+                tracing::info!(
+                    resource = %r.group_resource(),
+                    code = code.map(i64::from),
+                    reason = %why,
+                    "Streaming list not offered: listing this type instead"
+                );
+                *streaming = false;
+                relists.fallback.fetch_add(1, Ordering::Relaxed);
+            }
+            Streamed::NotOffered { code, why } => {
+                let message = format!("streaming list not offered: {why}");
+                let class = ListErrorClass::of(code, &message);
+                return Synced::Failed(
+                    Change::Failed {
+                        code,
+                        class,
+                        message,
+                    },
+                    None,
+                );
+            }
+            Streamed::Failed(error) => {
+                tracing::debug!(%error, resource = %r.group_resource(), "Index streaming list failed");
+                let asked = retry_after(&error);
+                return Synced::Failed(failed_of(&error), asked);
+            }
+            Streamed::Error(status) => return Synced::Failed(failed_status(&status), None),
+        }
+    }
+    match list_all(api).await {
+        Ok((entries, version)) => Synced::Whole(entries, version, None, SyncMethod::List),
+        Err(error) => {
+            tracing::debug!(%error, resource = %r.group_resource(), "Index list failed");
+            Synced::Failed(failed_of(&error), retry_after(&error))
+        }
+    }
+}
+
+/// Marks the type expired (410 Gone) and counts the relist; `false` when the index is gone.
+fn expire(index: &std::sync::Weak<TypeIndex>) -> bool {
+    match index.upgrade() {
+        Some(t) => {
+            t.relists.expired.fetch_add(1, Ordering::Relaxed);
+            t.apply(expired(), Timestamp::now());
+            true
+        }
+        None => false,
+    }
+}
+
 /// Runs the list-watch of one type into its index until the index is dropped from [`Index`]
 /// (the task holds only a weak reference) or the task is aborted.
 ///
@@ -734,6 +1018,7 @@ async fn pause(backoff: &mut watcher::DefaultBackoff, asked: Option<std::time::D
 /// stay untrusted, and be listed at every review, until one of its objects changed. Here a
 /// watch that starts again from the last resourceVersion is [`Change::Resumed`]: the API
 /// server replays every event since, so the index is whole again. A `410 Gone` lists again.
+/// The type is listed whole as its [`TypeIndex`]'s `initial_sync` says ([`sync_whole`]).
 /// Lists and watch starts pass through `gate`; errors back off as kube's default backoff does.
 pub async fn run(
     client: Client,
@@ -747,6 +1032,12 @@ pub async fn run(
     let ar = super::api_resource(&r);
     let api = Api::<DynamicObject>::all_with(client, &ar);
     let mut backoff = watcher::DefaultBackoff::default();
+    let Some((initial_sync, relists)) =
+        index.upgrade().map(|t| (t.initial_sync, t.relists.clone()))
+    else {
+        return;
+    };
+    let mut streaming = initial_sync != InitialSync::List;
     // Bookmarks requested (`allowWatchBookmarks`): on a quiet type they are the API server's
     // only confirmation that the watch is live ([`DEFAULT_MAX_STALENESS`]).
     let params = kube::api::WatchParams {
@@ -755,12 +1046,12 @@ pub async fn run(
     }
     .timeout(WATCH_TIMEOUT_S);
     'list: loop {
-        let listed = {
+        let synced = {
             let _permit = gate.acquire().await;
-            list_all(&api).await
+            sync_whole(&api, &r, initial_sync, &mut streaming, &relists).await
         };
-        let mut version = match listed {
-            Ok((entries, version)) => {
+        let (mut version, mut going_on) = match synced {
+            Synced::Whole(entries, version, events, method) => {
                 let Some(t) = index.upgrade() else { return };
                 let now = Timestamp::now();
                 t.apply(Change::Init, now);
@@ -768,14 +1059,14 @@ pub async fn run(
                     t.apply(Change::InitApply(entry), now);
                 }
                 t.apply(Change::InitDone, now);
-                version
+                t.set_method(method);
+                (version, events)
             }
-            Err(error) => {
-                tracing::debug!(%error, resource = %r.group_resource(), "Index list failed");
-                if !tell(&index, failed_of(&error)) {
+            Synced::Failed(change, asked) => {
+                if !tell(&index, change) {
                     return;
                 }
-                pause(&mut backoff, retry_after(&error)).await;
+                pause(&mut backoff, asked).await;
                 continue 'list;
             }
         };
@@ -783,41 +1074,49 @@ pub async fn run(
         // watch that starts again confirms the index (below).
         let mut broken = false;
         loop {
-            let started = {
-                let _permit = gate.acquire().await;
-                api.watch_metadata(&params, &version).await
-            };
-            let stream = match started {
-                Ok(stream) => stream,
-                Err(error) if gone(&error) => {
-                    if !tell(&index, expired()) {
+            let stream = match going_on.take() {
+                // The streaming list's own watch: already started, already confirmed.
+                Some(events) => events,
+                None => {
+                    let started = {
+                        let _permit = gate.acquire().await;
+                        api.watch_metadata(&params, &version).await
+                    };
+                    let stream = match started {
+                        Ok(stream) => stream.boxed(),
+                        Err(error) if gone(&error) => {
+                            if !expire(&index) {
+                                return;
+                            }
+                            continue 'list;
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
+                            if !tell(&index, failed_of(&error)) {
+                                return;
+                            }
+                            pause(&mut backoff, retry_after(&error)).await;
+                            broken = true;
+                            continue;
+                        }
+                    };
+                    if !tell(&index, Change::Resumed) {
                         return;
                     }
-                    continue 'list;
-                }
-                Err(error) => {
-                    tracing::debug!(%error, resource = %r.group_resource(), "Index watch failed to start");
-                    if !tell(&index, failed_of(&error)) {
+                    // After an error (the API server restarted, a 429 on the watch start), a
+                    // watch that starts from the last resourceVersion is replayed every event
+                    // since: it confirms the index, or every type would be listed at each
+                    // review until its first bookmark, a minute after every API server
+                    // restart. A watch started again because it was silent confirms nothing:
+                    // only an event or a bookmark will.
+                    if std::mem::take(&mut broken) && !tell(&index, Change::Bookmark) {
                         return;
                     }
-                    pause(&mut backoff, retry_after(&error)).await;
-                    broken = true;
-                    continue;
+                    stream
                 }
             };
-            if !tell(&index, Change::Resumed) {
-                return;
-            }
-            // After an error (the API server restarted, a 429 on the watch start), a watch
-            // that starts from the last resourceVersion is replayed every event since: it
-            // confirms the index, or every type would be listed at each review until its
-            // first bookmark, a minute after every API server restart. A watch started again
-            // because it was silent confirms nothing: only an event or a bookmark will.
-            if std::mem::take(&mut broken) && !tell(&index, Change::Bookmark) {
-                return;
-            }
             backoff.reset();
-            let mut stream = std::pin::pin!(stream);
+            let mut stream = stream;
             loop {
                 // A watch that says nothing (no event, no bookmark) for longer than the
                 // staleness bound is presumed stalled (a half-open connection, an API server
@@ -856,7 +1155,7 @@ pub async fn run(
                     // The API server answers an expired resourceVersion with 200 and then
                     // this event: the `Resumed` above was premature, so untrust until listed.
                     Ok(WatchEvent::Error(status)) if status.code == 410 => {
-                        if !tell(&index, expired()) {
+                        if !expire(&index) {
                             return;
                         }
                         continue 'list;
@@ -870,7 +1169,7 @@ pub async fn run(
                         break;
                     }
                     Err(error) if gone(&error) => {
-                        if !tell(&index, expired()) {
+                        if !expire(&index) {
                             return;
                         }
                         continue 'list;
@@ -1398,6 +1697,230 @@ mod tests {
             kind: "K".into(),
             listable: true,
         }
+    }
+
+    /// How [`streaming_mock`] answers a streaming list (a watch with `sendInitialEvents`).
+    #[derive(Clone)]
+    enum StreamAnswer {
+        /// The status code, as a server with the WatchList gate off answers (422).
+        Refuse(u16),
+        /// These objects' ADDED events and nothing more, as a server that ignores the
+        /// parameter answers a watch with no resourceVersion.
+        NoEnd(Vec<&'static str>),
+        /// These objects' ADDED events, the end bookmark at resourceVersion 20, then one more
+        /// object added (`later`), and the watch stays open.
+        End(Vec<&'static str>, &'static str),
+    }
+
+    struct StreamingMock {
+        client: Client,
+        lists: Arc<std::sync::atomic::AtomicUsize>,
+        streams: Arc<std::sync::atomic::AtomicUsize>,
+        /// Plain watches started (from a resourceVersion).
+        watches: Arc<std::sync::atomic::AtomicUsize>,
+        /// The query string of every streaming list.
+        stream_queries: Arc<Mutex<Vec<String>>>,
+    }
+
+    /// A mock API server for one type: lists answer with object `x` in namespace `a`; a
+    /// streaming list answers as `answer` says; the first plain watch answers 410 Gone when
+    /// `expire_first_watch`, every other one stays open and says nothing.
+    fn streaming_mock(answer: StreamAnswer, expire_first_watch: bool) -> StreamingMock {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let counters: [Arc<AtomicUsize>; 3] = Default::default();
+        let stream_queries = Arc::new(Mutex::new(Vec::new()));
+        let [l, s, w] = counters.clone();
+        let q = stream_queries.clone();
+        let object = |name: &str| {
+            serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": name, "namespace": "a", "resourceVersion": "15"}})
+        };
+        let service = tower::service_fn(move |req: axum::http::Request<kube::client::Body>| {
+            let query = req.uri().query().unwrap_or("").to_string();
+            let line = |v: serde_json::Value| {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("{v}\n")))
+            };
+            let open = |lines: Vec<serde_json::Value>| {
+                let lines = futures::stream::iter(lines.into_iter().map(line));
+                axum::body::Body::from_stream(futures::StreamExt::chain(
+                    lines,
+                    futures::stream::pending(),
+                ))
+            };
+            let response = if query.contains("sendInitialEvents=true") {
+                s.fetch_add(1, Ordering::SeqCst);
+                q.lock().unwrap().push(query);
+                let added = |n: &str| serde_json::json!({"type": "ADDED", "object": object(n)});
+                match &answer {
+                    StreamAnswer::Refuse(code) => axum::http::Response::builder()
+                        .status(*code)
+                        .body(axum::body::Body::from(
+                            serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                                "status": "Failure", "reason": "Invalid", "code": code,
+                                "message": "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"})
+                            .to_string(),
+                        )),
+                    StreamAnswer::NoEnd(names) => axum::http::Response::builder()
+                        .body(open(names.iter().map(|n| added(n)).collect())),
+                    StreamAnswer::End(names, later) => {
+                        let mut lines: Vec<serde_json::Value> =
+                            names.iter().map(|n| added(n)).collect();
+                        lines.push(serde_json::json!({"type": "BOOKMARK", "object": {
+                            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                            "metadata": {"resourceVersion": "20",
+                                "annotations": {INITIAL_EVENTS_END: "true"}}}}));
+                        lines.push(added(later));
+                        axum::http::Response::builder().body(open(lines))
+                    }
+                }
+            } else if query.contains("watch=true") {
+                let n = w.fetch_add(1, Ordering::SeqCst);
+                let gone = serde_json::json!({"type": "ERROR", "object": {"kind": "Status",
+                    "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": "too old resource version"}});
+                let lines = if expire_first_watch && n == 0 {
+                    vec![gone]
+                } else {
+                    vec![]
+                };
+                axum::http::Response::builder().body(open(lines))
+            } else {
+                l.fetch_add(1, Ordering::SeqCst);
+                axum::http::Response::builder().body(axum::body::Body::from(
+                    serde_json::json!({"apiVersion": "meta.k8s.io/v1",
+                        "kind": "PartialObjectMetadataList",
+                        "metadata": {"resourceVersion": "10"}, "items": [object("x")]})
+                    .to_string(),
+                ))
+            };
+            async move { Ok::<_, std::convert::Infallible>(response.unwrap()) }
+        });
+        let [lists, streams, watches] = counters;
+        StreamingMock {
+            client: Client::new(service, "default"),
+            lists,
+            streams,
+            watches,
+            stream_queries,
+        }
+    }
+
+    /// One type of an index listing as `initial_sync` says, its task running over `m`.
+    fn streamed_type(
+        m: &StreamingMock,
+        initial_sync: InitialSync,
+    ) -> (Index, Arc<TypeIndex>, tokio::task::JoinHandle<()>) {
+        let index = Index::with_initial_sync(initial_sync);
+        let (t, _) = index.get_or_add(&rt("widgets"));
+        let task = tokio::spawn(run(
+            m.client.clone(),
+            rt("widgets"),
+            Arc::downgrade(&t),
+            index.gate(),
+        ));
+        (index, t, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_list_that_ends_is_the_index_and_its_watch_goes_on() {
+        use std::sync::atomic::Ordering;
+        let m = streaming_mock(StreamAnswer::End(vec!["p", "q"], "r"), false);
+        let (index, t, task) = streamed_type(&m, InitialSync::Auto);
+        until("streamed", || {
+            names(&t, "a") == Some(vec!["p".into(), "q".into(), "r".into()])
+        })
+        .await;
+        assert_eq!(t.health(), Health::Synced);
+        assert_eq!(t.method(), Some(SyncMethod::Stream));
+        assert_eq!(index.methods(), (1, 0));
+        // Never listed, never watched again: the streaming list's watch goes on.
+        assert_eq!(m.lists.load(Ordering::SeqCst), 0);
+        assert_eq!(m.watches.load(Ordering::SeqCst), 0);
+        assert_eq!(index.relists(), (0, 0));
+        // A consistent read: resourceVersion unset (empty), never "0".
+        let queries = m.stream_queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 1);
+        let get = |k: &str| {
+            queries[0]
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get("sendInitialEvents"), Some("true"));
+        assert_eq!(get("resourceVersionMatch"), Some("NotOlderThan"));
+        assert_eq!(get("allowWatchBookmarks"), Some("true"));
+        assert_eq!(get("resourceVersion").unwrap_or(""), "");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_streaming_list_falls_back_to_a_list_for_good() {
+        use std::sync::atomic::Ordering;
+        // 422, as a server with the WatchList feature gate off answers; and the first watch
+        // from the list's resourceVersion expires (410), so the type is listed again.
+        let m = streaming_mock(StreamAnswer::Refuse(422), true);
+        let (index, t, task) = streamed_type(&m, InitialSync::Auto);
+        until("listed again", || m.lists.load(Ordering::SeqCst) >= 2).await;
+        until("trusted", || t.health() == Health::Synced).await;
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        assert_eq!(t.method(), Some(SyncMethod::List));
+        // The streaming list was asked for once: after the refusal the type is listed,
+        // the relist after the 410 too.
+        assert_eq!(m.streams.load(Ordering::SeqCst), 1);
+        assert_eq!(index.relists(), (1, 1));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_list_without_its_end_bookmark_falls_back_within_the_bound() {
+        use std::sync::atomic::Ordering;
+        // A server that ignores sendInitialEvents: the objects, never the end bookmark. What
+        // it sent is not kept: the index is the list's.
+        let m = streaming_mock(StreamAnswer::NoEnd(vec!["y"]), false);
+        let (index, t, task) = streamed_type(&m, InitialSync::Auto);
+        let started = Instant::now();
+        until("listed", || t.health() == Health::Synced).await;
+        assert!(started.elapsed() >= STREAM_IDLE_BOUND);
+        assert!(
+            started.elapsed() < STREAM_IDLE_BOUND * 2,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        assert_eq!(t.method(), Some(SyncMethod::List));
+        assert_eq!(m.streams.load(Ordering::SeqCst), 1);
+        assert_eq!(m.lists.load(Ordering::SeqCst), 1);
+        assert_eq!(index.relists(), (0, 1));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_only_never_lists_a_refusing_type_and_says_it_is_failing() {
+        use std::sync::atomic::Ordering;
+        let m = streaming_mock(StreamAnswer::Refuse(422), false);
+        let (index, t, task) = streamed_type(&m, InitialSync::Stream);
+        until("tried again", || m.streams.load(Ordering::SeqCst) >= 2).await;
+        match t.health() {
+            Health::Failing { code, .. } => assert_eq!(code, Some(422)),
+            other => panic!("{other:?}"),
+        }
+        assert!(index.ready(), "a failing type does not hold readiness");
+        assert_eq!(names(&t, "a"), None);
+        assert_eq!(m.lists.load(Ordering::SeqCst), 0);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn list_only_never_asks_for_a_streaming_list() {
+        use std::sync::atomic::Ordering;
+        let m = streaming_mock(StreamAnswer::End(vec!["p"], "r"), false);
+        let (index, t, task) = streamed_type(&m, InitialSync::List);
+        until("listed", || t.health() == Health::Synced).await;
+        assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        assert_eq!(m.streams.load(Ordering::SeqCst), 0);
+        assert_eq!(index.methods(), (0, 1));
+        task.abort();
     }
 
     #[test]

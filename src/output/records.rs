@@ -35,6 +35,16 @@ struct IndexLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     os: &'static str,
@@ -58,6 +68,8 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     index_types: Family<IndexLabels, Gauge>,
     index_objects: Gauge,
+    index_relists: Family<ReasonLabels, Counter>,
+    index_sync_types: Family<MethodLabels, Gauge>,
     index_oldest_confirmation: Gauge<f64, std::sync::atomic::AtomicU64>,
     index_stale_types: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
@@ -127,6 +139,28 @@ impl Default for Metrics {
         for state in ["synced", "syncing", "failing"] {
             index_types.get_or_create(&IndexLabels { state }).set(0);
         }
+        let index_relists = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "index_relists",
+            "Types of the live content index listed whole again, by reason (expired: its watch got 410 Gone; fallback: a streaming list was refused or never ended, so it was listed)",
+            index_relists.clone(),
+        );
+        for reason in ["expired", "fallback"] {
+            index_relists
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(0);
+        }
+        let index_sync_types = Family::<MethodLabels, Gauge>::default();
+        registry.register(
+            "index_sync_types",
+            "Types of the live content index by how they were last listed whole (stream: a consistent streaming list; list: a paginated LIST)",
+            index_sync_types.clone(),
+        );
+        for method in ["stream", "list"] {
+            index_sync_types
+                .get_or_create(&MethodLabels { method })
+                .set(0);
+        }
         // Always 1: its labels say which build runs, and its absence that none is scraped.
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
@@ -184,6 +218,8 @@ impl Default for Metrics {
             config_last_reload_successful,
             index_types,
             index_objects,
+            index_relists,
+            index_sync_types,
             index_oldest_confirmation,
             index_stale_types,
             reviews,
@@ -261,6 +297,23 @@ impl Metrics {
             .set(oldest_confirmation.as_secs_f64());
         self.index_stale_types
             .set(i64::try_from(stale).unwrap_or(i64::MAX));
+    }
+
+    /// Records the index's relists so far (totals kept by the index: the counters catch up).
+    pub fn set_index_relists(&self, expired: u64, fallback: u64) {
+        for (reason, total) in [("expired", expired), ("fallback", fallback)] {
+            let counter = self.index_relists.get_or_create(&ReasonLabels { reason });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Records how many indexed types were last listed whole by streaming list and by LIST.
+    pub fn set_index_sync_methods(&self, stream: usize, list: usize) {
+        for (method, n) in [("stream", stream), ("list", list)] {
+            self.index_sync_types
+                .get_or_create(&MethodLabels { method })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records how many indexed types are synced, syncing and failing.

@@ -63,6 +63,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 if let Some((synced, syncing, failing)) = gatherer.index_counts() {
                     metrics.set_index_types(synced, syncing, failing);
                 }
+                if let Some((expired, fallback)) = gatherer.index_relists() {
+                    metrics.set_index_relists(expired, fallback);
+                }
+                if let Some((stream, list)) = gatherer.index_methods() {
+                    metrics.set_index_sync_methods(stream, list);
+                }
                 if let Some(objects) = gatherer.index_objects() {
                     metrics.set_index_objects(objects);
                 }

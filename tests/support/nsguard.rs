@@ -146,6 +146,15 @@ impl Nsguard {
         vec![(GUARD_LABEL, self.id.clone())]
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the nsguard process, by its pid.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {signal} nsguard");
+    }
+
     /// Stops nsguard, leaving its webhook registered (to show `failurePolicy: Ignore`).
     pub fn kill(&mut self) {
         self.process.kill();

@@ -43,10 +43,22 @@ pub struct LocalCluster {
     kubeconfig: PathBuf,
     server: String,
     ca: Ca,
-    processes: Vec<Process>,
+    /// Behind a lock: a test that shares the cluster (`&'static`) may restart kube-apiserver.
+    processes: std::sync::Mutex<Vec<Process>>,
     kubelet: Option<Kubelet>,
     nsguard_kubeconfig: std::sync::Mutex<Option<PathBuf>>,
-    keep_dir: bool,
+    keep_dir: std::sync::atomic::AtomicBool,
+    /// etcd's client URL.
+    etcd_url: String,
+    /// Flags kube-apiserver runs with besides its own (`--feature-gates=...`).
+    apiserver_flags: std::sync::Mutex<Vec<String>>,
+}
+
+/// How a [`LocalCluster`] is started, besides its defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Flags added to kube-apiserver's, e.g. `--feature-gates=WatchList=false`.
+    pub apiserver_flags: Vec<String>,
 }
 
 impl LocalCluster {
@@ -78,6 +90,11 @@ impl LocalCluster {
     /// cluster carries, and returns once a namespace can be created and deleted and the GitOps
     /// controller's pod is Ready.
     pub async fn start(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::start_with(dir, Options::default()).await
+    }
+
+    /// [`LocalCluster::start`], with `options`.
+    pub async fn start_with(dir: impl Into<PathBuf>, options: Options) -> Result<Self> {
         let dir = dir.into();
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
@@ -102,10 +119,12 @@ impl LocalCluster {
             dir,
             bin_dir,
             ca,
-            processes: Vec::new(),
+            processes: std::sync::Mutex::new(Vec::new()),
             kubelet: None,
             nsguard_kubeconfig: std::sync::Mutex::new(None),
-            keep_dir: false,
+            keep_dir: std::sync::atomic::AtomicBool::new(false),
+            etcd_url: String::new(),
+            apiserver_flags: std::sync::Mutex::new(options.apiserver_flags),
         };
         let started = Instant::now();
         cluster.start_etcd_and_apiserver().await?;
@@ -194,7 +213,8 @@ impl LocalCluster {
             ],
             &self.dir,
         )?;
-        self.processes.push(etcd);
+        self.processes_mut().push(etcd);
+        self.etcd_url = etcd_url.clone();
         self.wait_for("etcd to accept connections", || async {
             Ok(TcpStream::connect(("127.0.0.1", etcd_port)).is_ok())
         })
@@ -203,44 +223,54 @@ impl LocalCluster {
         let api_port = free_port()?;
         self.server = format!("https://127.0.0.1:{api_port}");
         let p = |name: &str| pki.join(name).display().to_string();
+        let flags: Vec<String> = [
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            // A loopback advertise address is only accepted with no endpoint reconciler;
+            // both together make start-up independent of a default route.
+            "--advertise-address=127.0.0.1".into(),
+            "--endpoint-reconciler-type=none".into(),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            format!("--service-account-issuer={}", self.server),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // As kubeadm: the Node authorizer and NodeRestriction on top of the default
+            // admission plugins (ServiceAccount, PodSecurity, ResourceQuota, ...).
+            "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            // What nsguard's ServiceAccount asks and receives, bodies and all: the proof
+            // that it never reads what metadata suffices for (e2e_manifests).
+            format!(
+                "--admission-control-config-file={}",
+                p("admission-config.yaml")
+            ),
+            format!("--audit-policy-file={}", p("audit-policy.yaml")),
+            format!("--audit-log-path={}", self.audit_log().display()),
+            "--audit-log-format=json".into(),
+            "--audit-log-maxbackup=1".into(),
+        ]
+        .into_iter()
+        .chain(
+            self.apiserver_flags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        )
+        .collect();
         let apiserver = Process::spawn(
             "kube-apiserver",
             &self.bin_dir.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                // A loopback advertise address is only accepted with no endpoint reconciler;
-                // both together make start-up independent of a default route.
-                "--advertise-address=127.0.0.1".into(),
-                "--endpoint-reconciler-type=none".into(),
-                format!("--tls-cert-file={}", p("apiserver.crt")),
-                format!("--tls-private-key-file={}", p("apiserver.key")),
-                format!("--client-ca-file={}", p("ca.crt")),
-                format!("--service-account-issuer={}", self.server),
-                format!("--service-account-key-file={}", p("sa.pub")),
-                format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                // As kubeadm: the Node authorizer and NodeRestriction on top of the default
-                // admission plugins (ServiceAccount, PodSecurity, ResourceQuota, ...).
-                "--authorization-mode=Node,RBAC".into(),
-                "--enable-admission-plugins=NodeRestriction".into(),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-                // What nsguard's ServiceAccount asks and receives, bodies and all: the proof
-                // that it never reads what metadata suffices for (e2e_manifests).
-                format!(
-                    "--admission-control-config-file={}",
-                    p("admission-config.yaml")
-                ),
-                format!("--audit-policy-file={}", p("audit-policy.yaml")),
-                format!("--audit-log-path={}", self.audit_log().display()),
-                "--audit-log-format=json".into(),
-                "--audit-log-maxbackup=1".into(),
-            ],
+            &flags,
             &self.dir,
         )?;
-        self.processes.push(apiserver);
+        self.processes_mut().push(apiserver);
         self.write_kubeconfig(&self.kubeconfig, &pki, "admin")?;
         self.write_kubeconfig(
             &self.dir.join("controller-manager.kubeconfig"),
@@ -280,7 +310,7 @@ impl LocalCluster {
             ],
             &self.dir,
         )?;
-        self.processes.push(kcm);
+        self.processes_mut().push(kcm);
 
         // The controller-manager is ready when it really finishes a namespace deletion.
         let client = self.client().await?;
@@ -299,16 +329,16 @@ impl LocalCluster {
 
     /// Polls `ready` every 200 ms until it says true, failing with the logs if a process
     /// exits or the deadline passes.
-    async fn wait_for<F, Fut>(&mut self, what: &str, mut ready: F) -> Result<()>
+    async fn wait_for<F, Fut>(&self, what: &str, mut ready: F) -> Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool>>,
     {
         let deadline = Instant::now() + STEP_DEADLINE;
         loop {
-            for p in &mut self.processes {
+            for p in self.processes_mut().iter_mut() {
                 if let Some(status) = p.exited()? {
-                    self.keep_dir = true;
+                    self.keep();
                     bail!(
                         "waiting for {what}: {} exited with {status}; its log ends:\n{}",
                         p.name(),
@@ -320,7 +350,7 @@ impl LocalCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                self.keep_dir = true;
+                self.keep();
                 bail!(
                     "waiting for {what}: not done after {}s; logs in {}",
                     STEP_DEADLINE.as_secs(),
@@ -509,14 +539,40 @@ impl LocalCluster {
     /// executable with the same flags, so the same port, certificates and etcd data. Every
     /// kubeconfig points at that port, so the controller-manager, the kubelet and any client
     /// reconnect on their own. Returns once the new process's `/readyz` says ok.
-    pub async fn restart_apiserver(&mut self, grace: Duration) -> Result<ApiServerRestart> {
+    pub async fn restart_apiserver(&self, grace: Duration) -> Result<ApiServerRestart> {
+        self.restart_apiserver_with(grace, None, |_| Ok(())).await
+    }
+
+    /// [`LocalCluster::restart_apiserver`], calling `while_down` once the old process has
+    /// exited and before the new one starts (to change etcd behind the API server's back, as
+    /// [`LocalCluster::compact_etcd`] does), and starting the new one with `flags` in place of
+    /// the extra flags the cluster was started with, when given (`Some(&[])`: none).
+    pub async fn restart_apiserver_with(
+        &self,
+        grace: Duration,
+        flags: Option<&[String]>,
+        while_down: impl FnOnce(&Self) -> Result<()>,
+    ) -> Result<ApiServerRestart> {
         let started = Instant::now();
-        let killed = self
-            .processes
-            .iter_mut()
-            .find(|p| p.name() == "kube-apiserver")
-            .context("this cluster has no kube-apiserver")?
-            .restart(grace)?;
+        let killed = {
+            let mut processes = self.processes_mut();
+            let apiserver = processes
+                .iter_mut()
+                .find(|p| p.name() == "kube-apiserver")
+                .context("this cluster has no kube-apiserver")?;
+            let killed = apiserver.stop(grace);
+            while_down(self)?;
+            if let Some(flags) = flags {
+                let mut extra = self
+                    .apiserver_flags
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                apiserver.replace_flags(&extra, flags);
+                *extra = flags.to_vec();
+            }
+            apiserver.start_again()?;
+            killed
+        };
         let stopped = started.elapsed();
         let kubeconfig = self.kubeconfig.clone();
         self.wait_for("the restarted kube-apiserver's /readyz", || {
@@ -530,9 +586,46 @@ impl LocalCluster {
         })
     }
 
+    /// Compacts etcd's history up to its current revision (physically): the API server can no
+    /// longer serve a watch from a resourceVersion before it, nor a continue token; returns the
+    /// revision. Through etcd's JSON gateway, as `etcdctl compaction --physical` does.
+    pub fn compact_etcd(&self) -> Result<i64> {
+        let port: u16 = self
+            .etcd_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("etcd's port")?;
+        // A range over one key answers with the header of the current revision.
+        let (code, body) = http_post(port, "/v3/kv/range", r#"{"key":"AA=="}"#)
+            .context("etcd's JSON gateway does not answer")?;
+        if code != 200 {
+            bail!("etcd /v3/kv/range answered {code}: {body}");
+        }
+        let header: serde_json::Value = serde_json::from_str(&body)?;
+        let revision: i64 = header["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .with_context(|| format!("no revision in {body}"))?;
+        let (code, body) = http_post(
+            port,
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )
+        .context("etcd's JSON gateway does not answer")?;
+        if code != 200 {
+            bail!("etcd /v3/kv/compaction answered {code}: {body}");
+        }
+        Ok(revision)
+    }
+
+    fn processes_mut(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
+        self.processes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn signal_controller_manager(&self, signal: i32) {
         for p in self
-            .processes
+            .processes_mut()
             .iter()
             .filter(|p| p.name() == "kube-controller-manager")
         {
@@ -571,14 +664,15 @@ impl LocalCluster {
     }
 
     /// Keeps the state directory and logs when this cluster is dropped.
-    pub fn keep(&mut self) {
-        self.keep_dir = true;
+    pub fn keep(&self) {
+        self.keep_dir
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stops the kubelet, then every process this cluster started, controller-manager first.
     pub fn stop(&mut self) {
         self.kubelet = None;
-        while let Some(mut p) = self.processes.pop() {
+        while let Some(mut p) = self.processes_mut().pop() {
             p.stop(Duration::from_secs(10));
         }
     }
@@ -607,7 +701,7 @@ impl Drop for Paused<'_> {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop();
-        if self.keep_dir || std::thread::panicking() {
+        if self.keep_dir.load(std::sync::atomic::Ordering::Relaxed) || std::thread::panicking() {
             eprintln!(
                 "localcluster: state and logs kept in {}",
                 self.dir.display()
@@ -758,7 +852,7 @@ pub async fn shared() -> Result<&'static LocalCluster> {
                 .unwrap_or("tests")
                 .to_string();
             let dir = workspace_root().join("target/localcluster").join(stem);
-            let mut cluster = LocalCluster::start(&dir).await?;
+            let cluster = LocalCluster::start(&dir).await?;
             cluster.keep();
             eprintln!(
                 "localcluster: {} (logs in {})",
@@ -776,6 +870,28 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// `POST http://127.0.0.1:<port><path>` with a JSON `body`: status and body, or `None` when
+/// nothing answers.
+fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.split_whitespace().nth(1)?.parse().ok()?;

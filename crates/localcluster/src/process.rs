@@ -35,18 +35,25 @@ impl Process {
         })
     }
 
-    /// Stops the process (as [`Process::stop`]) and starts it again with the same
-    /// executable and arguments, its output appended to the same log. Says whether the stop
-    /// needed SIGKILL.
-    pub(crate) fn restart(&mut self, grace: Duration) -> Result<bool> {
-        let killed = self.stop(grace);
+    /// Replaces the trailing `old` arguments (the extra flags it was started with) by `new`,
+    /// for the next [`Process::start_again`].
+    pub(crate) fn replace_flags(&mut self, old: &[String], new: &[String]) {
+        if self.args.ends_with(old) {
+            self.args.truncate(self.args.len() - old.len());
+        }
+        self.args.extend(new.iter().cloned());
+    }
+
+    /// Starts the stopped process again with its executable and arguments, its output
+    /// appended to the same log.
+    pub(crate) fn start_again(&mut self) -> Result<()> {
         let out = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
         self.child = start(&self.bin, &self.args, out)?;
         tracing::debug!(name = self.name, pid = self.child.id(), "Restarted");
-        Ok(killed)
+        Ok(())
     }
 
     pub(crate) fn name(&self) -> &str {
