@@ -148,8 +148,9 @@ impl Nsguard {
 
     /// Sends `signal` (`STOP`, `CONT`) to the nsguard process, by its pid.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
+        let pid = self.process.pid().expect("nsguard is running");
+        let status = std::process::Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
             .status()
             .expect("running kill");
         assert!(status.success(), "kill -s {signal} nsguard");

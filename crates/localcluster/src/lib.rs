@@ -636,7 +636,7 @@ impl LocalCluster {
     /// The PID of the control-plane process `name` (`kube-apiserver`, `etcd`,
     /// `kube-controller-manager`), for reading its memory.
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.processes
+        self.processes_mut()
             .iter()
             .find(|p| p.name() == name)
             .map(process::Process::pid)
