@@ -1287,6 +1287,7 @@ fn the_config_value_goes_into_the_configuration_file() {
         "secrets.check=false".to_string(),
         "config.checks.finalizer-controller=warn".to_string(),
         "config.backend_grace=1m30s".to_string(),
+        "config.initial_sync=list".to_string(),
     ]);
     let layer = configuration(find(&template(&set), "ConfigMap", "nsguard-config"));
     assert_eq!(layer.mode, Some(::nsguard::output::policy::Mode::Audit));
@@ -1295,6 +1296,10 @@ fn the_config_value_goes_into_the_configuration_file() {
         Some(&Setting::Warn)
     );
     assert_eq!(layer.backend_grace, Some(Duration::from_secs(90)));
+    assert_eq!(
+        layer.initial_sync,
+        Some(::nsguard::config::InitialSync::List)
+    );
     assert_eq!(
         layer.skip_resources,
         Some(["secrets".to_string()].into_iter().collect())
