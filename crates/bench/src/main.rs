@@ -175,12 +175,7 @@ impl Nsguard {
     async fn start(cluster: &LocalCluster, bin: &Path, dir: &Path) -> Result<Self> {
         let mut process = launcher(cluster, bin, dir, "nsguard")?;
         let ready_s = process.start(Duration::from_secs(600)).await?.as_secs_f64();
-        process.register(
-            cluster,
-            "nsguard-bench",
-            &format!("{{matchLabels: {{\"{GUARD}\": guarded}}}}"),
-            &cluster.ca().ca_bundle(),
-        )?;
+        register_bench_webhook(cluster, &process)?;
         Ok(Self { process, ready_s })
     }
 
@@ -737,12 +732,7 @@ async fn scale(
         have = objects;
         let (mut one, startup) = start_replicas(cluster, client, bin, dir, 1, objects).await?;
         let process = one.pop().context("one replica")?;
-        process.register(
-            cluster,
-            "nsguard-bench",
-            &format!("{{matchLabels: {{\"{GUARD}\": guarded}}}}"),
-            &cluster.ca().ca_bundle(),
-        )?;
+        register_bench_webhook(cluster, &process)?;
         let guard = Nsguard {
             process,
             ready_s: startup.ready_s,
@@ -1004,6 +994,16 @@ async fn main() -> Result<()> {
         eprintln!("bench: wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Registers `process` as the webhook for the namespaces the bench labels as guarded.
+fn register_bench_webhook(cluster: &LocalCluster, process: &Launched) -> Result<()> {
+    process.register(
+        cluster,
+        "nsguard-bench",
+        &format!("{{matchLabels: {{\"{GUARD}\": guarded}}}}"),
+        &cluster.ca().ca_bundle(),
+    )
 }
 
 /// `make bench-scale`: only the scale report, at the sizes `NSGUARD_BENCH_SCALE_STEPS` names,

@@ -866,32 +866,27 @@ pub async fn shared() -> Result<&'static LocalCluster> {
 
 /// `GET http://127.0.0.1:<port><path>`: status and body, or `None` when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    http(port, &request, Duration::from_secs(5))
 }
 
 /// `POST http://127.0.0.1:<port><path>` with a JSON `body`: status and body, or `None` when
 /// nothing answers.
 fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
+    let request = format!(
         "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .ok()?;
+    );
+    http(port, &request, Duration::from_secs(10))
+}
+
+/// Sends one plain HTTP/1.0 `request` to `127.0.0.1:<port>` and reads the answer to its end:
+/// status and body, or `None` when nothing answers within `timeout`.
+fn http(port: u16, request: &str, timeout: Duration) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
