@@ -886,3 +886,107 @@ fn create_secret(cluster: &localcluster::LocalCluster, ns: &str) {
     )
     .unwrap();
 }
+
+/// Posts one AdmissionReview of deleting namespace `name` to nsguard (not through the API
+/// server): its oldObject carries uid `uid` (none when empty) and the override annotation with
+/// reason `reason` (none when empty). Prints the response as JSON.
+const FORGE_ONE: &str = r#"
+import http.client, json, ssl, sys
+port, ca, fixture, name, uid, reason = sys.argv[1:7]
+review = json.load(open(fixture))
+review["request"]["uid"] = "00000000-0000-0000-0002-000000000001"
+review["request"]["name"] = name
+review["request"]["namespace"] = name
+meta = review["request"]["oldObject"]["metadata"]
+meta["name"] = name
+meta.pop("uid", None)
+if uid:
+    meta["uid"] = uid
+if reason:
+    meta.setdefault("annotations", {})["nsguard.io/allow-stuck-delete"] = reason
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx, timeout=30)
+conn.request("POST", "/validate?timeout=10s", body=json.dumps(review),
+             headers={"Content-Type": "application/json"})
+print(json.dumps(json.loads(conn.getresponse().read())["response"]))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_reviews_of_a_real_namespace_have_no_effect_and_never_carry_an_override() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    // A real namespace whose deletion nsguard denies: a finalizer no controller removes.
+    install_crd(cluster, "forge.nsguard.test", "gadgets", "Gadget").await;
+    let ns = create_namespace_with(&client, "forge-target", &guard.labels(), &[]).await;
+    gadget(cluster, "forge.nsguard.test", &ns, "g1");
+    let uid = kubectl(
+        cluster,
+        &["get", "namespace", &ns, "-o", "jsonpath={.metadata.uid}"],
+        None,
+    )
+    .unwrap();
+    let ca = cluster.dir().join("pki/ca.crt");
+    let fixture = localcluster::workspace_root().join("tests/fixtures/namespace-delete.json");
+    let forge = |uid: &str, reason: &str| -> Value {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(FORGE_ONE)
+            .arg(guard.port.to_string())
+            .arg(&ca)
+            .arg(&fixture)
+            .args([ns.as_str(), uid, reason])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let unverified = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("nsguard_reviews_unverified_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = unverified(&guard.metrics());
+    // Without a uid, and with another namespace's uid: answered, allowed, saying why.
+    for forged_uid in ["", "00000000-0000-0000-0000-00000000dead"] {
+        let r = forge(forged_uid, "forged");
+        assert_eq!(r["allowed"], true, "{r}");
+        assert!(
+            r["warnings"]
+                .to_string()
+                .contains("nsguard did not check this deletion"),
+            "{r}"
+        );
+    }
+    assert_eq!(unverified(&guard.metrics()), before + 2);
+    // With the real uid, the review is checked, but the override comes from the namespace,
+    // which does not carry it: the forged annotation changes nothing.
+    let r = forge(&uid, "forged");
+    assert_eq!(
+        r["allowed"], false,
+        "the request's override was believed: {r}"
+    );
+    // Nothing the forged reviews did reached the namespace: the one Event (if any) is the
+    // real uid's denial, never an override. A real review afterwards marks the point the
+    // log and the Events have caught up with.
+    reviewed(cluster, &guard, &ns).await;
+    let events = kubectl(
+        cluster,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-A",
+            "--field-selector",
+            &format!("regarding.name={ns}"),
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .unwrap();
+    assert!(!events.contains("DeletionOverridden"), "{events}");
+    clear_finalizers(cluster, "gadgets.forge.nsguard.test", "g1", &ns);
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+}

@@ -39,6 +39,36 @@ use crate::facts::{
 const PAGE: u32 = 2000;
 
 /// The bounds on the API calls a preflight makes.
+/// What nsguard's namespace watch says of the namespace a review names.
+#[derive(Clone, Debug)]
+pub enum NamespaceMatch {
+    /// The watch has not listed namespaces yet: nothing can be verified.
+    Unsynced,
+    /// The live namespace with that name and uid.
+    Live(Arc<Namespace>),
+    /// No live namespace has that name and uid.
+    NoMatch,
+}
+
+/// Aggregated discovery as the namespace controller runs it, on its own (no gatherer, no
+/// watches): for `nsguard rbac`, which only needs to know the types the cluster serves.
+pub async fn discover(client: &Client, timeout: Duration) -> Result<Discovery, GatherError> {
+    let both = async {
+        tokio::try_join!(
+            client.list_core_api_versions_aggregated(),
+            client.list_api_groups_aggregated()
+        )
+    };
+    match tokio::time::timeout(timeout, both).await {
+        Ok(Ok((core, apis))) => Ok(Discovery::from_aggregated(&core, &apis)),
+        Ok(Err(source)) => Err(GatherError::Api {
+            what: "aggregated discovery".into(),
+            source,
+        }),
+        Err(_) => Err(GatherError::Timeout("aggregated discovery".into())),
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Upper bound for one call.
@@ -232,19 +262,37 @@ impl Gatherer {
             .map_err(|_| GatherError::NotReady)
     }
 
-    /// Whether the namespace watch knows `name` (with `uid`, when given): `None` until the
-    /// watch has listed once.
-    pub fn namespace_known(&self, name: &str, uid: Option<&str>) -> Option<bool> {
+    /// The live namespace named `name` whose uid is `uid`, as nsguard's namespace watch holds
+    /// it: what a review's namespace is verified against (the API server reviews only the
+    /// DELETE of a namespace that exists, so a review naming no live namespace is forged or
+    /// replayed).
+    pub fn live_namespace(&self, name: &str, uid: &str) -> NamespaceMatch {
         let store = &self.stores.namespaces;
         if store.state().is_empty() {
-            return None;
+            return NamespaceMatch::Unsynced;
         }
-        let key = reflector::ObjectRef::new(name);
-        Some(
-            store
-                .get(&key)
-                .is_some_and(|ns| uid.is_none_or(|u| ns.metadata.uid.as_deref() == Some(u))),
-        )
+        match store.get(&reflector::ObjectRef::new(name)) {
+            Some(ns) if ns.metadata.uid.as_deref() == Some(uid) => NamespaceMatch::Live(ns),
+            _ => NamespaceMatch::NoMatch,
+        }
+    }
+
+    /// [`Self::live_namespace`], waiting until `until` for the watch to deliver a namespace
+    /// created moments ago (the watch trails the API server by milliseconds). No API call.
+    pub async fn await_live_namespace(
+        &self,
+        name: &str,
+        uid: &str,
+        until: Instant,
+    ) -> NamespaceMatch {
+        loop {
+            let found = self.live_namespace(name, uid);
+            if matches!(found, NamespaceMatch::Live(_)) || Instant::now() >= until {
+                return found;
+            }
+            let next = (Instant::now() + Duration::from_millis(20)).min(until);
+            tokio::time::sleep_until(next).await;
+        }
     }
 
     /// The client this gatherer uses.
@@ -444,6 +492,12 @@ impl Gatherer {
     /// The index's health per state, `(synced, syncing, failing)`; `None` without an index.
     pub fn index_counts(&self) -> Option<(usize, usize, usize)> {
         self.index.as_ref().map(|i| i.counts())
+    }
+
+    /// The indexed types nsguard may not read (a 403 for its own identity); `None` without
+    /// an index.
+    pub fn index_forbidden(&self) -> Option<Vec<String>> {
+        self.index.as_ref().map(|i| i.forbidden())
     }
 
     /// Relists over every indexed type, `(expired, fallback)`; `None` without an index.

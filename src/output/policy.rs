@@ -128,7 +128,12 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
         } else {
             Ruling::Warned
         }
-    } else if let Some(reason) = &ctx.override_reason {
+    } else if let Some(reason) = ctx
+        .override_reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
         warnings.push(format!(
             "{OVERRIDE_ANNOTATION} ({reason}): deleting despite blockers; it may hang"
         ));
@@ -143,6 +148,11 @@ pub fn decide(report: &Report, policy: &Policy, ctx: &RequestContext) -> Decisio
     } else {
         match policy.mode {
             Mode::Enforce => {
+                if ctx.override_reason.is_some() {
+                    warnings.push(format!(
+                        "{OVERRIDE_ANNOTATION} is empty: an override needs a reason; not overridden"
+                    ));
+                }
                 warnings.extend(
                     render::finding_warnings(report)
                         .into_iter()
@@ -324,5 +334,23 @@ mod tests {
         let d = decide(&report(true, false, false), &policy, &ctx);
         assert!(d.allowed);
         assert!(d.warnings[0].contains("bypass group platform-admins"));
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("   ")]
+    fn an_override_without_a_reason_does_not_override(#[case] reason: &str) {
+        let ctx = RequestContext {
+            override_reason: Some(reason.to_string()),
+            groups: vec![],
+        };
+        let d = decide(&report(true, false, false), &Policy::default(), &ctx);
+        assert_eq!(d.outcome, Ruling::Denied, "{d:?}");
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.contains("an override needs a reason")),
+            "{d:?}"
+        );
     }
 }

@@ -63,11 +63,13 @@ pub struct Metrics {
     findings: Family<FindingLabels, Counter>,
     bad_requests: Family<ErrorLabels, Counter>,
     rate_limited: Counter,
+    unverified: Counter,
     duration: Histogram,
     ready: Gauge,
     certificate_expiry: Gauge,
     index_types: Family<IndexLabels, Gauge>,
     index_objects: Gauge,
+    index_forbidden: Gauge,
     index_relists: Family<ReasonLabels, Counter>,
     index_sync_types: Family<MethodLabels, Gauge>,
     index_oldest_confirmation: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -107,6 +109,18 @@ impl Default for Metrics {
             "reviews_rate_limited",
             "Namespace DELETE reviews over their client's rate limit, allowed unchecked (also counted as fail_open)",
             rate_limited.clone(),
+        );
+        let index_forbidden = Gauge::default();
+        registry.register(
+            "index_types_forbidden",
+            "Namespaced types nsguard's own identity may not list or watch (403): never checked until its role grants them",
+            index_forbidden.clone(),
+        );
+        let unverified = Counter::default();
+        registry.register(
+            "reviews_unverified",
+            "Namespace DELETE reviews whose namespace name and uid match no live namespace, answered (allowed) with no effect",
+            unverified.clone(),
         );
         let duration = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -226,6 +240,8 @@ impl Default for Metrics {
             findings,
             bad_requests,
             rate_limited,
+            unverified,
+            index_forbidden,
             duration,
             ready,
             certificate_expiry,
@@ -271,6 +287,11 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
+    /// Counts a review that matches no live namespace (name and uid): a forged or replayed one.
+    pub fn unverified(&self) {
+        self.unverified.inc();
+    }
+
     /// Records a change of the configuration file: put in force, or rejected.
     pub fn config_reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
@@ -314,6 +335,12 @@ impl Metrics {
                 .get_or_create(&MethodLabels { method })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Records how many indexed types nsguard may not read.
+    pub fn set_index_forbidden(&self, types: usize) {
+        self.index_forbidden
+            .set(i64::try_from(types).unwrap_or(i64::MAX));
     }
 
     /// Records how many indexed types are synced, syncing and failing.
@@ -363,7 +390,15 @@ impl Events {
 
     /// Publishes the Event for a decision, if the decision warrants one. Runs in the
     /// background so that it never delays the answer.
-    pub fn publish(&self, namespace: &str, uid: Option<String>, mode: Mode, decision: &Decision) {
+    /// `user` is who asked for the deletion (named in an override's Event).
+    pub fn publish(
+        &self,
+        namespace: &str,
+        uid: Option<String>,
+        mode: Mode,
+        decision: &Decision,
+        user: &str,
+    ) {
         let (type_, reason) = match decision.outcome {
             Ruling::Denied => (EventType::Warning, "DeletionDenied"),
             Ruling::Warned => (EventType::Warning, "DeletionWarned"),
@@ -371,11 +406,24 @@ impl Events {
             Ruling::Overridden => (EventType::Warning, "DeletionOverridden"),
             Ruling::Allowed | Ruling::FailOpen => return,
         };
-        let note = decision
-            .message
-            .clone()
-            .or_else(|| decision.warnings.first().cloned())
-            .unwrap_or_default();
+        let note = match decision.outcome {
+            // Who deleted despite blockers, on what grounds (the override's reason or the
+            // bypass group, the first warning), then the blockers.
+            Ruling::Overridden => format!(
+                "deleted by {user}: {}. {}",
+                decision
+                    .warnings
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+                decision.message.as_deref().unwrap_or_default()
+            ),
+            _ => decision
+                .message
+                .clone()
+                .or_else(|| decision.warnings.first().cloned())
+                .unwrap_or_default(),
+        };
         let event = Event {
             type_,
             reason: reason.into(),

@@ -184,31 +184,35 @@ impl Admission {
             .saturating_sub(MARGIN)
             .min(self.check_timeout);
         let deadline = started + budget;
+        // Only the API server's reviews have effects. It reviews the DELETE of a namespace that
+        // exists, so a review whose namespace name and uid match no live namespace is forged
+        // (anyone who reaches the Service can POST one) or replayed: it is answered, allowed
+        // with a warning saying why, and counted; no preflight, no API call, no Event, no
+        // review slot or rate-limit token. The override is read from the live namespace,
+        // never from the request.
+        let live = match &self.engine {
+            Some(engine) => match verify(engine, &namespace, &name, deadline).await {
+                Ok(live) => Some(live),
+                Err(why) => return self.unverified(resp, &name, &why),
+            },
+            None => None,
+        };
         let ctx = RequestContext {
-            override_reason: namespace
-                .metadata
-                .annotations
+            override_reason: live
                 .as_ref()
+                .and_then(|ns| ns.metadata.annotations.as_ref())
                 .and_then(|a| a.get(OVERRIDE_ANNOTATION))
                 .cloned(),
             groups: req.user_info.groups.clone().unwrap_or_default(),
         };
         let ns_uid = namespace.metadata.uid.clone();
-        // A namespace nsguard's watch has never seen (or with another uid) is not one the API
-        // server is deleting: a forged review. It costs no API call and records no Event.
-        let known = self
-            .engine
-            .as_ref()
-            .and_then(|e| e.gatherer().namespace_known(&name, ns_uid.as_deref()));
         // A peer over its rate limit is answered at once: allowed with a warning, no preflight,
-        // no API call, no Event. Forged reviews (unknown namespaces) cost nothing anyway and
-        // take no token, so a forger sharing the API server's address cannot spend its budget.
-        let rate_limited = known != Some(false)
-            && self
-                .peer_limit
-                .as_ref()
-                .zip(peer)
-                .is_some_and(|(limit, peer)| !limit.admit(peer));
+        // no API call, no Event.
+        let rate_limited = self
+            .peer_limit
+            .as_ref()
+            .zip(peer)
+            .is_some_and(|(limit, peer)| !limit.admit(peer));
         if rate_limited {
             self.metrics.rate_limited();
         }
@@ -225,7 +229,7 @@ impl Admission {
             }
             None => None,
         };
-        let report = match (&self.engine, known) {
+        let report = match (&self.engine, live) {
             _ if rate_limited => unchecked(
                 &name,
                 "nsguard's rate limit for this client was reached (--peer-rate-limit)",
@@ -234,12 +238,8 @@ impl Admission {
                 &name,
                 "nsguard is at its limit of concurrent reviews (--max-concurrent-reviews)",
             ),
-            (Some(_), Some(false)) => unchecked(
-                &name,
-                &format!("namespace {name} is not known to nsguard's watch"),
-            ),
-            (Some(engine), _) => engine.preflight(namespace, deadline).await,
-            (None, _) => unchecked(&name, "no cluster connection"),
+            (Some(engine), Some(live)) => engine.preflight((*live).clone(), deadline).await,
+            _ => unchecked(&name, "no cluster connection"),
         };
         let current = self.policy.load();
         let decision = policy::decide(&report, &current, &ctx);
@@ -255,10 +255,14 @@ impl Admission {
         self.metrics
             .decision(current.mode, &decision, req.dry_run, &report, took);
         if !req.dry_run
-            && known != Some(false)
             && let Some(events) = &self.events
         {
-            events.publish(&name, ns_uid, current.mode, &decision);
+            let user = req
+                .user_info
+                .username
+                .as_deref()
+                .unwrap_or("(unknown user)");
+            events.publish(&name, ns_uid, current.mode, &decision, user);
         }
         if !decision.warnings.is_empty() {
             resp.warnings = Some(decision.warnings.clone());
@@ -270,6 +274,64 @@ impl Admission {
         }
         reply(resp)
     }
+}
+
+impl Admission {
+    /// The answer to a review that matches no live namespace: allowed, with a warning saying
+    /// why; counted, logged, nothing else.
+    fn unverified(&self, mut resp: AdmissionResponse, name: &str, why: &str) -> Reply {
+        self.metrics.unverified();
+        tracing::info!(namespace = %name, reason = %why, "Unverified review");
+        resp.warnings = Some(vec![crate::output::render::truncate(
+            &crate::output::render::sanitize(&format!(
+                "nsguard did not check this deletion: {why}"
+            )),
+            120,
+        )]);
+        reply(resp)
+    }
+}
+
+/// Grace for the namespace watch to deliver a namespace created moments before its DELETE.
+const WATCH_GRACE: Duration = Duration::from_secs(2);
+
+/// How recent a namespace must be for nsguard to wait for its watch to deliver it.
+const RECENT: Duration = Duration::from_secs(30);
+
+/// The live namespace a review names (name and uid), or why the review matches none.
+async fn verify(
+    engine: &Engine,
+    namespace: &Namespace,
+    name: &str,
+    deadline: Instant,
+) -> Result<Arc<Namespace>, String> {
+    use crate::cluster::gather::NamespaceMatch;
+    let Some(uid) = namespace.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+        return Err("the review's namespace has no uid".into());
+    };
+    let gatherer = engine.gatherer();
+    let found = match gatherer.live_namespace(name, uid) {
+        // A namespace created moments ago may not have reached the watch yet: wait for it a
+        // little (no API call). An old one the watch does not hold is not live.
+        NamespaceMatch::NoMatch if created_recently(namespace) => {
+            let until = (Instant::now() + WATCH_GRACE).min(deadline);
+            gatherer.await_live_namespace(name, uid, until).await
+        }
+        other => other,
+    };
+    match found {
+        NamespaceMatch::Live(ns) => Ok(ns),
+        NamespaceMatch::Unsynced => Err("nsguard's namespace watch has not listed yet".into()),
+        NamespaceMatch::NoMatch => Err(format!("no live namespace {name} has the review's uid")),
+    }
+}
+
+fn created_recently(namespace: &Namespace) -> bool {
+    let Some(created) = &namespace.metadata.creation_timestamp else {
+        return false;
+    };
+    let age = crate::cluster::gather::now().as_second() - created.0.as_second();
+    age < RECENT.as_secs() as i64
 }
 
 fn reply(resp: AdmissionResponse) -> Reply {
