@@ -341,6 +341,10 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     assert_eq!(c["subjects"], k["subjects"], "{what}");
                 }
                 "Issuer" | "Certificate" => assert_eq!(c["spec"], k["spec"], "{what}"),
+                // The same rules, the same defaults (the groups list is the chart's value).
+                "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding" => {
+                    assert_eq!(c["spec"], k["spec"], "{what}")
+                }
                 // The same configuration (comments and layout aside).
                 "ConfigMap" => assert_eq!(configuration(c), configuration(k), "{what}"),
                 other => panic!("{what}: {other} has no comparison here yet"),

@@ -236,3 +236,126 @@ async fn with_nsguard_down_deletions_still_work() {
     remove_finalizer(&ns).await;
     wait_gone(&client, &ns).await;
 }
+
+/// `kubectl annotate` of the override on `ns`, as user `user` in group `group`.
+fn annotate_override_as(
+    cluster: &localcluster::LocalCluster,
+    ns: &str,
+    user: &str,
+    group: &str,
+    reason: &str,
+) -> std::process::Output {
+    let annotation = format!("nsguard.io/allow-stuck-delete={reason}");
+    kubectl_output(
+        cluster,
+        &[
+            "annotate",
+            "--overwrite",
+            "namespace",
+            ns,
+            &annotation,
+            "--as",
+            user,
+            "--as-group",
+            group,
+        ],
+        None,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_override_groups_may_set_the_override_and_its_event_names_who() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let policy = std::fs::read_to_string(
+        localcluster::workspace_root().join("manifests/base/override-policy.yaml"),
+    )
+    .unwrap();
+    cluster.apply(&policy).unwrap();
+    // Both groups may patch and delete namespaces: only the policy tells them apart.
+    cluster
+        .apply(
+            r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: nsguard-test-namespace-editor}
+rules:
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: nsguard-test-namespace-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: nsguard-test-namespace-editor}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: tenants}
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "nsguard:override"}
+"#,
+        )
+        .unwrap();
+    let guard = Nsguard::start(cluster, &["--mode=enforce"]).await;
+    let ns = namespace_with_orphan_finalizer(&guard, &[]).await;
+    // A tenant who may patch namespaces is refused once the policy is in force.
+    let refused = eventually(
+        "the override policy in force",
+        Duration::from_secs(30),
+        || async {
+            let out = annotate_override_as(cluster, &ns, "bob", "tenants", "mine now");
+            Ok((!out.status.success()).then(|| stderr_of(&out)))
+        },
+    )
+    .await;
+    assert!(refused.contains("only members of"), "{refused}");
+    // A member must give a reason.
+    let out = annotate_override_as(cluster, &ns, "alice", "nsguard:override", " ");
+    assert!(!out.status.success(), "an empty override was accepted");
+    assert!(
+        stderr_of(&out).contains("needs a reason"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = annotate_override_as(cluster, &ns, "alice", "nsguard:override", "ticket-77");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // The deletion then goes through, and its Event says who deleted and why.
+    let out = kubectl_output(
+        cluster,
+        &[
+            "delete",
+            "namespace",
+            &ns,
+            "--wait=false",
+            "--as",
+            "alice",
+            "--as-group",
+            "nsguard:override",
+        ],
+        None,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("ticket-77"), "{}", stderr_of(&out));
+    let note = eventually(
+        "a DeletionOverridden event",
+        Duration::from_secs(30),
+        || async {
+            Ok(events_for(&ns).await.into_iter().find_map(|e| {
+                (e.reason.as_deref() == Some("DeletionOverridden"))
+                    .then(|| e.note.unwrap_or_default())
+            }))
+        },
+    )
+    .await;
+    assert!(note.contains("deleted by alice"), "{note}");
+    assert!(note.contains("ticket-77"), "{note}");
+    remove_finalizer(&ns).await;
+    wait_gone(&client, &ns).await;
+    for what in [
+        "clusterrolebinding/nsguard-test-namespace-editor",
+        "clusterrole/nsguard-test-namespace-editor",
+        "validatingadmissionpolicybinding/nsguard-override",
+        "validatingadmissionpolicy/nsguard-override",
+    ] {
+        kubectl(cluster, &["delete", what], None).unwrap();
+    }
+}
