@@ -372,7 +372,7 @@ spec:
     operator.paused.store(true, Ordering::Relaxed);
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = nsguard(cluster)
-        .args(["delete", &ns])
+        .args(["delete", &ns, "--yes"])
         .stdout(Stdio::from(log.reopen().unwrap()))
         .stderr(Stdio::from(log.reopen().unwrap()))
         .spawn()
@@ -420,7 +420,7 @@ spec:
     let started = Instant::now();
     let out = {
         let mut cmd = nsguard(cluster);
-        cmd.args(["delete", &ns]);
+        cmd.args(["delete", &ns, "--yes"]);
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap()
@@ -496,7 +496,10 @@ async fn nsguard_delete_stops_on_a_blocker_ordering_cannot_fix() {
         ),
     );
     let before = resource_versions(cluster, &ns, &format!("relics.{group}"));
-    let out = nsguard(cluster).args(["delete", &ns]).output().unwrap();
+    let out = nsguard(cluster)
+        .args(["delete", &ns, "--yes"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("finalizer-controller"), "{stderr}");
@@ -513,4 +516,129 @@ async fn nsguard_delete_stops_on_a_blocker_ordering_cannot_fix() {
     clear_finalizers(cluster, &format!("relics.{group}"), "r1", &ns);
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
+}
+
+/// Whether namespace `ns` is still there and not Terminating.
+fn still_active(cluster: &LocalCluster, ns: &str) -> bool {
+    get_json(cluster, &["namespace", ns]).is_ok_and(|doc| {
+        doc["status"]["phase"] == "Active" && doc["metadata"]["deletionTimestamp"].is_null()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nsguard_delete_without_the_right_to_delete_stops_before_any_delete() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let ns = create_namespace(&client, "teardown-rbac").await;
+    kubectl(cluster, &["create", "configmap", "keep", "-n", &ns], None).unwrap();
+    let before = resource_versions(cluster, &ns, "configmaps");
+    // nsguard's own identity reads everything and deletes nothing.
+    let readonly = cluster.nsguard_kubeconfig().unwrap();
+    let out = nsguard(cluster)
+        .env("KUBECONFIG", &readonly)
+        .args(["delete", &ns, "--yes"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("stopped before deleting anything"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("may not delete namespaces"), "{stderr}");
+    assert_eq!(before, resource_versions(cluster, &ns, "configmaps"));
+    assert!(still_active(cluster, &ns), "namespace {ns} was touched");
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nsguard_delete_of_a_namespace_another_policy_protects_stops_before_any_delete() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let label = format!("protected-{}", localcluster::random_suffix());
+    let policy = format!("nsguard-test-{label}");
+    cluster
+        .apply(&format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {policy}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: [v1], operations: [DELETE], resources: [namespaces]}}
+  validations:
+  - expression: "false"
+    message: "namespace is protected by {policy}"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {policy}}}
+spec:
+  policyName: {policy}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{nsguard-test-protect: "{label}"}}
+"#
+        ))
+        .unwrap();
+    let ns = create_namespace(&client, "teardown-protected").await;
+    kubectl(cluster, &["create", "configmap", "keep", "-n", &ns], None).unwrap();
+    kubectl(
+        cluster,
+        &[
+            "label",
+            "namespace",
+            &ns,
+            &format!("nsguard-test-protect={label}"),
+        ],
+        None,
+    )
+    .unwrap();
+    // The policy is in force once a server dry run of the DELETE is refused by it.
+    eventually(
+        "the protecting policy in force",
+        Duration::from_secs(30),
+        || async {
+            let dry = ["delete", "namespace", ns.as_str(), "--dry-run=server"];
+            Ok(kubectl(cluster, &dry, None)
+                .err()
+                .filter(|e| format!("{e:#}").contains(&policy)))
+        },
+    )
+    .await;
+    let before = resource_versions(cluster, &ns, "configmaps");
+    let out = nsguard(cluster)
+        .args(["delete", &ns, "--yes"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("stopped before deleting anything"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&policy),
+        "the refusing policy is named: {stderr}"
+    );
+    assert_eq!(before, resource_versions(cluster, &ns, "configmaps"));
+    assert!(still_active(cluster, &ns), "namespace {ns} was touched");
+    // Without a terminal and without --yes, nothing is asked and nothing deleted.
+    let out = nsguard(cluster).args(["delete", &ns]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    kubectl(
+        cluster,
+        &["delete", "validatingadmissionpolicybinding", &policy],
+        None,
+    )
+    .unwrap();
+    kubectl(
+        cluster,
+        &["delete", "validatingadmissionpolicy", &policy],
+        None,
+    )
+    .unwrap();
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
 }

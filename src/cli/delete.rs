@@ -18,7 +18,7 @@ use super::{
     parse_namespace, phase, print_document, synced_engine,
 };
 use crate::cluster::gather::Gatherer;
-use crate::cluster::teardown::NamespaceDeletion;
+use crate::cluster::teardown::{NamespaceDeletion, NamespaceDryRun};
 use crate::facts::Facts;
 use crate::facts::controllers::Liveness;
 use crate::remedy::teardown::{self, Plan, Wave};
@@ -35,9 +35,13 @@ pub struct DeleteArgs {
     /// The namespace (`NAME` or `namespace/NAME`).
     #[arg(value_parser = parse_namespace)]
     pub namespace: String,
-    /// Print the plan and change nothing.
+    /// Print the plan and change nothing (the API server is still asked whether every delete
+    /// of the plan would be allowed).
     #[arg(long, env = "NSGUARD_DRY_RUN")]
     pub dry_run: bool,
+    /// Do not ask for confirmation before deleting (required when not run from a terminal).
+    #[arg(short = 'y', long, env = "NSGUARD_YES")]
+    pub yes: bool,
     /// Output format: table (the plan and progress), json or yaml (one document at the end,
     /// for machines).
     #[arg(short = 'o', long, env = "NSGUARD_OUTPUT", default_value = "table", value_parser = formats(DELETE_FORMATS))]
@@ -70,6 +74,9 @@ enum Outcome {
     NamespaceTimeout,
     /// The API server refused to delete the namespace.
     Denied,
+    /// Before anything was deleted: a delete of the plan would be refused (RBAC, an admission
+    /// webhook or policy other than nsguard's), or the run was not confirmed.
+    Refused,
 }
 
 /// A wave that ran.
@@ -144,7 +151,8 @@ impl Run {
             Outcome::Stopped
             | Outcome::WaveTimeout
             | Outcome::NamespaceTimeout
-            | Outcome::Denied => exit::WOULD_HANG,
+            | Outcome::Denied
+            | Outcome::Refused => exit::WOULD_HANG,
         })
     }
 
@@ -201,6 +209,10 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         table,
         progress: table && std::io::stderr().is_terminal(),
     };
+    // The namespace as first read: every later DELETE of it must be of that one (uid).
+    let mut ns_uid: Option<String> = None;
+    // Types whose list and delete the API server said are allowed.
+    let mut authorized = std::collections::BTreeSet::new();
     for round in 0..MAX_ROUNDS {
         let deadline = Instant::now() + args.cluster.check_timeout;
         let Some(ns) = engine.gatherer().read_namespace(&name, deadline).await? else {
@@ -211,6 +223,9 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
             return run.finish(Outcome::Deleted);
         };
         let terminating = phase(&ns) == "Terminating";
+        if round == 0 {
+            ns_uid = ns.metadata.uid.clone();
+        }
         let facts = engine.facts(ns, deadline).await;
         let report = engine.check(&facts);
         let plan = teardown::plan(&facts, &report);
@@ -220,8 +235,30 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
             }
             run.out.plan = Some(plan.clone());
         }
+        // Before the first delete of each type, and of the namespace: would the API server let
+        // every one of them through? Anything refused stops the run before anything goes.
+        if let Some(refusal) = authorize(
+            &engine,
+            &name,
+            &plan,
+            &mut authorized,
+            (!terminating).then(|| ns_uid.clone()).flatten(),
+            args.cluster.check_timeout,
+        )
+        .await?
+        {
+            if table {
+                eprintln!("nsguard delete: {refusal}");
+            }
+            run.out.message = Some(refusal);
+            return run.finish(Outcome::Refused);
+        }
         if args.dry_run {
             return run.finish(Outcome::Planned);
+        }
+        if round == 0 && !args.yes && !confirm(&name, &plan, table)? {
+            run.out.message = Some("not confirmed; nothing was deleted".into());
+            return run.finish(Outcome::Refused);
         }
         if !plan.stop.is_empty() {
             let message = crate::output::render::denial_message(&report);
@@ -300,7 +337,11 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         // Nothing blocks: the namespace, through the webhook.
         if !terminating {
             let deadline = Instant::now() + args.cluster.check_timeout;
-            match engine.gatherer().delete_namespace(&name, deadline).await? {
+            match engine
+                .gatherer()
+                .delete_namespace(&name, ns_uid.clone(), deadline)
+                .await?
+            {
                 NamespaceDeletion::Started => run.say(&format!("deleting namespace {name}")),
                 NamespaceDeletion::AlreadyGoing => {}
                 NamespaceDeletion::Denied(message) => {
@@ -324,6 +365,104 @@ pub async fn delete(args: DeleteArgs) -> Result<i32> {
         eprintln!("nsguard delete: gave up after {MAX_ROUNDS} rounds; run it again to continue");
     }
     run.finish(Outcome::Stopped)
+}
+
+/// Asks the API server whether the plan's deletes would be allowed: `list` and `delete` of
+/// every type of its waves not yet asked about (SelfSubjectAccessReviews) and, with `uid`
+/// (the namespace is not yet Terminating), a server dry run of the namespace's DELETE, where
+/// nsguard's own refusal is the expected one. Returns why the run must stop, if it must.
+async fn authorize(
+    engine: &crate::engine::Engine,
+    name: &str,
+    plan: &Plan,
+    authorized: &mut std::collections::BTreeSet<String>,
+    uid: Option<String>,
+    call_timeout: std::time::Duration,
+) -> Result<Option<String>> {
+    let types: Vec<crate::facts::ResourceType> = plan
+        .waves
+        .iter()
+        .flat_map(|w| &w.resources)
+        .filter(|r| !authorized.contains(&r.resource))
+        .map(|r| r.resource_type.clone())
+        .collect();
+    let deadline = Instant::now() + call_timeout;
+    let missing = engine
+        .gatherer()
+        .authorize_teardown(name, &types, deadline)
+        .await
+        .context("asking the API server what this user may delete")?;
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing
+            .iter()
+            .map(|m| {
+                let why = if m.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", m.reason)
+                };
+                format!("  may not {} {}{why}", m.verb, m.resource)
+            })
+            .collect();
+        return Ok(Some(format!(
+            "stopped before deleting anything: the API server would refuse {} of the teardown's calls:\n{}",
+            missing.len(),
+            lines.join("\n")
+        )));
+    }
+    authorized.extend(types.iter().map(|t| t.group_resource()));
+    if let Some(uid) = uid {
+        let deadline = Instant::now() + call_timeout;
+        match engine
+            .gatherer()
+            .dry_run_delete_namespace(name, Some(uid), deadline)
+            .await
+            .context("a server dry run of the namespace's DELETE")?
+        {
+            NamespaceDryRun::Allowed | NamespaceDryRun::RefusedByNsguard(_) => {}
+            NamespaceDryRun::Refused(message) => {
+                return Ok(Some(format!(
+                    "stopped before deleting anything: the API server would refuse the namespace's own DELETE (server dry run): {message}"
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Lists what the run will delete and asks for a yes on the terminal. Without a terminal there
+/// is nobody to ask: `--yes` is required.
+fn confirm(name: &str, plan: &Plan, table: bool) -> Result<bool> {
+    use std::io::{BufRead, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "nsguard delete {name} deletes objects and the namespace: confirm with --yes (no terminal to ask on)"
+        );
+    }
+    let mut err = std::io::stderr().lock();
+    if !table {
+        // The plan was not printed (machine output): list what goes before asking.
+        for (i, w) in plan.waves.iter().enumerate() {
+            for r in &w.resources {
+                writeln!(
+                    err,
+                    "wave {}: {} {} object(s)",
+                    i + 1,
+                    r.resource,
+                    r.objects.len()
+                )?;
+            }
+        }
+    }
+    write!(
+        err,
+        "Delete {} wave(s) of objects, then namespace {name} with everything else in it? [y/N] ",
+        plan.waves.len()
+    )?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 /// Deletes every object of the wave's types and waits until they are gone or `timeout`
