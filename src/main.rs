@@ -43,6 +43,7 @@ async fn main() {
         Command::Delete(args) => cli::delete(args).await,
         Command::Config(args) => cli::config(args).await,
         Command::Certs(args) => cli::certs(args).map(|()| 0),
+        Command::Rbac(args) => cli::rbac(args).await,
         Command::Completion(args) => {
             cli::completion(args.shell, "nsguard", &mut std::io::stdout());
             Ok(0)

@@ -7,12 +7,14 @@ mod certs;
 mod check;
 mod config;
 mod delete;
+mod rbac;
 
 pub use audit::audit;
 pub use certs::certs;
 pub use check::{check, diagnose};
 pub use config::{ConfigArgs, ConfigCommand, config};
 pub use delete::{DeleteArgs, delete};
+pub use rbac::{RbacArgs, rbac};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -82,6 +84,9 @@ pub enum Command {
     /// Validate the configuration, or show the one in effect with where each value comes
     /// from (default, file, configmap, flag).
     Config(ConfigArgs),
+    /// Print the ClusterRole nsguard needs on this cluster (`--no-secrets`: every type this
+    /// cluster serves but Secrets, for installs that do not grant `*`).
+    Rbac(RbacArgs),
     /// Write a CA and a serving certificate for the webhook and print the caBundle.
     Certs(CertsArgs),
     /// Print a shell completion script: `source <(nsguard completion bash)`.

@@ -636,6 +636,25 @@ impl Index {
             })
     }
 
+    /// The types nsguard's own identity may not list or watch (403), as `resource.group`:
+    /// never checked until its role grants them (`nsguard rbac`).
+    pub fn forbidden(&self) -> Vec<String> {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types
+            .iter()
+            .filter(|(_, t)| {
+                matches!(
+                    t.health(),
+                    Health::Failing {
+                        code: Some(403),
+                        ..
+                    }
+                )
+            })
+            .map(|(r, _)| r.group_resource())
+            .collect()
+    }
+
     /// Ready: every type has synced or is failing (a broken type must not keep nsguard
     /// unready; a review lists it and reports what that list says).
     pub fn ready(&self) -> bool {

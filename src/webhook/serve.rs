@@ -59,9 +59,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         let gatherer = engine.gatherer().clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let mut unreadable: Vec<String> = Vec::new();
             loop {
                 if let Some((synced, syncing, failing)) = gatherer.index_counts() {
                     metrics.set_index_types(synced, syncing, failing);
+                }
+                if let Some(forbidden) = gatherer.index_forbidden() {
+                    // Named in the log when the set changes: which types went unchecked.
+                    if forbidden != unreadable {
+                        if !forbidden.is_empty() {
+                            tracing::warn!(types = %forbidden.join(", "), "Types nsguard may not read: not checked (nsguard rbac)");
+                        }
+                        unreadable = forbidden;
+                    }
+                    metrics.set_index_forbidden(unreadable.len());
                 }
                 if let Some((expired, fallback)) = gatherer.index_relists() {
                     metrics.set_index_relists(expired, fallback);
