@@ -12,10 +12,10 @@ use crate::checks::report::{CheckId, Finding, Handled, ObjectRef, Severity, reme
 use crate::facts::controllers::{Expected, Liveness, ResourceControllers};
 use crate::facts::{Content, Facts, finalizers};
 
-type Candidate = (Expected, Liveness);
+pub(super) type Candidate = (Expected, Liveness);
 
 /// What one (resource, finalizer) comes to.
-enum Judgement<'a> {
+pub(super) enum Judgement<'a> {
     /// Live candidates tied to it cover every object holding it.
     Handled(Vec<&'a Candidate>),
     /// Its controller runs only in this namespace.
@@ -60,7 +60,7 @@ fn types(facts: &Facts) -> Vec<(&Content, Vec<&str>, &ResourceControllers)> {
     out
 }
 
-fn holders<'a>(c: &'a Content, f: &str) -> Vec<&'a str> {
+pub(super) fn holders<'a>(c: &'a Content, f: &str) -> Vec<&'a str> {
     c.objects
         .iter()
         .filter(|o| o.finalizers.iter().any(|x| x == f))
@@ -291,7 +291,9 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
 }
 
 /// Every (content, finalizer) with its verdict.
-fn verdicts(facts: &Facts) -> Vec<(&Content, &str, &ResourceControllers, Judgement<'_>)> {
+pub(super) fn verdicts(
+    facts: &Facts,
+) -> Vec<(&Content, &str, &ResourceControllers, Judgement<'_>)> {
     let mut out = Vec::new();
     for (c, names, rc) in types(facts) {
         for (at, f) in names.iter().enumerate() {

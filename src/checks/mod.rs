@@ -14,6 +14,7 @@ mod list_failure;
 mod namespace_finalizers;
 mod pods_unterminable;
 pub mod registry;
+mod removal_rights;
 pub mod report;
 mod webhooks;
 
@@ -99,7 +100,11 @@ fn findings_of(id: CheckId, facts: &Facts, settings: &Settings) -> Vec<Finding> 
         }
         CheckId::ListFailure => list_failure::check(facts),
         CheckId::FinalizerStuck => finalizer_stuck::check(facts, settings.finalizer_stuck_after),
-        CheckId::FinalizerController => finalizer_controller::check(facts),
+        CheckId::FinalizerController => {
+            let mut found = finalizer_controller::check(facts);
+            found.extend(removal_rights::check(facts));
+            found
+        }
         CheckId::FinalizersPending => {
             finalizers_pending::check(facts, settings.finalizer_stuck_after)
         }

@@ -32,6 +32,9 @@ pub enum WaveKind {
     /// Objects that webhooks or conversion backends hosted here serve: deleted while those
     /// still answer.
     ServedHere,
+    /// Objects whose finalizers' controllers may remove them only through RoleBindings in
+    /// this namespace: deleted while those still grant the right.
+    RightsHere,
 }
 
 impl WaveKind {
@@ -43,6 +46,9 @@ impl WaveKind {
             }
             WaveKind::ServedHere => {
                 "objects served by webhooks or conversion backends hosted here (deleted while those still answer)"
+            }
+            WaveKind::RightsHere => {
+                "objects whose controllers may remove their finalizers only through RoleBindings here (deleted while those still grant it)"
             }
         }
     }
@@ -120,11 +126,17 @@ fn early_types(facts: &Facts, f: &Finding) -> Option<(WaveKind, Vec<ResourceType
     match f.check {
         CheckId::FinalizerController => {
             let gr = &f.objects.first()?.kind;
-            if !controlled_here(facts, gr) {
+            let kind = if controlled_here(facts, gr) {
+                WaveKind::ControllersHere
+            } else if f.objects.iter().any(|o| o.kind == "RoleBinding") {
+                // The controller runs elsewhere and keeps running; only its right goes with
+                // the namespace's RoleBindings, which the namespace deletes last here.
+                WaveKind::RightsHere
+            } else {
                 return None;
-            }
+            };
             let c = content_of(facts, gr)?;
-            Some((WaveKind::ControllersHere, vec![c.resource.clone()]))
+            Some((kind, vec![c.resource.clone()]))
         }
         CheckId::HostsConversionBackend => {
             let crd_name = &f

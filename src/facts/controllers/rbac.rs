@@ -184,6 +184,11 @@ pub struct Updater {
     pub resource_names: Option<BTreeSet<String>>,
     /// The binding and role, in words.
     pub via: String,
+    /// Whether one of its grants outlives the namespace's deletion: a ClusterRoleBinding's.
+    pub lasting: bool,
+    /// The grants that go with the namespace, in words (`RoleBinding b -> Role r`): the
+    /// RoleBindings in it, which the namespace controller deletes with the rest of its content.
+    pub in_namespace: BTreeSet<String>,
 }
 
 /// Everyone who may update (or patch) objects of one resource in one namespace.
@@ -216,32 +221,64 @@ impl Updaters {
     }
 }
 
+/// Where a grant comes from: whether it outlives the namespace, else the binding in it.
+struct Source {
+    lasting: bool,
+    in_namespace: Option<String>,
+}
+
 fn add(
     map: &mut BTreeMap<Identity, Updater>,
     id: Identity,
     names: Option<BTreeSet<String>>,
     via: String,
+    source: Source,
 ) {
-    match map.get_mut(&id) {
-        // Grants add up: any grant without resourceNames covers every object.
-        Some(u) => {
-            u.resource_names = match (u.resource_names.take(), names) {
-                (Some(mut a), Some(b)) => {
-                    a.extend(b);
-                    Some(a)
-                }
-                _ => None,
+    let u = map.entry(id).or_insert_with(|| Updater {
+        resource_names: names.clone(),
+        via,
+        lasting: false,
+        in_namespace: BTreeSet::new(),
+    });
+    // Grants add up: any grant without resourceNames covers every object.
+    u.resource_names = match (u.resource_names.take(), names) {
+        (Some(mut a), Some(b)) => {
+            a.extend(b);
+            Some(a)
+        }
+        _ => None,
+    };
+    u.lasting |= source.lasting;
+    u.in_namespace.extend(source.in_namespace);
+}
+
+impl Updater {
+    /// The RoleBindings in the namespace that alone give this right, when none outlives the
+    /// namespace's deletion: the namespace controller deletes them with the content, so the
+    /// right is gone before a controller's clean-up of the content ends.
+    pub fn lost_with_namespace(&self) -> Option<&BTreeSet<String>> {
+        (!self.lasting && !self.in_namespace.is_empty()).then_some(&self.in_namespace)
+    }
+}
+
+impl Updaters {
+    /// The RoleBindings in the namespace that alone give `identity` the right to update the
+    /// objects (every grant that covers it goes with the namespace); `None` when a grant
+    /// outlives it, when everyone may update them, or when nothing grants it.
+    pub fn lost_with_namespace(&self, identity: &Identity) -> Option<BTreeSet<String>> {
+        if !self.everyone.is_empty() {
+            return None;
+        }
+        let mut lost = BTreeSet::new();
+        let mut covered = false;
+        for (holder, u) in self.named.iter().chain(self.wildcard.iter()) {
+            if !holder.covers(identity) {
+                continue;
             }
+            covered = true;
+            lost.extend(u.lost_with_namespace()?.iter().cloned());
         }
-        None => {
-            map.insert(
-                id,
-                Updater {
-                    resource_names: names,
-                    via,
-                },
-            );
-        }
+        (covered && !lost.is_empty()).then_some(lost)
     }
 }
 
@@ -260,17 +297,24 @@ pub fn updaters(cluster: &ClusterFacts, group: &str, resource: &str, ns: &str) -
             .collect();
         for grant in grants {
             for s in b.subjects {
-                let via = format!(
-                    "{} {} -> {} {} grants update on {gr}",
-                    b.kind, b.name, b.role.kind, b.role.name
-                );
+                let binding = format!("{} {} -> {} {}", b.kind, b.name, b.role.kind, b.role.name);
+                let via = format!("{binding} grants update on {gr}");
+                // A RoleBinding grants only in its own namespace, here the one being deleted.
+                let source = || Source {
+                    lasting: b.namespace.is_none(),
+                    in_namespace: b.namespace.is_some().then(|| binding.clone()),
+                };
                 match (holder(s, b.namespace), &grant) {
                     (Holder::Controller(id), Grant::Named(names)) => {
-                        add(&mut out.named, id, names.clone(), via)
+                        add(&mut out.named, id, names.clone(), via, source())
                     }
-                    (Holder::Controller(id), Grant::Wildcard) => {
-                        add(&mut out.wildcard, id, None, format!("{via} (wildcard)"))
-                    }
+                    (Holder::Controller(id), Grant::Wildcard) => add(
+                        &mut out.wildcard,
+                        id,
+                        None,
+                        format!("{via} (wildcard)"),
+                        source(),
+                    ),
                     (Holder::People(p), _) => {
                         out.people.insert(p);
                     }
@@ -281,10 +325,16 @@ pub fn updaters(cluster: &ClusterFacts, group: &str, resource: &str, ns: &str) -
             }
         }
     }
-    // A named grant says more than a wildcard one.
+    // A named grant says more than a wildcard one; where a wildcard grant of the same
+    // controller outlives the namespace, the right does too.
     let named: Vec<Identity> = out.named.keys().cloned().collect();
     for id in named {
-        out.wildcard.remove(&id);
+        if let Some(w) = out.wildcard.remove(&id)
+            && let Some(n) = out.named.get_mut(&id)
+        {
+            n.lasting |= w.lasting;
+            n.in_namespace.extend(w.in_namespace);
+        }
     }
     out
 }
@@ -549,6 +599,63 @@ mod tests {
         let u = updaters(&c, GROUP, "gadgets", "team-a");
         let ids: Vec<&Identity> = u.named.keys().collect();
         assert_eq!(ids, vec![&sa("team-a", "op-team-a")]);
+    }
+
+    /// A controller in `ops` granted update on gadgets in `team-a` through a RoleBinding
+    /// there; with `cluster_wide`, also through a ClusterRoleBinding.
+    fn granted_in_the_namespace(cluster_wide: bool) -> ClusterFacts {
+        let mut c = if cluster_wide {
+            cluster(
+                gadgets_update(),
+                false,
+                vec![subject("ServiceAccount", Some("ops"), "op")],
+            )
+        } else {
+            ClusterFacts::default()
+        };
+        c.rbac.roles.push(Role {
+            metadata: meta("gadget-editor", Some("team-a")),
+            rules: Some(gadgets_update()),
+        });
+        c.rbac.role_bindings.push(RoleBinding {
+            metadata: meta("op-edits-gadgets", Some("team-a")),
+            role_ref: role_ref("Role", "gadget-editor"),
+            subjects: Some(vec![subject("ServiceAccount", Some("ops"), "op")]),
+        });
+        c
+    }
+
+    #[test]
+    fn a_right_granted_only_inside_the_namespace_goes_with_it() {
+        let u = updaters(&granted_in_the_namespace(false), GROUP, "gadgets", "team-a");
+        let lost = u.lost_with_namespace(&sa("ops", "op")).unwrap();
+        assert_eq!(
+            lost.iter().collect::<Vec<_>>(),
+            vec!["RoleBinding op-edits-gadgets -> Role gadget-editor"]
+        );
+        // Another namespace's deletion takes nothing: the grant is not there.
+        let elsewhere = updaters(&granted_in_the_namespace(false), GROUP, "gadgets", "team-b");
+        assert_eq!(elsewhere.lost_with_namespace(&sa("ops", "op")), None);
+    }
+
+    #[test]
+    fn a_right_also_granted_cluster_wide_outlives_the_namespace() {
+        let u = updaters(&granted_in_the_namespace(true), GROUP, "gadgets", "team-a");
+        assert_eq!(u.lost_with_namespace(&sa("ops", "op")), None);
+        // A cluster-wide wildcard grant keeps the right too.
+        let mut c = granted_in_the_namespace(false);
+        c.rbac.cluster_roles.push(ClusterRole {
+            metadata: meta("admin-ish", None),
+            rules: Some(vec![rule(&["*"], &["*"], &["*"], &[])]),
+            aggregation_rule: None,
+        });
+        c.rbac.cluster_role_bindings.push(ClusterRoleBinding {
+            metadata: meta("admin-ish", None),
+            role_ref: role_ref("ClusterRole", "admin-ish"),
+            subjects: Some(vec![subject("ServiceAccount", Some("ops"), "op")]),
+        });
+        let u = updaters(&c, GROUP, "gadgets", "team-a");
+        assert_eq!(u.lost_with_namespace(&sa("ops", "op")), None);
     }
 
     #[test]
