@@ -25,7 +25,9 @@ use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithO
 use serde_json::Value as Json;
 
 use super::admission_request::{Write, removers, run, unevaluable, variables, writes};
-use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::report::{
+    Blocks, CheckId, Finding, GroupResource, ObjectKind, ObjectRef, Severity, Subject, remedy,
+};
 use crate::facts::Facts;
 use crate::facts::admission::{AdmissionPolicy, PolicyBinding};
 
@@ -184,7 +186,7 @@ struct Refusal {
     binding: String,
     blocks: Blocks,
     what: String,
-    resource: String,
+    resource: GroupResource,
     objects: Vec<String>,
     outcome: Result<String, String>,
 }
@@ -212,7 +214,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                             Answer::Refuses(m) => Ok(m),
                             Answer::Unknown(why) => Err(why),
                         };
-                        let resource = c.resource.group_resource();
+                        let resource = GroupResource::from(&c.resource);
                         match verdicts.iter_mut().find(|v| {
                             Arc::ptr_eq(&v.policy, p)
                                 && v.binding == b.name
@@ -265,9 +267,15 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
             v.binding
         ),
     );
+    let subject = Subject::PolicyBinding {
+        policy: p.clone(),
+        binding: v.binding.clone(),
+        resource: v.resource.clone(),
+    };
     let mut f = match &v.outcome {
         Ok(message) => Finding::new(
             CheckId::AdmissionPolicyRefuses,
+            subject,
             format!(
                 "ValidatingAdmissionPolicy {p} (binding {}) refuses {} of {} ({} here): {message}",
                 v.binding,
@@ -285,6 +293,7 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
         Err(why) => {
             let mut f = Finding::new(
                 CheckId::AdmissionPolicyRefuses,
+                subject,
                 format!(
                     "ValidatingAdmissionPolicy {p} (binding {}) may refuse {} of {} ({} here): not evaluated: {why}",
                     v.binding,
@@ -306,13 +315,13 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
     };
     f = f
         .blocks(v.blocks)
-        .object(ObjectRef::cluster("ValidatingAdmissionPolicy", p))
+        .object(ObjectRef::cluster(ObjectKind::ValidatingAdmissionPolicy, p))
         .object(ObjectRef::cluster(
-            "ValidatingAdmissionPolicyBinding",
+            ObjectKind::ValidatingAdmissionPolicyBinding,
             &v.binding,
         ));
     for o in v.objects.iter().take(5) {
-        f = f.object(ObjectRef::namespaced(&v.resource, ns, o));
+        f = f.object(ObjectRef::content(&v.resource, ns, o));
     }
     f
 }
@@ -395,7 +404,12 @@ mod tests {
                 assert!(
                     f.objects
                         .iter()
-                        .any(|o| o.kind == "ValidatingAdmissionPolicy")
+                        .any(|o| o.kind == ObjectKind::ValidatingAdmissionPolicy)
+                );
+                assert!(
+                    matches!(&f.subject, Subject::PolicyBinding { resource, .. } if resource.to_string() == "gadgets.acc.example.com"),
+                    "{:?}",
+                    f.subject
                 );
             }
         }

@@ -19,7 +19,7 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceCondition,
 };
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, remedy};
 use crate::facts::{Facts, ServiceKey};
 
 /// An `Available` condition that last changed this close to the APIService's creation was
@@ -180,6 +180,10 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
             ),
             format!("kubectl delete apiservice {name}"),
         );
+        let subject = Subject::ApiService {
+            name: name.clone(),
+            service: key.clone(),
+        };
         let mut f = match standing {
             Standing::InGrace { since, new } => {
                 let what = if new {
@@ -189,6 +193,7 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
                 };
                 let mut f = Finding::new(
                     CheckId::ApiserviceUnavailable,
+                    subject,
                     format!(
                         "APIService {name} is Available={status} ({reason}) since {since} ({} ago): it {what}; blocks after {}s",
                         super::age(facts.now, since),
@@ -205,12 +210,13 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
             }
             _ => Finding::new(
                 CheckId::ApiserviceUnavailable,
+                subject,
                 format!("APIService {name} is Available={status} ({reason}): no namespace can finish deleting"),
                 fix,
             ),
         }
-        .object(ObjectRef::cluster("APIService", &name))
-        .object(ObjectRef::namespaced("Service", &key.namespace, &key.name));
+        .object(ObjectRef::cluster(ObjectKind::ApiService, &name))
+        .object(ObjectRef::namespaced(ObjectKind::Service, &key.namespace, &key.name));
         if let Some(c) = available {
             let since = c
                 .last_transition_time
@@ -250,6 +256,9 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
         }
         let mut f = Finding::new(
             CheckId::ApiserviceUnavailable,
+            Subject::GroupVersion {
+                group_version: gv.clone(),
+            },
             format!("discovery reports {gv} Stale: no namespace can finish deleting"),
             remedy(
                 "restore the aggregated API server that serves it, or delete its APIService",

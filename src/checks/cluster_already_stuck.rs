@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::apiservice_unavailable::{Outage, outage};
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, remedy};
 use crate::facts::Facts;
 
 /// The group-versions a discovery failure message names: every `group/version` word, as
@@ -132,6 +132,9 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
     if let Some((first, message)) = unreadable.first() {
         let mut f = Finding::new(
             CheckId::ClusterAlreadyStuck,
+            Subject::StuckNamespaces {
+                group_versions: Vec::new(),
+            },
             format!(
                 "{} namespaces show a discovery failure naming no group-version nsguard can check (e.g. {first})",
                 unreadable.len()
@@ -144,7 +147,7 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
         .evidence(format!("NamespaceDeletionDiscoveryFailure: {message}"));
         f.severity = Severity::Advisory;
         for (name, _) in unreadable.iter().take(5) {
-            f = f.object(ObjectRef::cluster("Namespace", name));
+            f = f.object(ObjectRef::cluster(ObjectKind::Namespace, name));
         }
         out.push(f);
     }
@@ -163,6 +166,9 @@ fn finding(
     let gvs: Vec<&str> = gvs.into_iter().map(String::as_str).collect();
     let mut f = Finding::new(
         CheckId::ClusterAlreadyStuck,
+        Subject::StuckNamespaces {
+            group_versions: gvs.iter().map(|g| g.to_string()).collect(),
+        },
         format!("{} {what} (e.g. {first})", stuck.len()),
         remedy(
             "fix the failing API group first (see apiservice-unavailable); then they and this one can finish",
@@ -175,7 +181,7 @@ fn finding(
     ));
     f.severity = severity;
     for (name, _) in stuck.iter().take(5) {
-        f = f.object(ObjectRef::cluster("Namespace", name));
+        f = f.object(ObjectRef::cluster(ObjectKind::Namespace, name));
     }
     Some(f)
 }

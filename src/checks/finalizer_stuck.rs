@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::report::{CheckId, Finding, GroupResource, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
 
 pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
@@ -26,17 +26,22 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
             if waited < after.as_secs() as i64 {
                 continue;
             }
-            let gr = c.resource.group_resource();
+            let gr = GroupResource::from(&c.resource);
             out.push(
                 Finding::new(
                     CheckId::FinalizerStuck,
+                    Subject::Deleting {
+                        resource: gr.clone(),
+                        name: o.name.clone(),
+                        finalizers: foreign.iter().map(|f| f.to_string()).collect(),
+                    },
                     format!("{gr} {} has been deleting for {} and still has finalizers {}", o.name, super::age(facts.now, since), foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
                     remedy(
                         "bring back the controller that owns the finalizer (see its logs for why it does not finish); only if it is gone for good, remove that finalizer by hand, which skips its cleanup",
                         None,
                     ),
                 )
-                .object(ObjectRef::namespaced(gr, &facts.name, &o.name))
+                .object(ObjectRef::content(&gr, &facts.name, &o.name))
                 .evidence(format!("finalizers: {}", o.finalizers.join(", "))),
             );
         }

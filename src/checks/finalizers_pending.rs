@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::report::{CheckId, Finding, GroupResource, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
 
 pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
@@ -49,10 +49,14 @@ pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
         if objects.is_empty() {
             continue;
         }
-        let gr = c.resource.group_resource();
+        let gr = GroupResource::from(&c.resource);
         let list: Vec<String> = names.iter().map(|(n, c)| format!("{n} ({c})")).collect();
         let mut f = Finding::new(
             CheckId::FinalizersPending,
+            Subject::Finalizers {
+                resource: gr.clone(),
+                finalizers: names.keys().map(|n| n.to_string()).collect(),
+            },
             format!("{} {gr} with finalizers {}", objects.len(), list.join(", ")),
             remedy(
                 "make sure the controllers owning these finalizers keep running until the namespace is gone",
@@ -63,7 +67,7 @@ pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
             ),
         );
         for name in objects.iter().take(5) {
-            f = f.object(ObjectRef::namespaced(&gr, &facts.name, *name));
+            f = f.object(ObjectRef::content(&gr, &facts.name, *name));
         }
         out.push(f);
     }

@@ -2,8 +2,8 @@
 //! Its pods go first, the APIService becomes unavailable, and every namespace deletion hangs,
 //! this one included. APIServices are cluster-scoped: the deletion never removes them.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
-use crate::facts::Facts;
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
+use crate::facts::{Facts, ServiceKey};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     facts
@@ -15,16 +15,24 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
             (svc.namespace.as_deref() == Some(facts.name.as_str())).then(|| {
                 let name = a.metadata.name.clone().unwrap_or_default();
                 let svc_name = svc.name.clone().unwrap_or_default();
+                let service = ServiceKey {
+                    namespace: facts.name.clone(),
+                    name: svc_name.clone(),
+                };
                 Finding::new(
                     CheckId::HostsApiserviceBackend,
+                    Subject::ApiService {
+                        name: name.clone(),
+                        service,
+                    },
                     format!("APIService {name} is served from this namespace (Service {svc_name}): deleting it blocks every namespace deletion"),
                     remedy(
                         format!("delete APIService {name} first (or move its backend to another namespace)"),
                         format!("kubectl delete apiservice {name}"),
                     ),
                 )
-                .object(ObjectRef::cluster("APIService", &name))
-                .object(ObjectRef::namespaced("Service", &facts.name, &svc_name))
+                .object(ObjectRef::cluster(ObjectKind::ApiService, &name))
+                .object(ObjectRef::namespaced(ObjectKind::Service, &facts.name, &svc_name))
                 .evidence("its pods are deleted first; the APIService then becomes unavailable and discovery fails")
             })
         })

@@ -10,8 +10,10 @@
 //!
 //! [`ResourceType::version`]: crate::facts::ResourceType
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
-use crate::facts::Facts;
+use crate::checks::report::{
+    CheckId, Finding, GroupResource, ObjectKind, ObjectRef, Severity, Subject, remedy,
+};
+use crate::facts::{Facts, ServiceKey};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -62,6 +64,14 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let mut f = Finding::new(
             CheckId::HostsConversionBackend,
+            Subject::Conversion {
+                crd: name.clone(),
+                resource: GroupResource::new(group, plural),
+                service: ServiceKey {
+                    namespace: svc.namespace.clone(),
+                    name: svc.name.clone(),
+                },
+            },
             format!("CRD {name} converts through Service {} in this namespace while {count} of its objects remain", svc.name),
             remedy(
                 format!(
@@ -71,8 +81,8 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 format!("nsguard delete {}", facts.name),
             ),
         )
-        .object(ObjectRef::cluster("CustomResourceDefinition", &name))
-        .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))
+        .object(ObjectRef::cluster(ObjectKind::CustomResourceDefinition, &name))
+        .object(ObjectRef::namespaced(ObjectKind::Service, &svc.namespace, &svc.name))
         .evidence("the webhook's pods are deleted first; conversion then fails");
         if stored.is_empty() {
             f = f.evidence(format!(

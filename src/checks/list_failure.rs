@@ -7,7 +7,7 @@
 //! the first and records the others as not checked, which makes the decision fail open; should
 //! one reach this check, it says nothing.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::report::{CheckId, Finding, GroupResource, Severity, Subject, remedy};
 use crate::facts::{Facts, ListErrorClass};
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
@@ -16,7 +16,10 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         .list_failures
         .iter()
         .filter_map(|lf| {
-            let gr = lf.resource.group_resource();
+            let gr = GroupResource::from(&lf.resource);
+            let subject = Subject::ResourceType {
+                resource: gr.clone(),
+            };
             let code = lf.code.map(|c| format!("HTTP {c}: ")).unwrap_or_default();
             let f = match lf.class() {
                 ListErrorClass::NotAllowed => {
@@ -33,6 +36,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                     };
                     let mut f = Finding::new(
                         CheckId::ListFailure,
+                        subject,
                         format!("{gr} not checked: {what} (an RBAC gap of nsguard's, not the namespace's)"),
                         remedy(fix, None),
                     );
@@ -41,6 +45,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 }
                 ListErrorClass::Controller => Finding::new(
                     CheckId::ListFailure,
+                    subject,
                     format!("listing {gr} in {} fails; the namespace controller would fail too", facts.name),
                     remedy(
                         "fix what serves this resource (conversion webhook, aggregated API) before deleting",
@@ -50,8 +55,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 ListErrorClass::Gone | ListErrorClass::Own => return None,
             };
             Some(
-                f.object(ObjectRef::cluster("Resource", gr))
-                    .evidence(format!("{code}{}", lf.message)),
+                f.evidence(format!("{code}{}", lf.message)),
             )
         })
         .collect()

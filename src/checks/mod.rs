@@ -15,6 +15,7 @@ mod namespace_finalizers;
 mod pods_unterminable;
 pub mod registry;
 pub mod report;
+pub mod subject;
 mod webhooks;
 
 pub use webhooks::{HostedHook, hosted_hooks, only_custom_resources};

@@ -2,7 +2,7 @@
 //! removes: `spec.finalizers` other than `kubernetes`, `metadata.finalizers` other than
 //! `orphan` and `foregroundDeletion`.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
@@ -30,13 +30,14 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     vec![
         Finding::new(
             CheckId::NamespaceFinalizers,
+            Subject::Namespace,
             format!(
                 "namespace has finalizers {} that only their own controllers remove",
                 all.join(", ")
             ),
             remedy("make sure the controllers owning them are running", None),
         )
-        .object(ObjectRef::cluster("Namespace", &facts.name))
+        .object(ObjectRef::cluster(ObjectKind::Namespace, &facts.name))
         .evidence(format!(
             "spec.finalizers: {spec:?}; metadata.finalizers: {meta:?}"
         )),

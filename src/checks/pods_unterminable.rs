@@ -2,7 +2,7 @@
 //! `node.kubernetes.io/out-of-service` taint. No kubelet confirms their end, so they never
 //! finish terminating, and pods are deleted before anything else.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
 
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
@@ -46,13 +46,17 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         out.push(
             Finding::new(
                 CheckId::PodsUnterminable,
+                Subject::Pod {
+                    name: pod_name.clone(),
+                    node: node_name.clone(),
+                },
                 format!("pod {pod_name} is on a node that cannot confirm its end ({why})"),
                 remedy(
                     format!("recover the node, or taint it {OUT_OF_SERVICE}=nodeshutdown:NoExecute so its pods are cleaned up"),
                     format!("kubectl taint node {node_name} {OUT_OF_SERVICE}=nodeshutdown:NoExecute"),
                 ),
             )
-            .object(ObjectRef::namespaced("Pod", &facts.name, &pod_name))
+            .object(ObjectRef::namespaced(ObjectKind::Pod, &facts.name, &pod_name))
             .evidence(why),
         );
     }

@@ -24,14 +24,16 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::admission_request;
-use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::report::{
+    Blocks, CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, WebhookConfig, WebhookKind,
+    remedy,
+};
 use crate::facts::admission::Expr;
 use crate::facts::{Facts, ResourceType, ServiceKey};
 
 /// One webhook, validating or mutating, with what the checks need.
 struct Hook<'a> {
-    config_kind: &'static str,
-    config: String,
+    config: WebhookConfig,
     name: &'a str,
     fails_closed: bool,
     service: Option<&'a ServiceReference>,
@@ -47,12 +49,14 @@ struct Hook<'a> {
 /// One [`Hook`] per webhook of a configuration list; validating and mutating webhooks have
 /// the same fields under different types.
 macro_rules! hooks_of {
-    ($out:ident, $configs:expr, $kind:literal) => {
+    ($out:ident, $configs:expr, $kind:expr) => {
         for c in $configs {
             for w in c.webhooks.iter().flatten() {
                 $out.push(Hook {
-                    config_kind: $kind,
-                    config: c.metadata.name.clone().unwrap_or_default(),
+                    config: WebhookConfig {
+                        kind: $kind,
+                        name: c.metadata.name.clone().unwrap_or_default(),
+                    },
                     name: &w.name,
                     fails_closed: w.failure_policy.as_deref().unwrap_or("Fail") == "Fail",
                     service: w.client_config.service.as_ref(),
@@ -72,13 +76,9 @@ fn hooks(facts: &Facts) -> Vec<Hook<'_>> {
     hooks_of!(
         out,
         &facts.cluster.validating_webhooks,
-        "ValidatingWebhookConfiguration"
+        WebhookKind::Validating
     );
-    hooks_of!(
-        out,
-        &facts.cluster.mutating_webhooks,
-        "MutatingWebhookConfiguration"
-    );
+    hooks_of!(out, &facts.cluster.mutating_webhooks, WebhookKind::Mutating);
     out
 }
 
@@ -370,10 +370,8 @@ fn intercepted_content(
 /// deletion it intercepts (surely or maybe): the input of `nsguard delete`'s plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostedHook {
-    /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
-    pub config_kind: &'static str,
-    /// The configuration's name.
-    pub config: String,
+    /// Its configuration.
+    pub config: WebhookConfig,
     /// The webhook's Service (in this namespace).
     pub service: ServiceKey,
     /// Resource types with content here whose DELETE it intercepts.
@@ -398,7 +396,6 @@ pub fn hosted_hooks(facts: &Facts) -> Vec<HostedHook> {
         let finalize =
             selects_namespace(&labels, &hook) && intercepts_finalize(facts, &hook) != Match::No;
         out.push(HostedHook {
-            config_kind: hook.config_kind,
             config: hook.config.clone(),
             service: key(svc),
             content: intercepted_all(facts, &labels, &hook)
@@ -461,6 +458,20 @@ fn soften(mut f: Finding, matched: Match) -> Finding {
     f
 }
 
+/// The subject of a finding about `hook`.
+fn subject(hook: &Hook<'_>) -> Subject {
+    Subject::Webhook {
+        configuration: hook.config.clone(),
+        webhook: hook.name.to_string(),
+        service: hook.service.map(key),
+    }
+}
+
+/// The configuration object of a finding about one of its webhooks.
+fn config_object(config: &WebhookConfig) -> ObjectRef {
+    ObjectRef::cluster(config.kind.object_kind(), &config.name)
+}
+
 fn key(s: &ServiceReference) -> ServiceKey {
     ServiceKey {
         namespace: s.namespace.clone(),
@@ -497,11 +508,7 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
             ),
             (None, Match::No) => continue,
         };
-        let by_hand = format!(
-            "kubectl delete {} {}",
-            hook.config_kind.to_lowercase(),
-            hook.config
-        );
+        let by_hand = hook.config.delete_command();
         // Only content, all of it custom resources: deleting that content first, while the
         // webhook still serves, is what `nsguard delete` does.
         let intercepted: Vec<ResourceType> = intercepted_all(facts, &labels, &hook)
@@ -516,9 +523,8 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
             let types: Vec<String> = intercepted.iter().map(|r| r.group_resource()).collect();
             remedy(
                 format!(
-                    "delete the {} objects here first, while the webhook still serves, then the namespace (nsguard delete does this in order); or delete {} {} before the namespace ({by_hand}), or set its failurePolicy to Ignore",
+                    "delete the {} objects here first, while the webhook still serves, then the namespace (nsguard delete does this in order); or delete {} before the namespace ({by_hand}), or set its failurePolicy to Ignore",
                     types.join(", "),
-                    hook.config_kind,
                     hook.config
                 ),
                 format!("nsguard delete {}", facts.name),
@@ -526,8 +532,8 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         } else {
             remedy(
                 format!(
-                    "delete {} {} before the namespace, or set its failurePolicy to Ignore",
-                    hook.config_kind, hook.config
+                    "delete {} before the namespace, or set its failurePolicy to Ignore",
+                    hook.config
                 ),
                 by_hand,
             )
@@ -535,12 +541,13 @@ pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
         out.push(soften(
             Finding::new(
                 CheckId::HostsWebhookBackend,
+                subject(&hook),
                 format!("webhook {} (failurePolicy Fail) intercepts {what} but is served from this namespace", hook.name),
                 fix,
             )
             .blocks(blocks)
-            .object(ObjectRef::cluster(hook.config_kind, &hook.config))
-            .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))
+            .object(config_object(&hook.config))
+            .object(ObjectRef::namespaced(ObjectKind::Service, &svc.namespace, &svc.name))
             .evidence("its pods are deleted first; every call it then gets fails and the deletion cannot finish"),
             matched,
         ));
@@ -585,25 +592,26 @@ pub(super) fn backend_unavailable(facts: &Facts, grace: Duration) -> Vec<Finding
         });
         let mut f = Finding::new(
             CheckId::WebhookBackendUnavailable,
+            subject(&hook),
             format!(
                 "webhook {} (failurePolicy Fail) intercepts {what} and is down: {why}",
                 hook.name
             ),
             remedy(
                 format!(
-                    "restore Service {key}, or delete {} {} if it is no longer used",
-                    hook.config_kind, hook.config
-                ),
-                format!(
-                    "kubectl delete {} {}",
-                    hook.config_kind.to_lowercase(),
+                    "restore Service {key}, or delete {} if it is no longer used",
                     hook.config
                 ),
+                hook.config.delete_command(),
             ),
         )
         .blocks(write.blocks())
-        .object(ObjectRef::cluster(hook.config_kind, &hook.config))
-        .object(ObjectRef::namespaced("Service", &key.namespace, &key.name))
+        .object(config_object(&hook.config))
+        .object(ObjectRef::namespaced(
+            ObjectKind::Service,
+            &key.namespace,
+            &key.name,
+        ))
         .evidence(why);
         if write == Write::RemoveFinalizer {
             f = f.evidence("removing a finalizer is an UPDATE of the object: its controller runs, but every removal it tries is refused, so the objects keep their finalizers (NamespaceFinalizersRemaining)");
@@ -668,19 +676,20 @@ pub(super) fn live_may_refuse(facts: &Facts) -> Vec<Finding> {
         };
         let mut f = Finding::new(
             CheckId::AdmissionPolicyRefuses,
+            subject(&hook),
             format!(
                 "webhook {} intercepts DELETE of {gr} ({n} here){more} and may refuse it",
                 hook.name
             ),
             remedy(
                 format!(
-                    "if {} {} protects these objects from deletion, exempt the namespace controller (system:serviceaccount:kube-system:namespace-controller) or delete them first",
-                    hook.config_kind, hook.config
+                    "if {} protects these objects from deletion, exempt the namespace controller (system:serviceaccount:kube-system:namespace-controller) or delete them first",
+                    hook.config
                 ),
                 None,
             ),
         )
-        .object(ObjectRef::cluster(hook.config_kind, &hook.config))
+        .object(config_object(&hook.config))
         .evidence("its backend is up; whether it refuses is its own code's answer, and nsguard never calls a third-party webhook");
         f.severity = Severity::Advisory;
         out.push(f);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::checks::report::{CheckId, Finding, Report};
+use crate::checks::report::{CheckId, Finding, GroupResource, Report, Subject};
 use crate::facts::Facts;
 use crate::facts::finalizers::is_built_in;
 
@@ -162,19 +162,20 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
     }
     // Then, for the types whose finalizers nobody will remove, remove those (and only those:
     // Kubernetes' own stay) from every object, objects with the same finalizers in one command.
-    let held: BTreeSet<&str> = blockers
+    // A finalizer judged to have no controller, or one on an object stuck deleting; not
+    // `finalizers-pending`'s, whose controllers were not judged at all.
+    let held: BTreeSet<&GroupResource> = blockers
         .iter()
-        .filter(|f| {
-            matches!(
-                f.check,
-                CheckId::FinalizerController | CheckId::FinalizerStuck
-            )
+        .filter_map(|f| match &f.subject {
+            Subject::Finalizer { resource, .. } | Subject::Deleting { resource, .. } => {
+                Some(resource)
+            }
+            _ => None,
         })
-        .flat_map(|f| f.objects.iter().map(|o| o.kind.as_str()))
         .collect();
     for c in &facts.namespace.content {
-        let gr = c.resource.group_resource();
-        if !held.contains(gr.as_str()) {
+        let gr = GroupResource::from(&c.resource);
+        if !held.contains(&gr) {
             continue;
         }
         let mut groups: BTreeMap<&[String], Vec<&str>> = BTreeMap::new();
