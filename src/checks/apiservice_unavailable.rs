@@ -19,8 +19,31 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceCondition,
 };
 
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
 use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, remedy};
 use crate::facts::{Facts, ServiceKey};
+
+/// The `apiservice-unavailable` check.
+pub(super) struct ApiserviceUnavailable;
+
+impl Check for ApiserviceUnavailable {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "apiservice-unavailable",
+        default: Severity::Blocking,
+        blocks: Blocks::Discovery,
+        title: "An aggregated APIService is not Available, or discovery reports one of its group-versions Stale: no namespace in the cluster can finish deleting",
+        remedy: "restore the APIService's backend (its Service, endpoints and the network path to them), or delete the APIService if its API is no longer wanted",
+        stage: Stage::Discovery,
+        risk: "deleting an APIService removes its API for every client until its owner registers it again; restoring its Service and endpoints instead risks nothing",
+        confirm: Confirm::No,
+        on_discovery: true,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.apiservice_grace)
+    }
+}
 
 /// An `Available` condition that last changed this close to the APIService's creation was
 /// set by the first assessment: the APIService has never been Available.

@@ -14,8 +14,31 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::apiservice_unavailable::{Outage, outage};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
 use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `cluster-already-stuck` check.
+pub(super) struct ClusterAlreadyStuck;
+
+impl Check for ClusterAlreadyStuck {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "cluster-already-stuck",
+        default: Severity::Blocking,
+        blocks: Blocks::Discovery,
+        title: "Other namespaces are already Terminating for a cluster-wide cause that is still current (NamespaceDeletionDiscoveryFailure)",
+        remedy: "fix the failing API group first (see apiservice-unavailable); the stuck namespaces then finish by themselves",
+        stage: Stage::StuckElsewhere,
+        risk: "none: it only reads; the other namespaces finish once the failing API group is fixed",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.apiservice_grace)
+    }
+}
 
 /// The group-versions a discovery failure message names: every `group/version` word, as
 /// client-go's `ErrGroupDiscoveryFailed` prints them (`<gv>: <error>, <gv>: <error>`).

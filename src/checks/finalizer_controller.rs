@@ -8,11 +8,34 @@
 use std::collections::BTreeSet;
 
 use super::finalizer_ties::{domain, ties};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
 use crate::checks::report::{
     CheckId, Finding, GroupResource, Handled, ObjectRef, Severity, Subject, remedy,
 };
 use crate::facts::controllers::{Expected, Liveness, ResourceControllers};
 use crate::facts::{Content, Facts, finalizers};
+
+/// The `finalizer-controller` check.
+pub(super) struct FinalizerController;
+
+impl Check for FinalizerController {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "finalizer-controller",
+        default: Severity::Blocking,
+        blocks: Blocks::RemoveFinalizer,
+        title: "Objects carry a finalizer whose controller is not live, or is live only inside this namespace (its pods are deleted first), or cannot remove it",
+        remedy: "bring the controller back (or delete the objects first while it still runs: nsguard delete), grant it update on the type, or declare the controller that removes the finalizer",
+        stage: Stage::Controllers,
+        risk: "none: the controller does the cleanup its finalizer stands for",
+        confirm: Confirm::Narrow,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 type Candidate = (Expected, Liveness);
 

@@ -6,8 +6,31 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
 use crate::checks::report::{CheckId, Finding, GroupResource, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `finalizers-pending` check.
+pub(super) struct FinalizersPending;
+
+impl Check for FinalizersPending {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "finalizers-pending",
+        default: Severity::Advisory,
+        blocks: Blocks::RemoveFinalizer,
+        title: "Other objects with finalizers that are not known to be handled (counts per kind, with the finalizer names)",
+        remedy: "make sure the controllers of these finalizers run outside this namespace, or declare them",
+        stage: Stage::Controllers,
+        risk: "none: the controller does the cleanup its finalizer stands for",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.finalizer_stuck_after)
+    }
+}
 
 pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
     let mut out = Vec::new();

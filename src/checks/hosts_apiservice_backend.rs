@@ -2,8 +2,31 @@
 //! Its pods go first, the APIService becomes unavailable, and every namespace deletion hangs,
 //! this one included. APIServices are cluster-scoped: the deletion never removes them.
 
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
 use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
 use crate::facts::{Facts, ServiceKey};
+
+/// The `hosts-apiservice-backend` check.
+pub(super) struct HostsApiserviceBackend;
+
+impl Check for HostsApiserviceBackend {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "hosts-apiservice-backend",
+        default: Severity::Blocking,
+        blocks: Blocks::Discovery,
+        title: "An APIService's backing Service lives in this namespace: deleting it makes every namespace deletion hang, this one included",
+        remedy: "move the API server out of this namespace, or delete its APIService first (nothing can then use its API)",
+        stage: Stage::Discovery,
+        risk: "deleting an APIService removes its API for every client until its owner registers it again; restoring its Service and endpoints instead risks nothing",
+        confirm: Confirm::No,
+        on_discovery: true,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     facts

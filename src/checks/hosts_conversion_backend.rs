@@ -10,10 +10,33 @@
 //!
 //! [`ResourceType::version`]: crate::facts::ResourceType
 
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
 use crate::checks::report::{
     CheckId, Finding, GroupResource, ObjectKind, ObjectRef, Severity, Subject, remedy,
 };
 use crate::facts::{Facts, ServiceKey};
+
+/// The `hosts-conversion-backend` check.
+pub(super) struct HostsConversionBackend;
+
+impl Check for HostsConversionBackend {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "hosts-conversion-backend",
+        default: Severity::Blocking,
+        blocks: Blocks::List,
+        title: "A CRD's conversion webhook Service lives in this namespace while objects of that CRD exist",
+        remedy: "delete the CRD's objects first while the conversion webhook still runs (nsguard delete does this), or move the webhook out of the namespace",
+        stage: Stage::Listing,
+        risk: "none when the failing server is repaired; deleting objects discards them",
+        confirm: Confirm::Content,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();

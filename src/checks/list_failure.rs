@@ -7,8 +7,31 @@
 //! the first and records the others as not checked, which makes the decision fail open; should
 //! one reach this check, it says nothing.
 
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
 use crate::checks::report::{CheckId, Finding, GroupResource, Severity, Subject, remedy};
 use crate::facts::{Facts, ListErrorClass};
+
+/// The `list-failure` check.
+pub(super) struct ListFailure;
+
+impl Check for ListFailure {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "list-failure",
+        default: Severity::Blocking,
+        blocks: Blocks::List,
+        title: "Listing a namespaced resource type in this namespace fails as the namespace controller's list would (conversion webhook down, aggregated API error, 5xx); a 403 for nsguard's own identity is an RBAC gap (advisory)",
+        remedy: "repair the server that fails the list (the conversion webhook or aggregated API behind the type); grant nsguard list on the type for a 403",
+        stage: Stage::Listing,
+        risk: "none when the failing server is repaired; deleting objects discards them",
+        confirm: Confirm::Narrow,
+        on_discovery: true,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     facts

@@ -2,8 +2,31 @@
 //! `node.kubernetes.io/out-of-service` taint. No kubelet confirms their end, so they never
 //! finish terminating, and pods are deleted before anything else.
 
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
 use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `pods-unterminable` check.
+pub(super) struct PodsUnterminable;
+
+impl Check for PodsUnterminable {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "pods-unterminable",
+        default: Severity::Advisory,
+        blocks: Blocks::PodTermination,
+        title: "Pods on nodes that no longer exist, or that are not Ready and lack the out-of-service taint: they cannot finish terminating",
+        remedy: "bring the node back, or, once it is really gone, taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute (or delete the Node)",
+        stage: Stage::Nodes,
+        risk: "a container on an unreachable node may still be running; confirm the node is really gone",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 

@@ -235,7 +235,8 @@ pub enum Subject {
         /// The type whose writes it refuses.
         resource: GroupResource,
     },
-    /// A resource type of the namespace's content (one that cannot be listed).
+    /// A resource type of the namespace's content (one that cannot be listed, or whose objects
+    /// a check counts).
     ResourceType {
         /// The type.
         resource: GroupResource,

@@ -94,10 +94,10 @@ pub async fn discover(client: &kube::Client) -> Result<ReportApi, DiscoveryError
     Err(DiscoveryError::Neither)
 }
 
-/// A result's outcome, in the reports' vocabulary.
+/// A result: pass, fail, warn or skip, in the reports' vocabulary (`PolicyResult` in their schema).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum PolicyResult {
     /// Nothing would keep the namespace Terminating.
     Pass,
     /// A blocking finding: the deletion would hang.
@@ -142,7 +142,7 @@ pub struct ReportResult {
     /// What nsguard checks.
     pub category: &'static str,
     /// pass, fail, warn or skip.
-    pub result: Outcome,
+    pub result: PolicyResult,
     /// `high` for blocking findings, `medium` for advisory ones, `info` otherwise.
     pub severity: &'static str,
     /// Whether the result counts towards the namespace's score (warnings and skips do not).
@@ -230,7 +230,7 @@ pub struct Summary {
 
 const CATEGORY: &str = "Namespace deletion";
 
-fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> ReportResult {
+fn result(rule: String, outcome: PolicyResult, message: String, now: Timestamp) -> ReportResult {
     ReportResult {
         source: NAME,
         policy: NAME,
@@ -238,7 +238,7 @@ fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> Re
         category: CATEGORY,
         result: outcome,
         severity: "info",
-        scored: matches!(outcome, Outcome::Pass | Outcome::Fail),
+        scored: matches!(outcome, PolicyResult::Pass | PolicyResult::Fail),
         message,
         resources: Vec::new(),
         properties: BTreeMap::new(),
@@ -248,8 +248,8 @@ fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> Re
 
 fn from_finding(f: &Finding, kinds: &Kinds, now: Timestamp) -> ReportResult {
     let (outcome, severity) = match f.severity {
-        Severity::Blocking => (Outcome::Fail, "high"),
-        Severity::Advisory => (Outcome::Warn, "medium"),
+        Severity::Blocking => (PolicyResult::Fail, "high"),
+        Severity::Advisory => (PolicyResult::Warn, "medium"),
     };
     let mut r = result(f.check.as_str().into(), outcome, f.summary.clone(), now);
     r.severity = severity;
@@ -291,7 +291,7 @@ pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResu
     out.extend(report.not_checked.iter().map(|what| {
         result(
             PREFLIGHT_RULE.into(),
-            Outcome::Skip,
+            PolicyResult::Skip,
             format!("not checked: {what}"),
             now,
         )
@@ -299,12 +299,12 @@ pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResu
     // Types skipped by choice (skipped by configuration): never read, so not checked either.
     out.extend(
         crate::output::render::not_checked_by_choice(report)
-            .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Skip, caveat, now)),
+            .map(|caveat| result(PREFLIGHT_RULE.into(), PolicyResult::Skip, caveat, now)),
     );
     if out.is_empty() {
         out.push(result(
             PREFLIGHT_RULE.into(),
-            Outcome::Pass,
+            PolicyResult::Pass,
             "nothing would keep this namespace Terminating if it were deleted now".into(),
             now,
         ));
@@ -317,10 +317,10 @@ pub fn summary(results: &[ReportResult]) -> Summary {
     let mut s = Summary::default();
     for r in results {
         match r.result {
-            Outcome::Pass => s.pass += 1,
-            Outcome::Fail => s.fail += 1,
-            Outcome::Warn => s.warn += 1,
-            Outcome::Skip => s.skip += 1,
+            PolicyResult::Pass => s.pass += 1,
+            PolicyResult::Fail => s.fail += 1,
+            PolicyResult::Warn => s.warn += 1,
+            PolicyResult::Skip => s.skip += 1,
         }
     }
     s
