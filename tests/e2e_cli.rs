@@ -94,7 +94,7 @@ fn render_with_graphviz(digraph: &str) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
 }
 
-/// Seed 000: the stale metrics APIService. diagnose names it, reads the controller's
+/// The stale metrics APIService. diagnose names it, reads the controller's
 /// condition, and its first remedy lets the namespace go.
 #[tokio::test(flavor = "multi_thread")]
 async fn diagnose_seed_000_names_the_apiservice_and_its_remedy_frees_the_namespace() {
@@ -138,7 +138,7 @@ async fn diagnose_seed_000_names_the_apiservice_and_its_remedy_frees_the_namespa
     wait_gone(&client, &ns).await;
 }
 
-/// Seed 004: a custom resource whose finalizer has no controller.
+/// A custom resource whose finalizer has no controller.
 #[tokio::test(flavor = "multi_thread")]
 async fn diagnose_seed_004_names_the_object_and_its_finalizer_and_the_patch_frees_the_namespace() {
     let _lock = CLUSTER_WIDE.read().await;
