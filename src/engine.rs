@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use tokio::time::Instant;
 
 use crate::checks::registry::Confirm;
-use crate::checks::report::{CheckId, Report};
+use crate::checks::report::Report;
 use crate::checks::{self, Settings};
 use crate::cluster::gather::{self, Gatherer};
 use crate::facts::{Facts, ResourceType};
@@ -22,16 +22,6 @@ use crate::facts::{Facts, ResourceType};
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
-
-/// Findings that can rest on aggregated discovery (a group-version `Stale`, a type that
-/// discovery still lists): before a deny, discovery is read again, so that an aggregated API
-/// fixed a moment ago (its APIService deleted, the group gone from the API server's
-/// discovery) is not denied from nsguard's shared copy.
-const ON_DISCOVERY: [CheckId; 3] = [
-    CheckId::ApiserviceUnavailable,
-    CheckId::HostsApiserviceBackend,
-    CheckId::ListFailure,
-];
 
 type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 
@@ -80,7 +70,10 @@ impl Engine {
         let confirmed =
             |f: &&crate::checks::report::Finding| f.check.entry().confirm != Confirm::No;
         let on_content = report.blocking().any(|f| confirmed(&f));
-        let on_discovery = report.blocking().any(|f| ON_DISCOVERY.contains(&f.check));
+        // Findings that can rest on aggregated discovery (their entry says so): discovery is
+        // read again, so that an aggregated API fixed a moment ago (its APIService deleted,
+        // the group gone from the API server's discovery) is not denied from nsguard's copy.
+        let on_discovery = report.blocking().any(|f| f.check.entry().on_discovery);
         if !self.gatherer.indexed() || !(on_content || on_discovery) {
             return report;
         }
@@ -93,7 +86,7 @@ impl Engine {
         };
         // The finalizer checks read only objects with finalizers, and list-failure only the
         // failing lists: when nothing else blocks, only those types are read again (one call
-        // for seed 004's case). Any other confirmed finding reads every type again.
+        // for a custom resource whose finalizer has no controller). Any other confirmed finding reads every type again.
         let narrow = report
             .blocking()
             .filter(confirmed)
@@ -281,6 +274,7 @@ async fn gather_facts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::report::CheckId;
     use crate::cluster::gather::{ContentSource, Limits};
     use crate::cluster::testing::slow_discovery;
     use std::sync::atomic::Ordering;

@@ -94,14 +94,14 @@ fn render_with_graphviz(digraph: &str) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
 }
 
-/// Seed 000: the stale metrics APIService. diagnose names it, reads the controller's
+/// The stale metrics APIService. diagnose names it, reads the controller's
 /// condition, and its first remedy lets the namespace go.
 #[tokio::test(flavor = "multi_thread")]
-async fn diagnose_seed_000_names_the_apiservice_and_its_remedy_frees_the_namespace() {
+async fn diagnose_names_a_stale_apiservice_and_its_remedy_frees_the_namespace() {
     let _lock = CLUSTER_WIDE.write().await;
     let (cluster, client) = cluster().await;
     break_metrics_apiservice(cluster);
-    let ns = create_namespace(&client, "seed000-diag").await;
+    let ns = create_namespace(&client, "stale-api-diag").await;
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_stuck(&client, &ns, "NamespaceDeletionDiscoveryFailure").await;
 
@@ -138,13 +138,13 @@ async fn diagnose_seed_000_names_the_apiservice_and_its_remedy_frees_the_namespa
     wait_gone(&client, &ns).await;
 }
 
-/// Seed 004: a custom resource whose finalizer has no controller.
+/// A custom resource whose finalizer has no controller.
 #[tokio::test(flavor = "multi_thread")]
-async fn diagnose_seed_004_names_the_object_and_its_finalizer_and_the_patch_frees_the_namespace() {
+async fn diagnose_names_an_orphaned_finalizer_and_the_patch_frees_the_namespace() {
     let _lock = CLUSTER_WIDE.read().await;
     let (cluster, client) = cluster().await;
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;
-    let ns = create_namespace(&client, "seed004-diag").await;
+    let ns = create_namespace(&client, "orphan-diag").await;
     gadget(cluster, "hooks.nsguard.test", &ns, "g1");
     kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_stuck(&client, &ns, "NamespaceFinalizersRemaining").await;

@@ -22,7 +22,7 @@ async fn an_empty_namespace_is_deleted_by_the_real_controller_manager() {
     wait_gone(&client, &ns).await;
 }
 
-/// Seed 000: metrics.k8s.io's APIService has no reachable backend, discovery fails, and every
+/// A stale aggregated API: metrics.k8s.io's APIService has no reachable backend, discovery fails, and every
 /// namespace deletion in the cluster hangs, even of a namespace holding nothing of that group.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unavailable_apiservice_keeps_any_namespace_terminating_until_it_is_deleted() {
@@ -46,7 +46,7 @@ async fn an_unavailable_apiservice_keeps_any_namespace_terminating_until_it_is_d
     wait_gone(&client, &ns).await;
 }
 
-/// Seed 004: a custom resource keeps a finalizer that no controller will ever remove.
+/// An orphaned finalizer: a custom resource keeps a finalizer that no controller will ever remove.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_custom_resource_finalizer_without_a_controller_keeps_its_namespace_terminating() {
     let _guard = CLUSTER_WIDE.read().await;

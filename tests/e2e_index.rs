@@ -1,4 +1,4 @@
-//! The live content index of `nsguard serve` (issue 12), on the real control plane: a type
+//! The live content index of `nsguard serve`, on the real control plane: a type
 //! whose watch cannot list (its conversion webhook is down) neither keeps nsguard unready nor
 //! hides the trouble (the review lists it and reports a `list-failure`), and a review of a
 //! namespace without finalized objects costs no LIST of its content.

@@ -1,4 +1,4 @@
-//! `nsguard delete NS` on the real control plane (issue 15). A namespace holds an operator
+//! `nsguard delete NS` on the real control plane. A namespace holds an operator
 //! with its finalized custom resources, a hosted admission webhook (`Fail`, on DELETE of a
 //! custom type there) and a hosted conversion backend (objects stored at v1, listed at v2):
 //! - plain `kubectl delete namespace` is denied by nsguard's webhook, naming `nsguard delete`;

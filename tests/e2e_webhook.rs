@@ -16,7 +16,7 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A namespace holding a custom resource whose finalizer has no controller (seed 004).
+/// A namespace holding a custom resource whose finalizer has no controller.
 async fn namespace_with_orphan_finalizer(guard: &Nsguard, annotations: &[(&str, &str)]) -> String {
     let (cluster, client) = cluster().await;
     install_crd(cluster, "hooks.nsguard.test", "gadgets", "Gadget").await;

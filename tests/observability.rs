@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use nsguard::checks::report::{CheckId, Finding, Report, Severity, remedy};
+use nsguard::checks::report::{CheckId, Finding, Report, Severity, Subject, remedy};
 use nsguard::output::policy::{Decision, Mode, Policy, Ruling};
 use nsguard::output::records::Metrics;
 use nsguard::webhook::admission::Admission;
@@ -200,7 +200,7 @@ async fn exposition() -> String {
         ..Default::default()
     };
     for check in CheckId::all() {
-        let mut f = Finding::new(check, "x", remedy("y", None));
+        let mut f = Finding::new(check, Subject::Namespace, "x", remedy("y", None));
         f.severity = Severity::Advisory;
         report.findings.push(f.clone());
         f.severity = Severity::Blocking;

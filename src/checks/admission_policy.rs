@@ -24,10 +24,37 @@ use std::sync::Arc;
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
 use serde_json::Value as Json;
 
-use super::admission_request::{Write, removers, run, unevaluable, variables, writes};
-use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
+use super::admission_request::{WriteRequest, removers, run, unevaluable, variables, writes};
+use crate::checks::Settings;
+use crate::checks::registry::{Check, CheckEntry, Confirm, Stage};
+use crate::checks::report::{
+    Blocks, CheckId, Finding, GroupResource, ObjectKind, ObjectRef, Severity, Subject, remedy,
+};
 use crate::facts::Facts;
 use crate::facts::admission::{AdmissionPolicy, PolicyBinding};
+
+/// The `admission-policy-refuses` check.
+pub(super) struct AdmissionPolicyRefuses;
+
+impl Check for AdmissionPolicyRefuses {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "admission-policy-refuses",
+        default: Severity::Blocking,
+        blocks: Blocks::Delete,
+        title: "A ValidatingAdmissionPolicy, through a binding whose validationActions include Deny, refuses a write the deletion needs (the namespace controller's DELETE of content here, or a controller's removal of its finalizer), evaluated in process with CEL as the API server would; what nsguard cannot evaluate (parameters, the authorizer, parts of objects it does not hold, functions its interpreter lacks, runtime errors) is advisory: it may refuse",
+        remedy: "exempt the write in the policy (a match condition that skips the namespace controller, or updates of objects being deleted), remove the binding while the namespace is deleted, or delete the protected objects first in a way the policy allows",
+        stage: Stage::Admission,
+        risk: "whatever the policy protects is unprotected while its binding is changed; deleting protected objects by hand is what the policy guards against: confirm it is intended",
+        confirm: Confirm::Content,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        let mut found = check(facts);
+        found.extend(super::webhook_may_refuse::check(facts));
+        found
+    }
+}
 
 /// What a policy does to one write.
 enum Answer {
@@ -45,7 +72,7 @@ fn has(list: Option<&Vec<String>>, want: &str) -> bool {
 
 /// Whether a rule selects the write's resource and operation. A rule with `resourceNames`
 /// never selects the namespace controller's DELETE, whose request name is empty.
-fn rule_selects(rule: &NamedRuleWithOperations, w: &Write<'_>, exact: bool) -> bool {
+fn rule_selects(rule: &NamedRuleWithOperations, w: &WriteRequest<'_>, exact: bool) -> bool {
     let r = &w.content.resource;
     let scope_ok = matches!(rule.scope.as_deref(), None | Some("*") | Some("Namespaced"));
     let resource_ok = rule
@@ -68,7 +95,7 @@ fn rule_selects(rule: &NamedRuleWithOperations, w: &Write<'_>, exact: bool) -> b
 /// rules selects whatever its policy does.
 fn selects(
     m: &MatchResources,
-    w: &Write<'_>,
+    w: &WriteRequest<'_>,
     ns_labels: &BTreeMap<String, String>,
     empty_rules_select: bool,
 ) -> bool {
@@ -95,7 +122,7 @@ fn judge(
     facts: &Facts,
     policy: &AdmissionPolicy,
     binding: &PolicyBinding,
-    w: &Write<'_>,
+    w: &WriteRequest<'_>,
 ) -> Answer {
     let ns_labels = facts.labels();
     let Some(constraints) = &policy.constraints else {
@@ -184,7 +211,7 @@ struct Refusal {
     binding: String,
     blocks: Blocks,
     what: String,
-    resource: String,
+    resource: GroupResource,
     objects: Vec<String>,
     outcome: Result<String, String>,
 }
@@ -212,7 +239,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                             Answer::Refuses(m) => Ok(m),
                             Answer::Unknown(why) => Err(why),
                         };
-                        let resource = c.resource.group_resource();
+                        let resource = GroupResource::from(&c.resource);
                         match verdicts.iter_mut().find(|v| {
                             Arc::ptr_eq(&v.policy, p)
                                 && v.binding == b.name
@@ -265,9 +292,15 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
             v.binding
         ),
     );
+    let subject = Subject::PolicyBinding {
+        policy: p.clone(),
+        binding: v.binding.clone(),
+        resource: v.resource.clone(),
+    };
     let mut f = match &v.outcome {
         Ok(message) => Finding::new(
             CheckId::AdmissionPolicyRefuses,
+            subject,
             format!(
                 "ValidatingAdmissionPolicy {p} (binding {}) refuses {} of {} ({} here): {message}",
                 v.binding,
@@ -285,6 +318,7 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
         Err(why) => {
             let mut f = Finding::new(
                 CheckId::AdmissionPolicyRefuses,
+                subject,
                 format!(
                     "ValidatingAdmissionPolicy {p} (binding {}) may refuse {} of {} ({} here): not evaluated: {why}",
                     v.binding,
@@ -306,13 +340,13 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
     };
     f = f
         .blocks(v.blocks)
-        .object(ObjectRef::cluster("ValidatingAdmissionPolicy", p))
+        .object(ObjectRef::cluster(ObjectKind::ValidatingAdmissionPolicy, p))
         .object(ObjectRef::cluster(
-            "ValidatingAdmissionPolicyBinding",
+            ObjectKind::ValidatingAdmissionPolicyBinding,
             &v.binding,
         ));
     for o in v.objects.iter().take(5) {
-        f = f.object(ObjectRef::namespaced(&v.resource, ns, o));
+        f = f.object(ObjectRef::content(&v.resource, ns, o));
     }
     f
 }
@@ -395,7 +429,12 @@ mod tests {
                 assert!(
                     f.objects
                         .iter()
-                        .any(|o| o.kind == "ValidatingAdmissionPolicy")
+                        .any(|o| o.kind == ObjectKind::ValidatingAdmissionPolicy)
+                );
+                assert!(
+                    matches!(&f.subject, Subject::PolicyBinding { resource, .. } if resource.to_string() == "gadgets.acc.example.com"),
+                    "{:?}",
+                    f.subject
                 );
             }
         }

@@ -55,7 +55,7 @@ fn user_info(username: &str) -> Json {
 }
 
 /// A write, as admission sees it.
-pub(super) struct Write<'a> {
+pub(super) struct WriteRequest<'a> {
     pub(super) blocks: Blocks,
     /// In words: "the namespace controller's DELETE", "the removal of F".
     pub(super) what: String,
@@ -158,7 +158,7 @@ fn object_json(facts: &Facts, c: &Content, o: &ObjectFacts, without: Option<&str
     json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": metadata})
 }
 
-fn request_json(facts: &Facts, w: &Write<'_>) -> Json {
+fn request_json(facts: &Facts, w: &WriteRequest<'_>) -> Json {
     let r = &w.content.resource;
     let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
     let resource = json!({"group": r.group, "version": r.version, "resource": r.resource});
@@ -241,7 +241,7 @@ pub(super) fn removers(facts: &Facts, c: &Content) -> BTreeMap<String, Option<St
 
 /// The variables CEL sees for write `w`: `object`, `oldObject`, `request`, `namespaceObject`,
 /// `params` (null).
-pub(super) fn variables(facts: &Facts, w: &Write<'_>) -> BTreeMap<&'static str, Json> {
+pub(super) fn variables(facts: &Facts, w: &WriteRequest<'_>) -> BTreeMap<&'static str, Json> {
     let mut vars: BTreeMap<&str, Json> = BTreeMap::new();
     let old = object_json(facts, w.content, w.object, None);
     match w.finalizer {
@@ -272,8 +272,8 @@ pub(super) fn writes<'a>(
     c: &'a Content,
     o: &'a ObjectFacts,
     removers: &BTreeMap<String, Option<String>>,
-) -> Vec<Write<'a>> {
-    let mut out = vec![Write {
+) -> Vec<WriteRequest<'a>> {
+    let mut out = vec![WriteRequest {
         blocks: Blocks::Delete,
         what: "the namespace controller's DELETE".into(),
         user: Some(NAMESPACE_CONTROLLER.into()),
@@ -283,7 +283,7 @@ pub(super) fn writes<'a>(
         finalizer: None,
     }];
     for f in &o.finalizers {
-        out.push(Write {
+        out.push(WriteRequest {
             blocks: Blocks::RemoveFinalizer,
             what: format!("the removal of finalizer {f}"),
             user: removers.get(f).cloned().flatten(),

@@ -19,8 +19,31 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceCondition,
 };
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, remedy};
 use crate::facts::{Facts, ServiceKey};
+
+/// The `apiservice-unavailable` check.
+pub(super) struct ApiserviceUnavailable;
+
+impl Check for ApiserviceUnavailable {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "apiservice-unavailable",
+        default: Severity::Blocking,
+        blocks: Blocks::Discovery,
+        title: "An aggregated APIService is not Available, or discovery reports one of its group-versions Stale: no namespace in the cluster can finish deleting",
+        remedy: "restore the APIService's backend (its Service, endpoints and the network path to them), or delete the APIService if its API is no longer wanted",
+        stage: Stage::Discovery,
+        risk: "deleting an APIService removes its API for every client until its owner registers it again; restoring its Service and endpoints instead risks nothing",
+        confirm: Confirm::No,
+        on_discovery: true,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.apiservice_grace)
+    }
+}
 
 /// An `Available` condition that last changed this close to the APIService's creation was
 /// set by the first assessment: the APIService has never been Available.
@@ -180,6 +203,10 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
             ),
             format!("kubectl delete apiservice {name}"),
         );
+        let subject = Subject::ApiService {
+            name: name.clone(),
+            service: key.clone(),
+        };
         let mut f = match standing {
             Standing::InGrace { since, new } => {
                 let what = if new {
@@ -189,6 +216,7 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
                 };
                 let mut f = Finding::new(
                     CheckId::ApiserviceUnavailable,
+                    subject,
                     format!(
                         "APIService {name} is Available={status} ({reason}) since {since} ({} ago): it {what}; blocks after {}s",
                         super::age(facts.now, since),
@@ -205,12 +233,13 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
             }
             _ => Finding::new(
                 CheckId::ApiserviceUnavailable,
+                subject,
                 format!("APIService {name} is Available={status} ({reason}): no namespace can finish deleting"),
                 fix,
             ),
         }
-        .object(ObjectRef::cluster("APIService", &name))
-        .object(ObjectRef::namespaced("Service", &key.namespace, &key.name));
+        .object(ObjectRef::cluster(ObjectKind::ApiService, &name))
+        .object(ObjectRef::namespaced(ObjectKind::Service, &key.namespace, &key.name));
         if let Some(c) = available {
             let since = c
                 .last_transition_time
@@ -250,6 +279,9 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
         }
         let mut f = Finding::new(
             CheckId::ApiserviceUnavailable,
+            Subject::GroupVersion {
+                group_version: gv.clone(),
+            },
             format!("discovery reports {gv} Stale: no namespace can finish deleting"),
             remedy(
                 "restore the aggregated API server that serves it, or delete its APIService",

@@ -14,8 +14,31 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::apiservice_unavailable::{Outage, outage};
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Severity, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `cluster-already-stuck` check.
+pub(super) struct ClusterAlreadyStuck;
+
+impl Check for ClusterAlreadyStuck {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "cluster-already-stuck",
+        default: Severity::Blocking,
+        blocks: Blocks::Discovery,
+        title: "Other namespaces are already Terminating for a cluster-wide cause that is still current (NamespaceDeletionDiscoveryFailure)",
+        remedy: "fix the failing API group first (see apiservice-unavailable); the stuck namespaces then finish by themselves",
+        stage: Stage::StuckElsewhere,
+        risk: "none: it only reads; the other namespaces finish once the failing API group is fixed",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.apiservice_grace)
+    }
+}
 
 /// The group-versions a discovery failure message names: every `group/version` word, as
 /// client-go's `ErrGroupDiscoveryFailed` prints them (`<gv>: <error>, <gv>: <error>`).
@@ -132,6 +155,9 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
     if let Some((first, message)) = unreadable.first() {
         let mut f = Finding::new(
             CheckId::ClusterAlreadyStuck,
+            Subject::StuckNamespaces {
+                group_versions: Vec::new(),
+            },
             format!(
                 "{} namespaces show a discovery failure naming no group-version nsguard can check (e.g. {first})",
                 unreadable.len()
@@ -144,7 +170,7 @@ pub(super) fn check(facts: &Facts, grace: Duration) -> Vec<Finding> {
         .evidence(format!("NamespaceDeletionDiscoveryFailure: {message}"));
         f.severity = Severity::Advisory;
         for (name, _) in unreadable.iter().take(5) {
-            f = f.object(ObjectRef::cluster("Namespace", name));
+            f = f.object(ObjectRef::cluster(ObjectKind::Namespace, name));
         }
         out.push(f);
     }
@@ -163,6 +189,9 @@ fn finding(
     let gvs: Vec<&str> = gvs.into_iter().map(String::as_str).collect();
     let mut f = Finding::new(
         CheckId::ClusterAlreadyStuck,
+        Subject::StuckNamespaces {
+            group_versions: gvs.iter().map(|g| g.to_string()).collect(),
+        },
         format!("{} {what} (e.g. {first})", stuck.len()),
         remedy(
             "fix the failing API group first (see apiservice-unavailable); then they and this one can finish",
@@ -175,7 +204,7 @@ fn finding(
     ));
     f.severity = severity;
     for (name, _) in stuck.iter().take(5) {
-        f = f.object(ObjectRef::cluster("Namespace", name));
+        f = f.object(ObjectRef::cluster(ObjectKind::Namespace, name));
     }
     Some(f)
 }

@@ -8,9 +8,37 @@
 use std::collections::BTreeSet;
 
 use super::finalizer_ties::{domain, ties};
-use crate::checks::report::{CheckId, Finding, Handled, ObjectRef, Severity, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
+use crate::checks::report::{
+    CheckId, Finding, GroupResource, Handled, ObjectRef, Severity, Subject, remedy,
+};
 use crate::facts::controllers::{Expected, Liveness, ResourceControllers};
 use crate::facts::{Content, Facts, finalizers};
+
+/// The `finalizer-controller` check.
+pub(super) struct FinalizerController;
+
+impl Check for FinalizerController {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "finalizer-controller",
+        default: Severity::Blocking,
+        blocks: Blocks::RemoveFinalizer,
+        title: "Objects carry a finalizer whose controller is not live, or is live only inside this namespace (its pods are deleted first), or cannot remove it",
+        remedy: "bring the controller back (or delete the objects first while it still runs: nsguard delete), grant it update on the type, or declare the controller that removes the finalizer",
+        stage: Stage::Controllers,
+        risk: "none: the controller does the cleanup its finalizer stands for",
+        confirm: Confirm::Narrow,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        let mut found = check(facts);
+        // The right to remove a finalizer must outlive the deletion.
+        found.extend(super::removal_rights::check(facts));
+        found
+    }
+}
 
 pub(super) type Candidate = (Expected, Liveness);
 
@@ -136,12 +164,7 @@ fn verdict<'a>(
 }
 
 fn describe(e: &Expected, l: &Liveness) -> String {
-    let state = match l {
-        Liveness::Live(d) | Liveness::LiveHereOnly(d) => format!("live: {d}"),
-        Liveness::NotLive { reason, .. } => format!("not live: {reason}"),
-        Liveness::Unknown(e) => format!("not checked: {e}"),
-    };
-    format!("expected {} ({}); {state}", e.identity, e.source)
+    format!("expected {} ({}); {l}", e.identity, e.source)
 }
 
 fn object_list(objects: &[&str]) -> String {
@@ -158,7 +181,11 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let ns = &facts.name;
     let mut out = Vec::new();
     for (c, f, rc, v) in verdicts(facts) {
-        let gr = c.resource.group_resource();
+        let gr = GroupResource::from(&c.resource);
+        let subject = || Subject::Finalizer {
+            resource: gr.clone(),
+            finalizer: f.to_string(),
+        };
         let mut finding = match v {
             Judgement::Handled(_) | Judgement::Unknown => continue,
             Judgement::Nobodys {
@@ -169,6 +196,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
                 Finding::new(
                     CheckId::FinalizerController,
+                    subject(),
                     format!(
                         "{gr} finalizer {f} ({} objects) has no live controller: the live {} removes only {}",
                         objects.len(),
@@ -194,6 +222,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
                 let mut f = Finding::new(
                     CheckId::FinalizerController,
+                    subject(),
                     format!(
                         "{gr} finalizer {f} ({} objects): no evidence ties it to a live controller ({} may update {gr})",
                         objects.len(),
@@ -212,6 +241,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 let who: Vec<String> = here.iter().map(|(e, _)| e.identity.to_string()).collect();
                 Finding::new(
                     CheckId::FinalizerController,
+                    subject(),
                     format!(
                         "{gr} finalizer {f} ({} objects): its controller {} runs only in this namespace",
                         uncovered.len(),
@@ -266,6 +296,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 };
                 Finding::new(
                     CheckId::FinalizerController,
+                    subject(),
                     format!(
                         "{gr} finalizer {f} ({} objects) has no live controller: {why}",
                         uncovered.len()
@@ -323,7 +354,7 @@ pub(super) fn handled(facts: &Facts) -> Vec<Handled> {
                 .collect::<Vec<_>>()
                 .join(", ");
             out.push(Handled {
-                resource: c.resource.group_resource(),
+                resource: GroupResource::from(&c.resource),
                 finalizer: f.to_string(),
                 controller,
                 evidence: live.iter().map(|(e, l)| describe(e, l)).collect(),
@@ -334,13 +365,13 @@ pub(super) fn handled(facts: &Facts) -> Vec<Handled> {
 }
 
 trait WithObjects {
-    fn with_objects(self, gr: &str, ns: &str, names: &[&str]) -> Self;
+    fn with_objects(self, gr: &GroupResource, ns: &str, names: &[&str]) -> Self;
 }
 
 impl WithObjects for Finding {
-    fn with_objects(mut self, gr: &str, ns: &str, names: &[&str]) -> Self {
+    fn with_objects(mut self, gr: &GroupResource, ns: &str, names: &[&str]) -> Self {
         for n in names.iter().take(5) {
-            self = self.object(ObjectRef::namespaced(gr, ns, *n));
+            self = self.object(ObjectRef::content(gr, ns, *n));
         }
         self
     }

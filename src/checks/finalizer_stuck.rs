@@ -3,8 +3,31 @@
 
 use std::time::Duration;
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
+use crate::checks::report::{CheckId, Finding, GroupResource, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `finalizer-stuck` check.
+pub(super) struct FinalizerStuck;
+
+impl Check for FinalizerStuck {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "finalizer-stuck",
+        default: Severity::Blocking,
+        blocks: Blocks::RemoveFinalizer,
+        title: "Objects in this namespace already being deleted for longer than the threshold still carry finalizers Kubernetes does not remove itself",
+        remedy: "bring back the controller that removes the finalizer (see its logs and events); remove the finalizer by hand only once what it guards is cleaned up",
+        stage: Stage::Controllers,
+        risk: "none: the controller does the cleanup its finalizer stands for",
+        confirm: Confirm::Narrow,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.finalizer_stuck_after)
+    }
+}
 
 pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -26,17 +49,22 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
             if waited < after.as_secs() as i64 {
                 continue;
             }
-            let gr = c.resource.group_resource();
+            let gr = GroupResource::from(&c.resource);
             out.push(
                 Finding::new(
                     CheckId::FinalizerStuck,
+                    Subject::Deleting {
+                        resource: gr.clone(),
+                        name: o.name.clone(),
+                        finalizers: foreign.iter().map(|f| f.to_string()).collect(),
+                    },
                     format!("{gr} {} has been deleting for {} and still has finalizers {}", o.name, super::age(facts.now, since), foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
                     remedy(
                         "bring back the controller that owns the finalizer (see its logs for why it does not finish); only if it is gone for good, remove that finalizer by hand, which skips its cleanup",
                         None,
                     ),
                 )
-                .object(ObjectRef::namespaced(gr, &facts.name, &o.name))
+                .object(ObjectRef::content(&gr, &facts.name, &o.name))
                 .evidence(format!("finalizers: {}", o.finalizers.join(", "))),
             );
         }

@@ -6,8 +6,31 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
+use crate::checks::report::{CheckId, Finding, GroupResource, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `finalizers-pending` check.
+pub(super) struct FinalizersPending;
+
+impl Check for FinalizersPending {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "finalizers-pending",
+        default: Severity::Advisory,
+        blocks: Blocks::RemoveFinalizer,
+        title: "Other objects with finalizers that are not known to be handled (counts per kind, with the finalizer names)",
+        remedy: "make sure the controllers of these finalizers run outside this namespace, or declare them",
+        stage: Stage::Controllers,
+        risk: "none: the controller does the cleanup its finalizer stands for",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, settings: &Settings) -> Vec<Finding> {
+        check(facts, settings.finalizer_stuck_after)
+    }
+}
 
 pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -49,10 +72,14 @@ pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
         if objects.is_empty() {
             continue;
         }
-        let gr = c.resource.group_resource();
+        let gr = GroupResource::from(&c.resource);
         let list: Vec<String> = names.iter().map(|(n, c)| format!("{n} ({c})")).collect();
         let mut f = Finding::new(
             CheckId::FinalizersPending,
+            Subject::Finalizers {
+                resource: gr.clone(),
+                finalizers: names.keys().map(|n| n.to_string()).collect(),
+            },
             format!("{} {gr} with finalizers {}", objects.len(), list.join(", ")),
             remedy(
                 "make sure the controllers owning these finalizers keep running until the namespace is gone",
@@ -63,7 +90,7 @@ pub(super) fn check(facts: &Facts, stuck_after: Duration) -> Vec<Finding> {
             ),
         );
         for name in objects.iter().take(5) {
-            f = f.object(ObjectRef::namespaced(&gr, &facts.name, *name));
+            f = f.object(ObjectRef::content(&gr, &facts.name, *name));
         }
         out.push(f);
     }

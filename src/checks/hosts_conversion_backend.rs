@@ -10,8 +10,33 @@
 //!
 //! [`ResourceType::version`]: crate::facts::ResourceType
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
-use crate::facts::Facts;
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
+use crate::checks::report::{
+    CheckId, Finding, GroupResource, ObjectKind, ObjectRef, Severity, Subject, remedy,
+};
+use crate::facts::{Facts, ServiceKey};
+
+/// The `hosts-conversion-backend` check.
+pub(super) struct HostsConversionBackend;
+
+impl Check for HostsConversionBackend {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "hosts-conversion-backend",
+        default: Severity::Blocking,
+        blocks: Blocks::List,
+        title: "A CRD's conversion webhook Service lives in this namespace while objects of that CRD exist",
+        remedy: "delete the CRD's objects first while the conversion webhook still runs (nsguard delete does this), or move the webhook out of the namespace",
+        stage: Stage::Listing,
+        risk: "none when the failing server is repaired; deleting objects discards them",
+        confirm: Confirm::Content,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -62,6 +87,14 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let mut f = Finding::new(
             CheckId::HostsConversionBackend,
+            Subject::Conversion {
+                crd: name.clone(),
+                resource: GroupResource::new(group, plural),
+                service: ServiceKey {
+                    namespace: svc.namespace.clone(),
+                    name: svc.name.clone(),
+                },
+            },
             format!("CRD {name} converts through Service {} in this namespace while {count} of its objects remain", svc.name),
             remedy(
                 format!(
@@ -71,8 +104,8 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 format!("nsguard delete {}", facts.name),
             ),
         )
-        .object(ObjectRef::cluster("CustomResourceDefinition", &name))
-        .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))
+        .object(ObjectRef::cluster(ObjectKind::CustomResourceDefinition, &name))
+        .object(ObjectRef::namespaced(ObjectKind::Service, &svc.namespace, &svc.name))
         .evidence("the webhook's pods are deleted first; conversion then fails");
         if stored.is_empty() {
             f = f.evidence(format!(

@@ -7,8 +7,31 @@
 //! the first and records the others as not checked, which makes the decision fail open; should
 //! one reach this check, it says nothing.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Stage};
+use crate::checks::report::{CheckId, Finding, GroupResource, Severity, Subject, remedy};
 use crate::facts::{Facts, ListErrorClass};
+
+/// The `list-failure` check.
+pub(super) struct ListFailure;
+
+impl Check for ListFailure {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "list-failure",
+        default: Severity::Blocking,
+        blocks: Blocks::List,
+        title: "Listing a namespaced resource type in this namespace fails as the namespace controller's list would (conversion webhook down, aggregated API error, 5xx); a 403 for nsguard's own identity is an RBAC gap (advisory)",
+        remedy: "repair the server that fails the list (the conversion webhook or aggregated API behind the type); grant nsguard list on the type for a 403",
+        stage: Stage::Listing,
+        risk: "none when the failing server is repaired; deleting objects discards them",
+        confirm: Confirm::Narrow,
+        on_discovery: true,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     facts
@@ -16,7 +39,10 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         .list_failures
         .iter()
         .filter_map(|lf| {
-            let gr = lf.resource.group_resource();
+            let gr = GroupResource::from(&lf.resource);
+            let subject = Subject::ResourceType {
+                resource: gr.clone(),
+            };
             let code = lf.code.map(|c| format!("HTTP {c}: ")).unwrap_or_default();
             let f = match lf.class() {
                 ListErrorClass::NotAllowed => {
@@ -33,6 +59,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                     };
                     let mut f = Finding::new(
                         CheckId::ListFailure,
+                        subject,
                         format!("{gr} not checked: {what} (an RBAC gap of nsguard's, not the namespace's)"),
                         remedy(fix, None),
                     );
@@ -41,6 +68,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 }
                 ListErrorClass::Controller => Finding::new(
                     CheckId::ListFailure,
+                    subject,
                     format!("listing {gr} in {} fails; the namespace controller would fail too", facts.name),
                     remedy(
                         "fix what serves this resource (conversion webhook, aggregated API) before deleting",
@@ -50,8 +78,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                 ListErrorClass::Gone | ListErrorClass::Own => return None,
             };
             Some(
-                f.object(ObjectRef::cluster("Resource", gr))
-                    .evidence(format!("{code}{}", lf.message)),
+                f.evidence(format!("{code}{}", lf.message)),
             )
         })
         .collect()

@@ -2,8 +2,31 @@
 //! removes: `spec.finalizers` other than `kubernetes`, `metadata.finalizers` other than
 //! `orphan` and `foregroundDeletion`.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `namespace-finalizers` check.
+pub(super) struct NamespaceFinalizers;
+
+impl Check for NamespaceFinalizers {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "namespace-finalizers",
+        default: Severity::Advisory,
+        blocks: Blocks::FinalizeNamespace,
+        title: "The namespace itself carries finalizers other than the ones Kubernetes handles",
+        remedy: "make sure the controller that owns each namespace finalizer runs",
+        stage: Stage::NamespaceFinalizers,
+        risk: "none: the controller that owns the namespace finalizer does its cleanup",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     let ns = &facts.namespace.namespace;
@@ -30,13 +53,14 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     vec![
         Finding::new(
             CheckId::NamespaceFinalizers,
+            Subject::Namespace,
             format!(
                 "namespace has finalizers {} that only their own controllers remove",
                 all.join(", ")
             ),
             remedy("make sure the controllers owning them are running", None),
         )
-        .object(ObjectRef::cluster("Namespace", &facts.name))
+        .object(ObjectRef::cluster(ObjectKind::Namespace, &facts.name))
         .evidence(format!(
             "spec.finalizers: {spec:?}; metadata.finalizers: {meta:?}"
         )),

@@ -2,8 +2,31 @@
 //! `node.kubernetes.io/out-of-service` taint. No kubelet confirms their end, so they never
 //! finish terminating, and pods are deleted before anything else.
 
-use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::Settings;
+use crate::checks::registry::{Blocks, Check, CheckEntry, Confirm, Severity, Stage};
+use crate::checks::report::{CheckId, Finding, ObjectKind, ObjectRef, Subject, remedy};
 use crate::facts::Facts;
+
+/// The `pods-unterminable` check.
+pub(super) struct PodsUnterminable;
+
+impl Check for PodsUnterminable {
+    const ENTRY: CheckEntry = CheckEntry {
+        name: "pods-unterminable",
+        default: Severity::Advisory,
+        blocks: Blocks::PodTermination,
+        title: "Pods on nodes that no longer exist, or that are not Ready and lack the out-of-service taint: they cannot finish terminating",
+        remedy: "bring the node back, or, once it is really gone, taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute (or delete the Node)",
+        stage: Stage::Nodes,
+        risk: "a container on an unreachable node may still be running; confirm the node is really gone",
+        confirm: Confirm::No,
+        on_discovery: false,
+    };
+
+    fn run(facts: &Facts, _settings: &Settings) -> Vec<Finding> {
+        check(facts)
+    }
+}
 
 const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
 
@@ -46,13 +69,17 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         out.push(
             Finding::new(
                 CheckId::PodsUnterminable,
+                Subject::Pod {
+                    name: pod_name.clone(),
+                    node: node_name.clone(),
+                },
                 format!("pod {pod_name} is on a node that cannot confirm its end ({why})"),
                 remedy(
                     format!("recover the node, or taint it {OUT_OF_SERVICE}=nodeshutdown:NoExecute so its pods are cleaned up"),
                     format!("kubectl taint node {node_name} {OUT_OF_SERVICE}=nodeshutdown:NoExecute"),
                 ),
             )
-            .object(ObjectRef::namespaced("Pod", &facts.name, &pod_name))
+            .object(ObjectRef::namespaced(ObjectKind::Pod, &facts.name, &pod_name))
             .evidence(why),
         );
     }

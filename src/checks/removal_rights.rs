@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use super::finalizer_controller::{Judgement, holders, verdicts};
 use crate::checks::report::{CheckId, Finding, ObjectRef, remedy};
+use crate::checks::subject::{GroupResource, Subject};
 use crate::facts::Facts;
 use crate::facts::controllers::rbac;
 
@@ -34,12 +35,17 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         if !at_risk {
             continue;
         }
-        let gr = c.resource.group_resource();
+        let gr = GroupResource::from(&c.resource);
         let objects = holders(c, f);
         let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
         let via: Vec<&str> = bindings.iter().map(String::as_str).collect();
         let mut finding = Finding::new(
             CheckId::FinalizerController,
+            Subject::RemovalRight {
+                resource: gr.clone(),
+                finalizer: f.to_string(),
+                bindings: via.iter().map(|b| b.to_string()).collect(),
+            },
             format!(
                 "{gr} finalizer {f} ({} objects): {} may remove it only through {}, which the deletion removes first",
                 objects.len(),
@@ -54,14 +60,15 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
             ),
         );
         for name in objects.iter().take(5) {
-            finding = finding.object(ObjectRef::namespaced(&gr, ns, *name));
+            finding = finding.object(ObjectRef::content(&gr, ns, *name));
         }
+        let role_bindings = GroupResource::new("rbac.authorization.k8s.io", "rolebindings");
         for b in &bindings {
             if let Some(name) = b
                 .strip_prefix("RoleBinding ")
                 .and_then(|rest| rest.split(" -> ").next())
             {
-                finding = finding.object(ObjectRef::namespaced("RoleBinding", ns, name));
+                finding = finding.object(ObjectRef::content(&role_bindings, ns, name));
             }
         }
         finding = finding
@@ -83,7 +90,7 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::rbac::v1::{
-        ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+        ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject as RbacSubject,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -99,8 +106,8 @@ mod tests {
         }
     }
 
-    fn operator() -> Subject {
-        Subject {
+    fn operator() -> RbacSubject {
+        RbacSubject {
             kind: "ServiceAccount".into(),
             name: "op".into(),
             namespace: Some("ops".into()),
@@ -200,9 +207,16 @@ mod tests {
             f.summary
         );
         assert!(
+            matches!(&f.subject, Subject::RemovalRight { bindings, .. } if bindings.len() == 1),
+            "{:?}",
+            f.subject
+        );
+        assert!(
             f.objects
                 .iter()
-                .any(|o| o.kind == "RoleBinding" && o.name == "op")
+                .any(|o| o.kind.to_string().contains("rolebindings") && o.name == "op"),
+            "{:?}",
+            f.objects
         );
         assert!(f.objects.iter().any(|o| o.name == "g1"));
         assert_eq!(f.remedy.command.as_deref(), Some("nsguard delete team-a"));

@@ -6,12 +6,13 @@ use serde::Serialize;
 pub const OVERRIDE_ANNOTATION: &str = "nsguard.io/allow-stuck-delete";
 
 pub use super::registry::{Blocks, CheckId, Severity};
+pub use super::subject::{GroupResource, ObjectKind, Subject, WebhookConfig, WebhookKind};
 
 /// An object a finding is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectRef {
-    /// Kind, or `resource.group` for content.
-    pub kind: String,
+    /// Its kind (in JSON: the Kind, or `resource.group` for content).
+    pub kind: ObjectKind,
     /// Namespace, for namespaced objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -21,9 +22,9 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     /// A cluster-scoped object.
-    pub fn cluster(kind: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn cluster(kind: ObjectKind, name: impl Into<String>) -> Self {
         Self {
-            kind: kind.into(),
+            kind,
             namespace: None,
             name: name.into(),
         }
@@ -31,15 +32,24 @@ impl ObjectRef {
 
     /// A namespaced object.
     pub fn namespaced(
-        kind: impl Into<String>,
+        kind: ObjectKind,
         namespace: impl Into<String>,
         name: impl Into<String>,
     ) -> Self {
         Self {
-            kind: kind.into(),
+            kind,
             namespace: Some(namespace.into()),
             name: name.into(),
         }
+    }
+
+    /// An object of the namespace's content, of type `resource`.
+    pub fn content(
+        resource: &GroupResource,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self::namespaced(ObjectKind::Content(resource.clone()), namespace, name)
     }
 }
 
@@ -71,6 +81,8 @@ pub struct Finding {
     pub severity: Severity,
     /// The step of the deletion it stands in the way of (`delete`, `remove-finalizer`, ...).
     pub blocks: Blocks,
+    /// What it is about, typed: what remedies and renderers read.
+    pub subject: Subject,
     /// One line saying what is wrong.
     pub summary: String,
     /// The objects involved.
@@ -83,11 +95,17 @@ pub struct Finding {
 
 impl Finding {
     /// A finding with the check's default severity.
-    pub fn new(check: CheckId, summary: impl Into<String>, remedy: Remedy) -> Self {
+    pub fn new(
+        check: CheckId,
+        subject: Subject,
+        summary: impl Into<String>,
+        remedy: Remedy,
+    ) -> Self {
         Self {
             check,
             severity: check.default_severity(),
             blocks: check.blocks(),
+            subject,
             summary: summary.into(),
             objects: Vec::new(),
             evidence: Vec::new(),
@@ -119,8 +137,8 @@ impl Finding {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Handled {
-    /// `resource.group`.
-    pub resource: String,
+    /// The type (`resource.group` in JSON).
+    pub resource: GroupResource,
     /// The finalizer.
     pub finalizer: String,
     /// The live controller (`namespace/serviceaccount`, or a control-plane user).

@@ -184,7 +184,7 @@ fn render_audit(audited: &[Audited], wide: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::report::{Finding, Severity, remedy};
+    use crate::checks::report::{Finding, Severity, Subject, remedy};
 
     fn audited(namespace: &str, findings: Vec<Finding>, not_checked: &[&str]) -> Audited {
         let report = Report {
@@ -204,7 +204,7 @@ mod tests {
     }
 
     fn finding(check: CheckId, severity: Severity) -> Finding {
-        let mut f = Finding::new(check, "found", remedy("fix", None));
+        let mut f = Finding::new(check, Subject::Namespace, "found", remedy("fix", None));
         f.severity = severity;
         f
     }

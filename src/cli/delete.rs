@@ -20,7 +20,6 @@ use super::{
 use crate::cluster::gather::Gatherer;
 use crate::cluster::teardown::{NamespaceDeletion, NamespaceDryRun};
 use crate::facts::Facts;
-use crate::facts::controllers::Liveness;
 use crate::remedy::teardown::{self, Plan, Wave};
 
 /// At most this many preflights (one per wave, one for the namespace, retries of a denial).
@@ -521,14 +520,7 @@ fn expected(facts: &Facts, gr: &str) -> Vec<String> {
         .map(|rc| {
             rc.controllers
                 .iter()
-                .map(|(e, l)| {
-                    let state = match l {
-                        Liveness::Live(d) | Liveness::LiveHereOnly(d) => format!("live: {d}"),
-                        Liveness::NotLive { reason, .. } => format!("not live: {reason}"),
-                        Liveness::Unknown(why) => format!("not checked: {why}"),
-                    };
-                    format!("{} ({state})", e.identity)
-                })
+                .map(|(e, l)| format!("{} ({l})", e.identity))
                 .collect()
         })
         .unwrap_or_default()

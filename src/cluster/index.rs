@@ -1,4 +1,4 @@
-//! A live, metadata-only index of namespaced content (issue 12): one watcher per namespaced
+//! A live, metadata-only index of namespaced content: one watcher per namespaced
 //! type, kept stripped to what the checks read (name, finalizers, deletionTimestamp, labels),
 //! with a health record per type that nsguard keeps itself (kube's `Store` never clears on
 //! errors and `wait_until_ready` fires only on the first `InitDone`).

@@ -197,6 +197,7 @@ mod tests {
         if blocking {
             r.findings.push(Finding::new(
                 CheckId::ApiserviceUnavailable,
+                crate::checks::report::Subject::Namespace,
                 "APIService v1beta1.metrics.k8s.io is Available=False",
                 remedy(
                     "delete it",
@@ -207,6 +208,7 @@ mod tests {
         if advisory {
             let mut f = Finding::new(
                 CheckId::NamespaceFinalizers,
+                crate::checks::report::Subject::Namespace,
                 "namespace has finalizers x",
                 remedy("r", None),
             );

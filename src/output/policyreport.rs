@@ -10,7 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::checks::report::{Finding, ObjectRef, Report, Severity};
+use crate::checks::report::{
+    Finding, GroupResource, ObjectKind, ObjectRef, Report, Severity, Subject,
+};
 
 /// The name of every report nsguard prints (one per namespace), and its `source` and `policy`.
 pub const NAME: &str = "nsguard";
@@ -92,10 +94,10 @@ pub async fn discover(client: &kube::Client) -> Result<ReportApi, DiscoveryError
     Err(DiscoveryError::Neither)
 }
 
-/// A result's outcome, in the reports' vocabulary.
+/// A result: pass, fail, warn or skip, in the reports' vocabulary (`PolicyResult` in their schema).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum PolicyResult {
     /// Nothing would keep the namespace Terminating.
     Pass,
     /// A blocking finding: the deletion would hang.
@@ -140,7 +142,7 @@ pub struct ReportResult {
     /// What nsguard checks.
     pub category: &'static str,
     /// pass, fail, warn or skip.
-    pub result: Outcome,
+    pub result: PolicyResult,
     /// `high` for blocking findings, `medium` for advisory ones, `info` otherwise.
     pub severity: &'static str,
     /// Whether the result counts towards the namespace's score (warnings and skips do not).
@@ -175,7 +177,7 @@ pub struct Reference {
 /// The apiVersion and kind of the objects findings name: a report names built-in objects by
 /// kind and custom ones by `resource.group`; the facts of the namespace know the latter's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Kinds(pub BTreeMap<String, (String, String)>);
+pub struct Kinds(pub BTreeMap<GroupResource, (String, String)>);
 
 impl Kinds {
     /// The kinds of the namespace's content types, from its facts.
@@ -187,7 +189,7 @@ impl Kinds {
                 .iter()
                 .map(|c| {
                     (
-                        c.resource.group_resource(),
+                        GroupResource::from(&c.resource),
                         (c.resource.api_version(), c.resource.kind.clone()),
                     )
                 })
@@ -197,16 +199,9 @@ impl Kinds {
 
     /// The reference for `o`, when its kind is known.
     pub fn reference(&self, o: &ObjectRef) -> Option<Reference> {
-        let (api_version, kind) = match o.kind.as_str() {
-            "Namespace" | "Service" | "Pod" | "ConfigMap" | "Secret" => {
-                ("v1".into(), o.kind.clone())
-            }
-            "APIService" => ("apiregistration.k8s.io/v1".into(), o.kind.clone()),
-            "CustomResourceDefinition" => ("apiextensions.k8s.io/v1".into(), o.kind.clone()),
-            "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
-                ("admissionregistration.k8s.io/v1".into(), o.kind.clone())
-            }
-            gr => self.0.get(gr).cloned()?,
+        let (api_version, kind) = match &o.kind {
+            ObjectKind::Content(gr) => self.0.get(gr).cloned()?,
+            named => named.api().map(|(v, k)| (v.to_string(), k.to_string()))?,
         };
         Some(Reference {
             api_version,
@@ -235,7 +230,7 @@ pub struct Summary {
 
 const CATEGORY: &str = "Namespace deletion";
 
-fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> ReportResult {
+fn result(rule: String, outcome: PolicyResult, message: String, now: Timestamp) -> ReportResult {
     ReportResult {
         source: NAME,
         policy: NAME,
@@ -243,7 +238,7 @@ fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> Re
         category: CATEGORY,
         result: outcome,
         severity: "info",
-        scored: matches!(outcome, Outcome::Pass | Outcome::Fail),
+        scored: matches!(outcome, PolicyResult::Pass | PolicyResult::Fail),
         message,
         resources: Vec::new(),
         properties: BTreeMap::new(),
@@ -253,12 +248,16 @@ fn result(rule: String, outcome: Outcome, message: String, now: Timestamp) -> Re
 
 fn from_finding(f: &Finding, kinds: &Kinds, now: Timestamp) -> ReportResult {
     let (outcome, severity) = match f.severity {
-        Severity::Blocking => (Outcome::Fail, "high"),
-        Severity::Advisory => (Outcome::Warn, "medium"),
+        Severity::Blocking => (PolicyResult::Fail, "high"),
+        Severity::Advisory => (PolicyResult::Warn, "medium"),
     };
     let mut r = result(f.check.as_str().into(), outcome, f.summary.clone(), now);
     r.severity = severity;
     let mut other = Vec::new();
+    // A type that cannot be listed is no object: it stays a property.
+    if let Subject::ResourceType { resource } = &f.subject {
+        other.push(format!("Resource {resource}"));
+    }
     for o in &f.objects {
         match kinds.reference(o) {
             Some(reference) => r.resources.push(reference),
@@ -292,7 +291,7 @@ pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResu
     out.extend(report.not_checked.iter().map(|what| {
         result(
             PREFLIGHT_RULE.into(),
-            Outcome::Skip,
+            PolicyResult::Skip,
             format!("not checked: {what}"),
             now,
         )
@@ -300,12 +299,12 @@ pub fn results(report: &Report, kinds: &Kinds, now: Timestamp) -> Vec<ReportResu
     // Types skipped by choice (skipped by configuration): never read, so not checked either.
     out.extend(
         crate::output::render::not_checked_by_choice(report)
-            .map(|caveat| result(PREFLIGHT_RULE.into(), Outcome::Skip, caveat, now)),
+            .map(|caveat| result(PREFLIGHT_RULE.into(), PolicyResult::Skip, caveat, now)),
     );
     if out.is_empty() {
         out.push(result(
             PREFLIGHT_RULE.into(),
-            Outcome::Pass,
+            PolicyResult::Pass,
             "nothing would keep this namespace Terminating if it were deleted now".into(),
             now,
         ));
@@ -318,10 +317,10 @@ pub fn summary(results: &[ReportResult]) -> Summary {
     let mut s = Summary::default();
     for r in results {
         match r.result {
-            Outcome::Pass => s.pass += 1,
-            Outcome::Fail => s.fail += 1,
-            Outcome::Warn => s.warn += 1,
-            Outcome::Skip => s.skip += 1,
+            PolicyResult::Pass => s.pass += 1,
+            PolicyResult::Fail => s.fail += 1,
+            PolicyResult::Warn => s.warn += 1,
+            PolicyResult::Skip => s.skip += 1,
         }
     }
     s
@@ -375,7 +374,7 @@ mod tests {
 
     fn kinds() -> Kinds {
         Kinds(BTreeMap::from([(
-            "gadgets.example.com".to_string(),
+            GroupResource::new("example.com", "gadgets"),
             ("example.com/v1".to_string(), "Gadget".to_string()),
         )]))
     }
@@ -386,17 +385,29 @@ mod tests {
             findings: vec![
                 Finding::new(
                     CheckId::FinalizerController,
+                    Subject::Finalizer {
+                        resource: GroupResource::new("example.com", "gadgets"),
+                        finalizer: "example.com/cleanup".into(),
+                    },
                     "2 gadgets.example.com hold example.com/cleanup and no live controller removes it",
                     remedy(
                         "run the controller again, or remove the finalizers",
                         Some("kubectl patch gadgets.example.com g1 -n team-a --type=merge -p '{\"metadata\":{\"finalizers\":null}}'".into()),
                     ),
                 )
-                .object(ObjectRef::namespaced("gadgets.example.com", "team-a", "g1"))
+                .object(ObjectRef::content(
+                    &GroupResource::new("example.com", "gadgets"),
+                    "team-a",
+                    "g1",
+                ))
                 .evidence("finalizer example.com/cleanup")
                 .evidence("no RBAC grant names gadgets.example.com"),
                 Finding::new(
                     CheckId::FinalizersPending,
+                    Subject::Finalizers {
+                        resource: GroupResource::new("", "configmaps"),
+                        finalizers: vec!["other.io/x".into()],
+                    },
                     "1 configmaps holds other.io/x",
                     remedy("wait", None),
                 ),
@@ -527,12 +538,14 @@ mod tests {
     fn built_in_kinds_are_references_and_what_is_no_object_stays_a_property() {
         let f = Finding::new(
             CheckId::ListFailure,
+            Subject::ResourceType {
+                resource: GroupResource::new("example.com", "widgets"),
+            },
             "listing widgets.example.com fails",
             remedy("fix the server", None),
         )
-        .object(ObjectRef::cluster("APIService", "v1.example.com"))
-        .object(ObjectRef::namespaced("Service", "team-a", "api"))
-        .object(ObjectRef::cluster("Resource", "widgets.example.com"));
+        .object(ObjectRef::cluster(ObjectKind::ApiService, "v1.example.com"))
+        .object(ObjectRef::namespaced(ObjectKind::Service, "team-a", "api"));
         let r = from_finding(&f, &Kinds::default(), NOW);
         let refs = serde_json::to_value(&r.resources).unwrap();
         assert_eq!(

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
-use crate::checks::report::{CheckId, Finding, Report, Verdict};
+use crate::checks::report::{Finding, ObjectKind, Report, Verdict};
 use crate::facts::Facts;
 use crate::facts::controllers::Liveness;
 
@@ -200,15 +200,13 @@ pub fn table(report: &Report, wide: bool) -> String {
 }
 
 /// The objects of the blocking findings, as kubectl's `-o name` writes them (`KIND/NAME`,
-/// the kind lower case), each once, in order. A resource type that cannot be listed
-/// (list-failure names it as kind `Resource`) is no object and is left out.
+/// the kind lower case, or `resource.group/NAME` for content), each once, in order.
 pub fn blocking_object_names(report: &Report) -> Vec<String> {
     let mut seen = BTreeSet::new();
     report
         .blocking()
         .flat_map(|f| &f.objects)
-        .filter(|o| o.kind != "Resource")
-        .map(|o| format!("{}/{}", o.kind.to_lowercase(), o.name))
+        .map(|o| format!("{}/{}", o.kind.to_string().to_lowercase(), o.name))
         .filter(|n| seen.insert(n.clone()))
         .collect()
 }
@@ -286,15 +284,11 @@ const LIVE_STYLE: &str = "shape=note, style=filled, fillcolor=honeydew";
 
 /// Why a controller will not remove its finalizers (or will), as a chain's last node.
 fn liveness(l: &Liveness) -> (String, &'static str) {
-    match l {
-        Liveness::Live(d) => (format!("live: {d}"), LIVE_STYLE),
-        Liveness::LiveHereOnly(d) => (
-            format!("live only in this namespace, deleted with it: {d}"),
-            WHY_STYLE,
-        ),
-        Liveness::NotLive { reason, .. } => (format!("not live: {reason}"), WHY_STYLE),
-        Liveness::Unknown(why) => (format!("not checked: {why}"), WHY_STYLE),
-    }
+    let style = match l {
+        Liveness::Live(_) => LIVE_STYLE,
+        _ => WHY_STYLE,
+    };
+    (l.to_string(), style)
 }
 
 /// The blocking chain as a Graphviz digraph: the namespace, the objects of each blocking
@@ -317,10 +311,7 @@ pub fn dot(namespace: &str, phase: &str, blocking: &[Finding], facts: Option<&Fa
         NAMESPACE_STYLE,
     );
     for (i, f) in blocking.iter().enumerate() {
-        let finalizers = matches!(
-            f.check,
-            CheckId::FinalizerController | CheckId::FinalizerStuck | CheckId::FinalizersPending
-        );
+        let finalizers = f.subject.finalized_type().is_some();
         let mut why = f.summary.clone();
         for e in f.evidence.iter().take(3) {
             why.push('\n');
@@ -335,16 +326,17 @@ pub fn dot(namespace: &str, phase: &str, blocking: &[Finding], facts: Option<&Fa
                 OBJECT_STYLE,
             );
             g.edge(&root, &object);
-            let content = facts.filter(|_| finalizers).and_then(|facts| {
-                facts
+            let content = match (&o.kind, facts.filter(|_| finalizers)) {
+                (ObjectKind::Content(gr), Some(facts)) => facts
                     .namespace
                     .content
                     .iter()
-                    .find(|c| c.resource.group_resource() == o.kind)
+                    .find(|c| gr.is(&c.resource))
                     .and_then(|c| c.objects.iter().find(|x| x.name == o.name))
-                    .map(|x| (facts, x))
-            });
-            let Some((facts, object_facts)) = content else {
+                    .map(|x| (facts, x, gr)),
+                _ => None,
+            };
+            let Some((facts, object_facts, gr)) = content else {
                 let w = g.node(
                     &why_id,
                     &wrapped(&format!("{}: {why}", f.check), 48),
@@ -366,7 +358,7 @@ pub fn dot(namespace: &str, phase: &str, blocking: &[Finding], facts: Option<&Fa
                 );
                 g.edge(&object, &fnode);
                 chained = true;
-                let rc = facts.namespace.controllers.get(&o.kind);
+                let rc = facts.namespace.controllers.get(&gr.to_string());
                 // The type's controllers, less those declared for other finalizers only.
                 let controllers: Vec<_> = rc
                     .map(|rc| rc.controllers.as_slice())
@@ -379,7 +371,7 @@ pub fn dot(namespace: &str, phase: &str, blocking: &[Finding], facts: Option<&Fa
                         .and_then(|rc| rc.notes.first().cloned())
                         .unwrap_or_else(|| "nsguard found no controller for it".into());
                     let w = g.node(
-                        &format!("none/{}", o.kind),
+                        &format!("none/{gr}"),
                         &wrapped(&format!("no controller: {note}"), 48),
                         WHY_STYLE,
                     );
@@ -462,11 +454,39 @@ mod tests {
         assert!(caveat.chars().count() <= WARNING_MAX_CHARS, "{caveat}");
     }
 
-    use crate::checks::report::{CheckId, ObjectRef, Severity, remedy};
+    use crate::checks::report::{CheckId, GroupResource, ObjectRef, Severity, Subject, remedy};
+    use crate::facts::ServiceKey;
     use crate::facts::controllers::{Basis, Expected, Identity, ResourceControllers};
 
+    fn gadgets() -> GroupResource {
+        GroupResource::new("example.com", "gadgets")
+    }
+
+    /// A finding of `check`, about what that check's findings are about.
     fn finding(check: CheckId, severity: Severity) -> Finding {
-        let mut f = Finding::new(check, format!("{check} found"), remedy("do this", None));
+        let subject = match check {
+            CheckId::FinalizerController => Subject::Finalizer {
+                resource: gadgets(),
+                finalizer: "example.com/cleanup".into(),
+            },
+            CheckId::FinalizersPending => Subject::Finalizers {
+                resource: gadgets(),
+                finalizers: vec!["example.com/cleanup".into()],
+            },
+            _ => Subject::ApiService {
+                name: "v1beta1.metrics.k8s.io".into(),
+                service: ServiceKey {
+                    namespace: "kube-system".into(),
+                    name: "metrics-server".into(),
+                },
+            },
+        };
+        let mut f = Finding::new(
+            check,
+            subject,
+            format!("{check} found"),
+            remedy("do this", None),
+        );
         f.severity = severity;
         f
     }
@@ -538,7 +558,7 @@ mod tests {
             namespace: "team-a".into(),
             findings: vec![
                 finding(CheckId::FinalizerController, Severity::Blocking)
-                    .object(ObjectRef::namespaced("gadgets.example.com", "team-a", "g1"))
+                    .object(ObjectRef::content(&gadgets(), "team-a", "g1"))
                     .evidence("finalizer example.com/cleanup"),
             ],
             ..Default::default()
@@ -567,16 +587,16 @@ mod tests {
         let mut listing = report.clone();
         listing.findings[0] = listing.findings[0]
             .clone()
-            .object(ObjectRef::cluster("APIService", "v1.example.com"))
-            .object(ObjectRef::cluster("Resource", "widgets.example.com"))
-            .object(ObjectRef::namespaced("gadgets.example.com", "team-a", "g1"));
+            .object(ObjectRef::cluster(ObjectKind::ApiService, "v1.example.com"))
+            .object(ObjectRef::content(&gadgets(), "team-a", "g1"));
         assert_eq!(
             blocking_object_names(&listing),
             ["gadgets.example.com/g1", "apiservice/v1.example.com"]
         );
     }
 
-    /// A chain as `diagnose -o dot` draws it for seed 004: namespace, object, finalizer,
+    /// A chain as `diagnose -o dot` draws it for a custom resource whose finalizer's
+    /// controller is scaled to zero: namespace, object, finalizer,
     /// the controller expected, why it is not live; and a finding without finalizers.
     fn chain() -> String {
         let mut facts = crate::checks::fixtures::facts("team-a")
@@ -611,13 +631,17 @@ mod tests {
                 notes: vec![],
             },
         );
-        let blocking = vec![
-            finding(CheckId::FinalizerController, Severity::Blocking)
-                .object(ObjectRef::namespaced("gadgets.example.com", "team-a", "g1")),
-            finding(CheckId::ApiserviceUnavailable, Severity::Blocking)
-                .object(ObjectRef::cluster("APIService", "v1beta1.metrics.k8s.io"))
-                .evidence("Available=False \"quoted\" reason"),
-        ];
+        let blocking =
+            vec![
+                finding(CheckId::FinalizerController, Severity::Blocking)
+                    .object(ObjectRef::content(&gadgets(), "team-a", "g1")),
+                finding(CheckId::ApiserviceUnavailable, Severity::Blocking)
+                    .object(ObjectRef::cluster(
+                        ObjectKind::ApiService,
+                        "v1beta1.metrics.k8s.io",
+                    ))
+                    .evidence("Available=False \"quoted\" reason"),
+            ];
         dot("team-a", "Terminating", &blocking, Some(&facts))
     }
 

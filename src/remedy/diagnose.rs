@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::checks::report::{CheckId, Finding, Report};
+use crate::checks::registry::Stage;
+use crate::checks::report::{CheckId, Finding, GroupResource, Report, Subject};
 use crate::facts::Facts;
 use crate::facts::finalizers::is_built_in;
 
@@ -35,7 +36,7 @@ pub struct Condition {
 
 /// One object still in the namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Remaining {
+pub struct RemainingObject {
     /// `resource.group`.
     pub resource: String,
     /// Name.
@@ -71,7 +72,7 @@ pub struct Diagnosis {
     /// The namespace controller's conditions.
     pub conditions: Vec<Condition>,
     /// Objects still inside (at most [`MAX_OBJECTS`]).
-    pub remaining: Vec<Remaining>,
+    pub remaining: Vec<RemainingObject>,
     /// How many objects remain in all.
     pub remaining_total: usize,
     /// The blockers, as the checks found them.
@@ -85,9 +86,9 @@ pub struct Diagnosis {
 }
 
 /// Where a check's remedy goes in the order, and what it risks (from the check registry).
-fn place(check: CheckId) -> (u8, &'static str) {
+fn place(check: CheckId) -> (Stage, &'static str) {
     let e = check.entry();
-    (e.order, e.risk)
+    (e.stage, e.risk)
 }
 
 const PATCH_RISK: &str = "whatever the finalizer guards outside the cluster (a cloud load balancer, a volume, a DNS record, a bucket) is left behind and must be cleaned up by hand";
@@ -116,7 +117,7 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         for o in &c.objects {
             remaining_total += 1;
             if remaining.len() < MAX_OBJECTS {
-                remaining.push(Remaining {
+                remaining.push(RemainingObject {
                     resource: c.resource.group_resource(),
                     name: o.name.clone(),
                     finalizers: o.finalizers.clone(),
@@ -136,8 +137,8 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
         }
     };
     for f in &blockers {
-        let (order, risk) = place(f.check);
-        if order == 4 {
+        let (stage, risk) = place(f.check);
+        if stage == Stage::Controllers {
             // Bringing the controller back comes before any hand removal.
             let command = match &f.remedy.command {
                 Some(c) if !c.starts_with("kubectl delete") => c.clone(),
@@ -162,19 +163,20 @@ pub fn diagnose(facts: &Facts, report: &Report) -> Diagnosis {
     }
     // Then, for the types whose finalizers nobody will remove, remove those (and only those:
     // Kubernetes' own stay) from every object, objects with the same finalizers in one command.
-    let held: BTreeSet<&str> = blockers
+    // A finalizer judged to have no controller, or one on an object stuck deleting; not
+    // `finalizers-pending`'s, whose controllers were not judged at all.
+    let held: BTreeSet<&GroupResource> = blockers
         .iter()
-        .filter(|f| {
-            matches!(
-                f.check,
-                CheckId::FinalizerController | CheckId::FinalizerStuck
-            )
+        .filter_map(|f| match &f.subject {
+            Subject::Finalizer { resource, .. } | Subject::Deleting { resource, .. } => {
+                Some(resource)
+            }
+            _ => None,
         })
-        .flat_map(|f| f.objects.iter().map(|o| o.kind.as_str()))
         .collect();
     for c in &facts.namespace.content {
-        let gr = c.resource.group_resource();
-        if !held.contains(gr.as_str()) {
+        let gr = GroupResource::from(&c.resource);
+        if !held.contains(&gr) {
             continue;
         }
         let mut groups: BTreeMap<&[String], Vec<&str>> = BTreeMap::new();

@@ -15,13 +15,15 @@
 //! live anywhere, a webhook on the namespace's own finalization) stop the plan.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
-use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 use crate::checks;
-use crate::checks::report::{CheckId, Finding, ObjectRef, Report};
+use crate::checks::report::{CheckId, Finding, GroupResource, Report, Subject};
 use crate::facts::controllers::Liveness;
-use crate::facts::{Facts, ResourceType};
+use crate::facts::{Facts, ResourceType, ServiceKey};
 
 /// Why a wave comes where it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -73,6 +75,48 @@ pub struct WaveResource {
     pub because: CheckId,
 }
 
+/// What a wave relies on that lives in the namespace: it goes with the namespace, last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The Service of a webhook or a conversion webhook hosted here.
+    Service(ServiceKey),
+    /// A controller running here that removes the finalizers of a wave's objects.
+    Controller {
+        /// The namespace it runs in (the one being deleted).
+        namespace: String,
+        /// Its identity, as `ServiceAccount NS/NAME`.
+        identity: String,
+    },
+}
+
+/// `Service NAME`, `controller IDENTITY`.
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Service(key) => write!(f, "Service {}", key.name),
+            Backend::Controller { identity, .. } => write!(f, "controller {identity}"),
+        }
+    }
+}
+
+/// In JSON as an object reference: `{kind, namespace, name}` (kind `Service` or `controller`).
+impl Serialize for Backend {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (kind, namespace, name) = match self {
+            Backend::Service(key) => ("Service", key.namespace.as_str(), key.name.as_str()),
+            Backend::Controller {
+                namespace,
+                identity,
+            } => ("controller", namespace.as_str(), identity.as_str()),
+        };
+        let mut st = s.serialize_struct("Backend", 3)?;
+        st.serialize_field("kind", kind)?;
+        st.serialize_field("namespace", namespace)?;
+        st.serialize_field("name", name)?;
+        st.end()
+    }
+}
+
 /// A set of resource types deleted together; the next wave starts once they are gone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,7 +136,7 @@ pub struct Plan {
     /// The waves, first to last; then the namespace.
     pub waves: Vec<Wave>,
     /// Backends hosted here that the waves rely on: they go with the namespace, last.
-    pub backends: Vec<ObjectRef>,
+    pub backends: Vec<Backend>,
     /// Blockers that ordering cannot fix: the plan stops here.
     pub stop: Vec<Finding>,
     /// What the preflight could not check.
@@ -104,68 +148,53 @@ pub struct Plan {
 
 /// Types of content whose finalizers' controllers run only in this namespace (and nowhere
 /// else): the finalizer-controller verdict "live here only".
-fn controlled_here(facts: &Facts, gr: &str) -> bool {
-    facts.namespace.controllers.get(gr).is_some_and(|rc| {
-        rc.controllers
-            .iter()
-            .any(|(_, l)| matches!(l, Liveness::LiveHereOnly(_)))
-    })
-}
-
-fn content_of<'f>(facts: &'f Facts, gr: &str) -> Option<&'f crate::facts::Content> {
+fn controlled_here(facts: &Facts, gr: &GroupResource) -> bool {
     facts
         .namespace
-        .content
-        .iter()
-        .find(|c| c.resource.group_resource() == gr)
+        .controllers
+        .get(&gr.to_string())
+        .is_some_and(|rc| {
+            rc.controllers
+                .iter()
+                .any(|(_, l)| matches!(l, Liveness::LiveHereOnly(_)))
+        })
+}
+
+fn content_of<'f>(facts: &'f Facts, gr: &GroupResource) -> Option<&'f crate::facts::Content> {
+    facts.namespace.content.iter().find(|c| gr.is(&c.resource))
 }
 
 /// The types a fixable blocking finding asks to delete early, or `None` when ordering cannot
 /// fix it.
 fn early_types(facts: &Facts, f: &Finding) -> Option<(WaveKind, Vec<ResourceType>)> {
-    match f.check {
-        CheckId::FinalizerController => {
-            let gr = &f.objects.first()?.kind;
-            let kind = if controlled_here(facts, gr) {
-                WaveKind::ControllersHere
-            } else if f.objects.iter().any(|o| o.kind == "RoleBinding") {
-                // The controller runs elsewhere and keeps running; only its right goes with
-                // the namespace's RoleBindings, which the namespace deletes last here.
-                WaveKind::RightsHere
-            } else {
+    match (&f.subject, f.check) {
+        (Subject::Finalizer { resource, .. }, CheckId::FinalizerController) => {
+            if !controlled_here(facts, resource) {
                 return None;
-            };
-            let c = content_of(facts, gr)?;
-            Some((kind, vec![c.resource.clone()]))
+            }
+            let c = content_of(facts, resource)?;
+            Some((WaveKind::ControllersHere, vec![c.resource.clone()]))
         }
-        CheckId::HostsConversionBackend => {
-            let crd_name = &f
-                .objects
-                .iter()
-                .find(|o| o.kind == "CustomResourceDefinition")?
-                .name;
-            let crd = facts
-                .cluster
-                .crds
-                .iter()
-                .find(|c| c.metadata.name.as_deref() == Some(crd_name.as_str()))?;
+        // The controller runs elsewhere and keeps running; only its right goes with the
+        // namespace's RoleBindings, which go with the namespace, after this wave.
+        (Subject::RemovalRight { resource, .. }, _) => {
+            let c = content_of(facts, resource)?;
+            Some((WaveKind::RightsHere, vec![c.resource.clone()]))
+        }
+        (Subject::Conversion { resource, .. }, _) => {
             let types: Vec<ResourceType> = facts
                 .namespace
                 .content
                 .iter()
-                .filter(|c| {
-                    c.resource.group == crd.spec.group
-                        && c.resource.resource == crd.spec.names.plural
-                })
+                .filter(|c| resource.is(&c.resource))
                 .map(|c| c.resource.clone())
                 .collect();
             (!types.is_empty()).then_some((WaveKind::ServedHere, types))
         }
-        CheckId::HostsWebhookBackend => {
-            let config = f.objects.first()?;
+        (Subject::Webhook { configuration, .. }, CheckId::HostsWebhookBackend) => {
             let hooks: Vec<_> = checks::hosted_hooks(facts)
                 .into_iter()
-                .filter(|h| h.config_kind == config.kind && h.config == config.name)
+                .filter(|h| h.config == *configuration)
                 .collect();
             if hooks.is_empty() || hooks.iter().any(|h| h.finalize) {
                 return None;
@@ -185,11 +214,11 @@ fn early_types(facts: &Facts, f: &Finding) -> Option<(WaveKind, Vec<ResourceType
     }
 }
 
-fn controllers_of(facts: &Facts, gr: &str) -> Vec<String> {
+fn controllers_of(facts: &Facts, gr: &GroupResource) -> Vec<String> {
     facts
         .namespace
         .controllers
-        .get(gr)
+        .get(&gr.to_string())
         .map(|rc| {
             rc.controllers
                 .iter()
@@ -204,22 +233,31 @@ fn controllers_of(facts: &Facts, gr: &str) -> Vec<String> {
 pub fn plan(facts: &Facts, report: &Report) -> Plan {
     let mut stop = Vec::new();
     let mut by_kind: Vec<(WaveKind, ResourceType, CheckId)> = Vec::new();
-    let mut backends: Vec<ObjectRef> = Vec::new();
+    let mut backends: Vec<Backend> = Vec::new();
     for f in report.blocking() {
         match early_types(facts, f) {
             Some((kind, types)) => {
                 by_kind.extend(types.into_iter().map(|t| (kind, t, f.check)));
-                for o in &f.objects {
-                    if o.kind == "Service" && !backends.contains(o) {
-                        backends.push(o.clone());
+                let relied_on: Vec<Backend> = match &f.subject {
+                    Subject::Webhook {
+                        service: Some(service),
+                        ..
                     }
-                }
-                if f.check == CheckId::FinalizerController {
-                    for c in controllers_of(facts, &f.objects[0].kind) {
-                        let o = ObjectRef::namespaced("controller", &facts.name, c);
-                        if !backends.contains(&o) {
-                            backends.push(o);
-                        }
+                    | Subject::Conversion { service, .. } => {
+                        vec![Backend::Service(service.clone())]
+                    }
+                    Subject::Finalizer { resource, .. } => controllers_of(facts, resource)
+                        .into_iter()
+                        .map(|identity| Backend::Controller {
+                            namespace: facts.name.clone(),
+                            identity,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for b in relied_on {
+                    if !backends.contains(&b) {
+                        backends.push(b);
                     }
                 }
             }
@@ -234,9 +272,9 @@ pub fn plan(facts: &Facts, report: &Report) -> Plan {
         if !seen.insert(t.clone()) {
             continue;
         }
-        let gr = t.group_resource();
+        let gr = GroupResource::from(&t);
         let resource = WaveResource {
-            resource: gr.clone(),
+            resource: gr.to_string(),
             api_version: t.api_version(),
             objects: content_of(facts, &gr)
                 .map(|c| c.objects.iter().map(|o| o.name.clone()).collect())
@@ -311,11 +349,7 @@ pub fn render(plan: &Plan) -> String {
             "  {n}. the namespace, with everything else in it\n"
         ));
     } else {
-        let names: Vec<String> = plan
-            .backends
-            .iter()
-            .map(|o| format!("{} {}", o.kind, o.name))
-            .collect();
+        let names: Vec<String> = plan.backends.iter().map(ToString::to_string).collect();
         out.push_str(&format!(
             "  {n}. the namespace, with everything else in it: the backends and controllers the waves relied on ({}) go last\n",
             names.join(", ")
@@ -496,13 +530,24 @@ mod tests {
         let things = &p.waves[0].resources[0];
         assert_eq!(things.objects, vec!["t1", "t2"]);
         assert_eq!(things.controllers, vec!["ServiceAccount team-a/op"]);
+        let service = |name: &str| {
+            Backend::Service(ServiceKey {
+                namespace: "team-a".into(),
+                name: name.into(),
+            })
+        };
+        assert!(p.backends.contains(&service("conv")));
+        assert!(p.backends.contains(&service("hook")));
+        assert!(p.backends.contains(&Backend::Controller {
+            namespace: "team-a".into(),
+            identity: "ServiceAccount team-a/op".into()
+        }));
+        let json = serde_json::to_value(&p).unwrap();
         assert!(
-            p.backends
-                .contains(&ObjectRef::namespaced("Service", "team-a", "conv"))
-        );
-        assert!(
-            p.backends
-                .contains(&ObjectRef::namespaced("Service", "team-a", "hook"))
+            json["backends"].as_array().unwrap().contains(
+                &serde_json::json!({"kind": "Service", "namespace": "team-a", "name": "conv"})
+            ),
+            "{json}"
         );
         let text = render(&p);
         assert!(

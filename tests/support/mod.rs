@@ -246,7 +246,7 @@ pub async fn install_crd(cluster: &LocalCluster, group: &str, plural: &str, kind
     .unwrap();
 }
 
-/// Seed 000: metrics.k8s.io served by a Service that does not exist (ServiceNotFound).
+/// A stale aggregated API: metrics.k8s.io served by a Service that does not exist (ServiceNotFound).
 pub const METRICS_APISERVICE_WITHOUT_BACKEND: &str = r#"
 apiVersion: apiregistration.k8s.io/v1
 kind: APIService

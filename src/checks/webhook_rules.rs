@@ -1,22 +1,19 @@
-//! Webhooks the deletion depends on:
-//! - `hosts-webhook-backend`: a `Fail` webhook whose Service lives in this namespace and that
-//!   intercepts the deletion's own calls (DELETE of content here, or UPDATE of
-//!   `namespaces/finalize` or `namespaces/status`). Its pods go first; then its calls fail.
-//! - `webhook-backend-unavailable`: a `Fail` webhook matching DELETE of content present here
-//!   whose Service is missing or has no ready endpoints.
+//! The webhook rule matcher: which `failurePolicy: Fail` webhooks intercept the writes the
+//! deletion needs, for `hosts-webhook-backend`, `webhook-backend-unavailable`, the webhook
+//! part of `admission-policy-refuses` and `nsguard delete`'s plan ([`hosted_hooks`]).
 //!
 //! Rules are matched as the API server matches them: operations, apiGroups, apiVersions (the
 //! namespace controller deletes at the version discovery prefers, [`ResourceType::version`]),
 //! resources with subresources, scope, namespaceSelector and objectSelector. With
 //! `matchPolicy: Equivalent` (the default) a rule naming another version of the same resource
 //! matches too; nsguard knows the versions of CRDs and of the core group, and for other types
-//! says the webhook *may* intercept. A webhook with `matchConditions` (CEL that nsguard does not
-//! evaluate) may intercept too. A "may" is a warning, never a block.
+//! says the webhook *may* intercept. A webhook's `matchConditions` are evaluated with CEL on
+//! what nsguard holds of each object; what it cannot evaluate *may* intercept. A "may" is a
+//! warning, never a block.
 //!
 //! [`ResourceType::version`]: crate::facts::ResourceType
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, RuleWithOperations, ServiceReference,
@@ -24,35 +21,38 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::admission_request;
-use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
+use crate::checks::report::{
+    Blocks, Finding, ObjectRef, Severity, Subject, WebhookConfig, WebhookKind,
+};
 use crate::facts::admission::Expr;
 use crate::facts::{Facts, ResourceType, ServiceKey};
 
 /// One webhook, validating or mutating, with what the checks need.
-struct Hook<'a> {
-    config_kind: &'static str,
-    config: String,
-    name: &'a str,
-    fails_closed: bool,
-    service: Option<&'a ServiceReference>,
-    rules: &'a [RuleWithOperations],
-    namespace_selector: Option<&'a LabelSelector>,
-    object_selector: Option<&'a LabelSelector>,
+pub(super) struct Hook<'a> {
+    pub(super) config: WebhookConfig,
+    pub(super) name: &'a str,
+    pub(super) fails_closed: bool,
+    pub(super) service: Option<&'a ServiceReference>,
+    pub(super) rules: &'a [RuleWithOperations],
+    pub(super) namespace_selector: Option<&'a LabelSelector>,
+    pub(super) object_selector: Option<&'a LabelSelector>,
     /// `matchPolicy: Exact`; absent means `Equivalent` in v1.
-    exact: bool,
+    pub(super) exact: bool,
     /// Its `matchConditions`.
-    match_conditions: &'a [MatchCondition],
+    pub(super) match_conditions: &'a [MatchCondition],
 }
 
 /// One [`Hook`] per webhook of a configuration list; validating and mutating webhooks have
 /// the same fields under different types.
 macro_rules! hooks_of {
-    ($out:ident, $configs:expr, $kind:literal) => {
+    ($out:ident, $configs:expr, $kind:expr) => {
         for c in $configs {
             for w in c.webhooks.iter().flatten() {
                 $out.push(Hook {
-                    config_kind: $kind,
-                    config: c.metadata.name.clone().unwrap_or_default(),
+                    config: WebhookConfig {
+                        kind: $kind,
+                        name: c.metadata.name.clone().unwrap_or_default(),
+                    },
                     name: &w.name,
                     fails_closed: w.failure_policy.as_deref().unwrap_or("Fail") == "Fail",
                     service: w.client_config.service.as_ref(),
@@ -67,18 +67,15 @@ macro_rules! hooks_of {
     };
 }
 
-fn hooks(facts: &Facts) -> Vec<Hook<'_>> {
+/// Every webhook of every configuration.
+pub(super) fn hooks(facts: &Facts) -> Vec<Hook<'_>> {
     let mut out = Vec::new();
     hooks_of!(
         out,
         &facts.cluster.validating_webhooks,
-        "ValidatingWebhookConfiguration"
+        WebhookKind::Validating
     );
-    hooks_of!(
-        out,
-        &facts.cluster.mutating_webhooks,
-        "MutatingWebhookConfiguration"
-    );
+    hooks_of!(out, &facts.cluster.mutating_webhooks, WebhookKind::Mutating);
     out
 }
 
@@ -125,10 +122,12 @@ fn rule_matches(rule: &RuleWithOperations, req: &Request<'_>, any_version: bool)
 
 /// Whether a webhook intercepts a request, as far as nsguard can tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Match {
+pub(super) enum Match {
+    /// It does not.
     No,
     /// It may: the reason nsguard cannot tell.
     May(String),
+    /// It does.
     Yes,
 }
 
@@ -209,7 +208,11 @@ fn hook_matches(facts: &Facts, hook: &Hook<'_>, req: &Request<'_>) -> Match {
 /// Whether the hook's `matchConditions` send write `w` to it (all true), skip it (one false)
 /// or nsguard cannot tell (an expression it cannot evaluate, or an error: with `Fail` the API
 /// server would then refuse the request, with `Ignore` skip the webhook).
-fn conditions_match(facts: &Facts, hook: &Hook<'_>, w: &admission_request::Write<'_>) -> Match {
+fn conditions_match(
+    facts: &Facts,
+    hook: &Hook<'_>,
+    w: &admission_request::WriteRequest<'_>,
+) -> Match {
     if hook.match_conditions.is_empty() {
         return Match::Yes;
     }
@@ -243,7 +246,7 @@ fn conditions_match(facts: &Facts, hook: &Hook<'_>, w: &admission_request::Write
 
 /// A write the deletion needs of the namespace's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Write {
+pub(super) enum WriteKind {
     /// The namespace controller's DELETE of every object.
     Delete,
     /// A controller's UPDATE (or PATCH, admitted as UPDATE) removing its finalizer, of every
@@ -252,20 +255,22 @@ pub(super) enum Write {
     RemoveFinalizer,
 }
 
-impl Write {
-    fn describe(self, gr: &str, n: usize) -> String {
+impl WriteKind {
+    /// In words, for `n` objects of `gr`.
+    pub(super) fn describe(self, gr: &str, n: usize) -> String {
         match self {
-            Write::Delete => format!("DELETE of {gr} ({n} here)"),
-            Write::RemoveFinalizer => {
+            WriteKind::Delete => format!("DELETE of {gr} ({n} here)"),
+            WriteKind::RemoveFinalizer => {
                 format!("the finalizer removal (UPDATE) of {gr} ({n} here with finalizers)")
             }
         }
     }
 
-    fn blocks(self) -> Blocks {
+    /// The step of the deletion it is.
+    pub(super) fn blocks(self) -> Blocks {
         match self {
-            Write::Delete => Blocks::Delete,
-            Write::RemoveFinalizer => Blocks::RemoveFinalizer,
+            WriteKind::Delete => Blocks::Delete,
+            WriteKind::RemoveFinalizer => Blocks::RemoveFinalizer,
         }
     }
 }
@@ -273,19 +278,19 @@ impl Write {
 /// Every resource type with content here whose DELETE, or whose finalizer removal, a hook
 /// intercepts (surely or maybe), with how many of its objects the hook's object selector
 /// matches; `labels` are the namespace's.
-fn intercepted_all<'f>(
+pub(super) fn intercepted_all<'f>(
     facts: &'f Facts,
     labels: &BTreeMap<String, String>,
     hook: &Hook<'_>,
-) -> Vec<(&'f ResourceType, usize, Match, Write)> {
+) -> Vec<(&'f ResourceType, usize, Match, WriteKind)> {
     if !super::selector_matches(hook.namespace_selector, labels) {
         return Vec::new();
     }
     let mut out = Vec::new();
     for c in &facts.namespace.content {
         for (write, op) in [
-            (Write::Delete, "DELETE"),
-            (Write::RemoveFinalizer, "UPDATE"),
+            (WriteKind::Delete, "DELETE"),
+            (WriteKind::RemoveFinalizer, "UPDATE"),
         ] {
             let req = Request {
                 op,
@@ -303,7 +308,7 @@ fn intercepted_all<'f>(
             let mut removers = None;
             for o in &c.objects {
                 if !super::selector_matches(hook.object_selector, &o.labels)
-                    || (write == Write::RemoveFinalizer && o.finalizers.is_empty())
+                    || (write == WriteKind::RemoveFinalizer && o.finalizers.is_empty())
                 {
                     continue;
                 }
@@ -317,8 +322,8 @@ fn intercepted_all<'f>(
                     removers.get_or_insert_with(|| admission_request::removers(facts, c)),
                 );
                 let wanted = requests.iter().filter(|r| match write {
-                    Write::Delete => r.finalizer.is_none(),
-                    Write::RemoveFinalizer => r.finalizer.is_some(),
+                    WriteKind::Delete => r.finalizer.is_none(),
+                    WriteKind::RemoveFinalizer => r.finalizer.is_some(),
                 });
                 let mut hit = Match::No;
                 for r in wanted {
@@ -354,11 +359,11 @@ fn intercepted_all<'f>(
 
 /// The resource type with content here that a hook intercepts (one it surely does first, a
 /// DELETE before a finalizer removal, else one it may); `labels` are the namespace's.
-fn intercepted_content(
+pub(super) fn intercepted_content(
     facts: &Facts,
     labels: &BTreeMap<String, String>,
     hook: &Hook<'_>,
-) -> Option<(String, usize, Match, Write)> {
+) -> Option<(String, usize, Match, WriteKind)> {
     let all = intercepted_all(facts, labels, hook);
     all.iter()
         .find(|(_, _, m, _)| *m == Match::Yes)
@@ -370,10 +375,8 @@ fn intercepted_content(
 /// deletion it intercepts (surely or maybe): the input of `nsguard delete`'s plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostedHook {
-    /// `ValidatingWebhookConfiguration` or `MutatingWebhookConfiguration`.
-    pub config_kind: &'static str,
-    /// The configuration's name.
-    pub config: String,
+    /// Its configuration.
+    pub config: WebhookConfig,
     /// The webhook's Service (in this namespace).
     pub service: ServiceKey,
     /// Resource types with content here whose DELETE it intercepts.
@@ -398,7 +401,6 @@ pub fn hosted_hooks(facts: &Facts) -> Vec<HostedHook> {
         let finalize =
             selects_namespace(&labels, &hook) && intercepts_finalize(facts, &hook) != Match::No;
         out.push(HostedHook {
-            config_kind: hook.config_kind,
             config: hook.config.clone(),
             service: key(svc),
             content: intercepted_all(facts, &labels, &hook)
@@ -426,13 +428,13 @@ pub fn only_custom_resources(facts: &Facts, types: &[ResourceType]) -> bool {
 }
 
 /// For requests on the Namespace object itself, both selectors are matched against its labels.
-fn selects_namespace(labels: &BTreeMap<String, String>, hook: &Hook<'_>) -> bool {
+pub(super) fn selects_namespace(labels: &BTreeMap<String, String>, hook: &Hook<'_>) -> bool {
     super::selector_matches(hook.namespace_selector, labels)
         && super::selector_matches(hook.object_selector, labels)
 }
 
 /// Whether a hook intercepts the controller's `UPDATE namespaces/finalize` (or `/status`).
-fn intercepts_finalize(facts: &Facts, hook: &Hook<'_>) -> Match {
+pub(super) fn intercepts_finalize(facts: &Facts, hook: &Hook<'_>) -> Match {
     let mut out = Match::No;
     for resource in ["namespaces/finalize", "namespaces/status"] {
         let req = Request {
@@ -452,7 +454,7 @@ fn intercepts_finalize(facts: &Facts, hook: &Hook<'_>) -> Match {
 }
 
 /// Marks a finding about a webhook that only may intercept as a warning, and says why.
-fn soften(mut f: Finding, matched: Match) -> Finding {
+pub(super) fn soften(mut f: Finding, matched: Match) -> Finding {
     if let Match::May(why) = matched {
         f.severity = Severity::Advisory;
         f.summary = format!("{} (may not apply)", f.summary);
@@ -461,237 +463,33 @@ fn soften(mut f: Finding, matched: Match) -> Finding {
     f
 }
 
-fn key(s: &ServiceReference) -> ServiceKey {
+/// The subject of a finding about `hook`.
+pub(super) fn subject(hook: &Hook<'_>) -> Subject {
+    Subject::Webhook {
+        configuration: hook.config.clone(),
+        webhook: hook.name.to_string(),
+        service: hook.service.map(key),
+    }
+}
+
+/// The configuration object of a finding about one of its webhooks.
+pub(super) fn config_object(config: &WebhookConfig) -> ObjectRef {
+    ObjectRef::cluster(config.kind.object_kind(), &config.name)
+}
+
+/// The Service a webhook calls.
+pub(super) fn key(s: &ServiceReference) -> ServiceKey {
     ServiceKey {
         namespace: s.namespace.clone(),
         name: s.name.clone(),
     }
 }
 
-pub(super) fn hosts_backend(facts: &Facts) -> Vec<Finding> {
-    let labels = facts.labels();
-    let mut out = Vec::new();
-    for hook in hooks(facts) {
-        let Some(svc) = hook.service.filter(|s| s.namespace == facts.name) else {
-            continue;
-        };
-        if !hook.fails_closed {
-            continue;
-        }
-        let content = intercepted_content(facts, &labels, &hook);
-        let finalize = if selects_namespace(&labels, &hook) {
-            intercepts_finalize(facts, &hook)
-        } else {
-            Match::No
-        };
-        const FINALIZE: &str = "the namespace's finalize/status updates";
-        let finalize_too = finalize != Match::No;
-        let (what, matched, blocks) = match (content, finalize) {
-            (Some((gr, n, Match::Yes, w)), _) => (w.describe(&gr, n), Match::Yes, w.blocks()),
-            (_, Match::Yes) => (FINALIZE.to_string(), Match::Yes, Blocks::FinalizeNamespace),
-            (Some((gr, n, m, w)), _) => (w.describe(&gr, n), m, w.blocks()),
-            (None, Match::May(why)) => (
-                FINALIZE.to_string(),
-                Match::May(why),
-                Blocks::FinalizeNamespace,
-            ),
-            (None, Match::No) => continue,
-        };
-        let by_hand = format!(
-            "kubectl delete {} {}",
-            hook.config_kind.to_lowercase(),
-            hook.config
-        );
-        // Only content, all of it custom resources: deleting that content first, while the
-        // webhook still serves, is what `nsguard delete` does.
-        let intercepted: Vec<ResourceType> = intercepted_all(facts, &labels, &hook)
-            .into_iter()
-            .map(|(r, _, _, _)| r.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let ordered =
-            !finalize_too && !intercepted.is_empty() && only_custom_resources(facts, &intercepted);
-        let fix = if ordered {
-            let types: Vec<String> = intercepted.iter().map(|r| r.group_resource()).collect();
-            remedy(
-                format!(
-                    "delete the {} objects here first, while the webhook still serves, then the namespace (nsguard delete does this in order); or delete {} {} before the namespace ({by_hand}), or set its failurePolicy to Ignore",
-                    types.join(", "),
-                    hook.config_kind,
-                    hook.config
-                ),
-                format!("nsguard delete {}", facts.name),
-            )
-        } else {
-            remedy(
-                format!(
-                    "delete {} {} before the namespace, or set its failurePolicy to Ignore",
-                    hook.config_kind, hook.config
-                ),
-                by_hand,
-            )
-        };
-        out.push(soften(
-            Finding::new(
-                CheckId::HostsWebhookBackend,
-                format!("webhook {} (failurePolicy Fail) intercepts {what} but is served from this namespace", hook.name),
-                fix,
-            )
-            .blocks(blocks)
-            .object(ObjectRef::cluster(hook.config_kind, &hook.config))
-            .object(ObjectRef::namespaced("Service", &svc.namespace, &svc.name))
-            .evidence("its pods are deleted first; every call it then gets fails and the deletion cannot finish"),
-            matched,
-        ));
-    }
-    out
-}
-
-/// `webhook-backend-unavailable`. A Service that does not exist blocks at once (a rollout never
-/// deletes its Service); one that exists without ready endpoints blocks once it has been so for
-/// longer than `grace` (a rollout empties it for seconds), and is a warning until then.
-pub(super) fn backend_unavailable(facts: &Facts, grace: Duration) -> Vec<Finding> {
-    let labels = facts.labels();
-    let mut out = Vec::new();
-    for hook in hooks(facts) {
-        let Some(svc) = hook.service else { continue };
-        if !hook.fails_closed {
-            continue;
-        }
-        let key = key(svc);
-        let state = facts
-            .cluster
-            .backends
-            .get(&key)
-            .cloned()
-            .unwrap_or_default();
-        if state.reachable() {
-            continue;
-        }
-        let Some((gr, n, matched, write)) = intercepted_content(facts, &labels, &hook) else {
-            continue;
-        };
-        let what = write.describe(&gr, n);
-        let why = if state.exists {
-            format!("Service {key} has no ready endpoints")
-        } else {
-            format!("Service {key} does not exist")
-        };
-        let recent = state.unreachable_since.filter(|since| {
-            state.exists
-                && facts.now.as_second().saturating_sub(since.as_second())
-                    < i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)
-        });
-        let mut f = Finding::new(
-            CheckId::WebhookBackendUnavailable,
-            format!(
-                "webhook {} (failurePolicy Fail) intercepts {what} and is down: {why}",
-                hook.name
-            ),
-            remedy(
-                format!(
-                    "restore Service {key}, or delete {} {} if it is no longer used",
-                    hook.config_kind, hook.config
-                ),
-                format!(
-                    "kubectl delete {} {}",
-                    hook.config_kind.to_lowercase(),
-                    hook.config
-                ),
-            ),
-        )
-        .blocks(write.blocks())
-        .object(ObjectRef::cluster(hook.config_kind, &hook.config))
-        .object(ObjectRef::namespaced("Service", &key.namespace, &key.name))
-        .evidence(why);
-        if write == Write::RemoveFinalizer {
-            f = f.evidence("removing a finalizer is an UPDATE of the object: its controller runs, but every removal it tries is refused, so the objects keep their finalizers (NamespaceFinalizersRemaining)");
-        }
-        if let Some(since) = state.unreachable_since.filter(|_| state.exists) {
-            f = f.evidence(format!(
-                "no ready endpoints since {since} ({} ago)",
-                super::age(facts.now, since)
-            ));
-        }
-        if let Some(since) = recent {
-            f.summary = format!(
-                "webhook {} (failurePolicy Fail) intercepts {what}; its Service {key} has had no ready endpoints for {}: blocks after {}s",
-                hook.name,
-                super::age(facts.now, since),
-                grace.as_secs()
-            );
-            f = f.evidence(format!(
-                "inside the {}s grace: a rollout empties the endpoints for seconds",
-                grace.as_secs()
-            ));
-            f.severity = Severity::Advisory;
-        }
-        out.push(soften(f, matched));
-    }
-    out
-}
-
-/// Webhooks with a live backend (or a URL) that intercept the namespace controller's DELETE of
-/// content here: whether they refuse is their code's to say, which nsguard never calls.
-/// Advisory, one finding per webhook (`admission-policy-refuses`). Webhooks served from this
-/// namespace are `hosts-webhook-backend`'s; down ones `webhook-backend-unavailable`'s.
-pub(super) fn live_may_refuse(facts: &Facts) -> Vec<Finding> {
-    let labels = facts.labels();
-    let mut out = Vec::new();
-    for hook in hooks(facts) {
-        if let Some(svc) = hook.service {
-            if svc.namespace == facts.name {
-                continue;
-            }
-            let reachable = facts
-                .cluster
-                .backends
-                .get(&key(svc))
-                .is_some_and(|b| b.reachable());
-            if !reachable {
-                continue;
-            }
-        }
-        let deletes: Vec<(String, usize)> = intercepted_all(facts, &labels, &hook)
-            .into_iter()
-            .filter(|(_, _, m, w)| *m == Match::Yes && *w == Write::Delete)
-            .map(|(r, n, _, _)| (r.group_resource(), n))
-            .collect();
-        let Some((gr, n)) = deletes.first() else {
-            continue;
-        };
-        let more = if deletes.len() > 1 {
-            format!(" and {} more types", deletes.len() - 1)
-        } else {
-            String::new()
-        };
-        let mut f = Finding::new(
-            CheckId::AdmissionPolicyRefuses,
-            format!(
-                "webhook {} intercepts DELETE of {gr} ({n} here){more} and may refuse it",
-                hook.name
-            ),
-            remedy(
-                format!(
-                    "if {} {} protects these objects from deletion, exempt the namespace controller (system:serviceaccount:kube-system:namespace-controller) or delete them first",
-                    hook.config_kind, hook.config
-                ),
-                None,
-            ),
-        )
-        .object(ObjectRef::cluster(hook.config_kind, &hook.config))
-        .evidence("its backend is up; whether it refuses is its own code's answer, and nsguard never calls a third-party webhook");
-        f.severity = Severity::Advisory;
-        out.push(f);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::fixtures;
     use super::*;
+    use crate::checks::{hosts_webhook_backend, webhook_backend_unavailable};
     use crate::facts::BackendState;
     use k8s_openapi::api::admissionregistration::v1::{MatchCondition, ValidatingWebhook};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -699,138 +497,9 @@ mod tests {
     };
     use rstest::rstest;
     use std::sync::Arc;
+    use std::time::Duration;
 
-    const UP: BackendState = BackendState {
-        exists: true,
-        ready_endpoints: 2,
-        external: false,
-        unreachable_since: None,
-    };
     const GRACE: Duration = Duration::from_secs(30);
-
-    #[rstest]
-    #[case::missing(BackendState::default(), 1)]
-    #[case::no_endpoints(BackendState { exists: true, ..Default::default() }, 1)]
-    #[case::ready(UP, 0)]
-    #[case::external_name(BackendState { exists: true, external: true, ..Default::default() }, 0)]
-    fn a_down_webhook_on_delete_of_present_content(
-        #[case] backend: BackendState,
-        #[case] expected: usize,
-    ) {
-        let facts = fixtures::facts("team-a")
-            .with_content("", "configmaps", &[("cm", &[])])
-            .with_webhook(
-                "guard",
-                &["DELETE"],
-                &["configmaps"],
-                ("sec", "hook"),
-                backend,
-            )
-            .build();
-        let found = backend_unavailable(&facts, GRACE);
-        assert_eq!(found.len(), expected, "{found:?}");
-    }
-
-    #[rstest]
-    #[case::finalized_objects(&[("g1", &["acc.example.com/cleanup"][..]), ("g2", &[][..])], Some(1))]
-    #[case::built_in_finalizers_too(&[("g1", &["orphan"][..])], Some(1))]
-    #[case::no_finalizers_no_update(&[("g1", &[][..])], None)]
-    fn a_down_webhook_on_update_blocks_the_finalizer_removal(
-        #[case] objects: &[(&str, &[&str])],
-        #[case] expected: Option<usize>,
-    ) {
-        let facts = fixtures::facts("team-a")
-            .with_content("", "configmaps", objects)
-            .with_webhook(
-                "guard",
-                &["UPDATE"],
-                &["configmaps"],
-                ("sec", "hook"),
-                BackendState::default(),
-            )
-            .build();
-        let found = backend_unavailable(&facts, GRACE);
-        match expected {
-            None => assert!(found.is_empty(), "{found:?}"),
-            Some(n) => {
-                assert_eq!(found.len(), 1, "{found:?}");
-                assert_eq!(found[0].blocks, Blocks::RemoveFinalizer);
-                assert!(
-                    found[0].summary.contains(&format!(
-                        "the finalizer removal (UPDATE) of configmaps ({n} here"
-                    )),
-                    "{}",
-                    found[0].summary
-                );
-            }
-        }
-    }
-
-    #[rstest]
-    #[case::live_backend(UP, 1)]
-    #[case::down_backend_is_another_checks(BackendState::default(), 0)]
-    fn a_live_webhook_on_delete_may_refuse(#[case] backend: BackendState, #[case] n: usize) {
-        let facts = fixtures::facts("team-a")
-            .with_content("", "configmaps", &[("cm", &[])])
-            .with_webhook(
-                "guard",
-                &["DELETE"],
-                &["configmaps"],
-                ("sec", "hook"),
-                backend,
-            )
-            .build();
-        let found = live_may_refuse(&facts);
-        assert_eq!(found.len(), n, "{found:?}");
-        if let Some(f) = found.first() {
-            assert_eq!(f.severity, Severity::Advisory);
-            assert!(f.summary.contains("may refuse"), "{}", f.summary);
-        }
-    }
-
-    #[test]
-    fn a_down_webhook_on_types_not_present_here_does_not_matter() {
-        let facts = fixtures::facts("team-a")
-            .with_content("", "configmaps", &[("cm", &[])])
-            .with_webhook(
-                "guard",
-                &["DELETE"],
-                &["secrets"],
-                ("sec", "hook"),
-                BackendState::default(),
-            )
-            .build();
-        assert!(backend_unavailable(&facts, GRACE).is_empty());
-    }
-
-    #[rstest]
-    #[case::content_here(&["DELETE"], &["configmaps"], "team-a", true)]
-    #[case::finalize(&["UPDATE"], &["namespaces/finalize"], "team-a", true)]
-    #[case::served_elsewhere(&["DELETE"], &["configmaps"], "sec", false)]
-    #[case::unrelated(&["CREATE"], &["pods"], "team-a", false)]
-    fn a_webhook_served_from_the_namespace_it_must_admit(
-        #[case] ops: &[&str],
-        #[case] resources: &[&str],
-        #[case] svc_ns: &str,
-        #[case] found: bool,
-    ) {
-        let facts = fixtures::facts("team-a")
-            .with_content("", "configmaps", &[("cm", &[])])
-            .with_webhook("guard", ops, resources, (svc_ns, "hook"), UP)
-            .build();
-        let out = hosts_backend(&facts);
-        assert_eq!(!out.is_empty(), found, "{out:?}");
-        if found {
-            assert!(
-                out[0]
-                    .remedy
-                    .command
-                    .as_deref()
-                    .unwrap()
-                    .contains("kubectl delete validatingwebhookconfiguration guard")
-            );
-        }
-    }
 
     fn rule(ops: &[&str], groups: &[&str], resources: &[&str]) -> RuleWithOperations {
         let v = |x: &[&str]| Some(x.iter().map(|s| s.to_string()).collect());
@@ -945,7 +614,7 @@ mod tests {
                 .crds
                 .push(crd(group, "widgets", served));
         }
-        let found = backend_unavailable(&facts, GRACE);
+        let found = webhook_backend_unavailable::check(&facts, GRACE);
         assert_eq!(found.first().map(|f| f.severity), expected, "{found:?}");
         if expected == Some(Severity::Advisory) {
             assert!(
@@ -1013,9 +682,9 @@ mod tests {
             }]);
         });
         let found = if here {
-            hosts_backend(&facts)
+            hosts_webhook_backend::check(&facts)
         } else {
-            backend_unavailable(&facts, GRACE)
+            webhook_backend_unavailable::check(&facts, GRACE)
         };
         assert_eq!(found.first().map(|f| f.severity), expected, "{found:?}");
         if !why.is_empty() {
@@ -1028,47 +697,4 @@ mod tests {
     }
 
     // Now is 12:00:00; the grace is 30s.
-    #[rstest]
-    #[case::just_emptied(true, Some("11:59:50"), Some(Severity::Advisory))]
-    #[case::empty_past_the_grace(true, Some("11:55:00"), Some(Severity::Blocking))]
-    #[case::empty_since_unknown(true, None, Some(Severity::Blocking))]
-    #[case::missing_service_blocks_at_once(false, Some("11:59:50"), Some(Severity::Blocking))]
-    fn an_empty_backend_blocks_only_after_the_grace(
-        #[case] exists: bool,
-        #[case] since: Option<&str>,
-        #[case] expected: Option<Severity>,
-    ) {
-        let backend = BackendState {
-            exists,
-            unreachable_since: since.map(|t| format!("2026-11-22T{t}Z").parse().unwrap()),
-            ..Default::default()
-        };
-        let facts = fixtures::facts("team-a")
-            .with_content("", "configmaps", &[("cm", &[])])
-            .with_webhook(
-                "guard",
-                &["DELETE"],
-                &["configmaps"],
-                ("sec", "hook"),
-                backend,
-            )
-            .build();
-        let found = backend_unavailable(&facts, GRACE);
-        assert_eq!(found.first().map(|f| f.severity), expected, "{found:?}");
-        if expected == Some(Severity::Advisory) {
-            assert!(
-                found[0].summary.contains("blocks after 30s"),
-                "{}",
-                found[0].summary
-            );
-            assert!(
-                found[0]
-                    .evidence
-                    .iter()
-                    .any(|e| e.contains("since 2026-11-22T11:59:50Z (10s ago)")),
-                "{:?}",
-                found[0].evidence
-            );
-        }
-    }
 }
