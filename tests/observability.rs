@@ -573,6 +573,7 @@ fn the_alert_rules_pass_promtool() {
         "NsguardRejectionRateHigh",
         "NsguardPreflightSlow",
         "NsguardFailOpen",
+        "NsguardNamespaceStuckTerminating",
     ] {
         assert!(
             tested.contains(wanted),
