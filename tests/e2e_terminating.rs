@@ -76,9 +76,14 @@ fn seconds(ns: &str) -> String {
 
 const WRITTEN: &str = "nsguard_terminating_events_total{result=\"written\"}";
 
+/// Every nsguard of this binary contends for the one Lease: the tests that start one take
+/// turns.
+static LEASE_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn terminating_namespaces_are_reported_and_one_leader_writes_events() {
     let _lock = CLUSTER_WIDE.read().await;
+    let _turn = LEASE_TURN.lock().await;
     let (cluster, client) = cluster().await;
     install_crd(cluster, GROUP, "gadgets", "Gadget").await;
     // Made Terminating while no nsguard runs.
@@ -106,10 +111,12 @@ async fn terminating_namespaces_are_reported_and_one_leader_writes_events() {
     )
     .await;
     assert!(terminating_for > 0.0, "{terminating_for}");
-    let leader_a = eventually("a holder of the Lease", LEASE * 3, || async {
-        Ok(holder(&client).await)
+    // A replica of an earlier test may have left the Lease held: A leads once it expires.
+    eventually("the first replica to lead", LEASE * 4, || async {
+        Ok((sample(&a.metrics(), "nsguard_leader") == Some(1.0)).then_some(()))
     })
     .await;
+    let leader_a = holder(&client).await.expect("a holder of the Lease");
     // And a Warning Event on the namespace names the cause and the first remedy, written by
     // the Lease's holder.
     let event = eventually(
@@ -212,4 +219,120 @@ async fn terminating_namespaces_are_reported_and_one_leader_writes_events() {
         .then_some(()))
     })
     .await;
+}
+
+/// The findings of `nsguard check NS -o json` with `extra` flags, and its exit code.
+fn check_json(
+    cluster: &LocalCluster,
+    ns: &str,
+    extra: &[&str],
+) -> (Option<i32>, serde_json::Value) {
+    let mut args = vec!["check", ns, "-o", "json"];
+    args.extend_from_slice(extra);
+    let out = nsguard_cli(cluster.kubeconfig(), &args);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
+}
+
+fn finding<'a>(doc: &'a serde_json::Value, check: &str) -> Option<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["check"] == check)
+}
+
+/// A Service of type LoadBalancer carrying `service.kubernetes.io/load-balancer-cleanup`, on a
+/// control plane without a cloud controller (as kubeadm on bare metal): nothing will ever
+/// remove the finalizer. nsguard warns before the deletion, and once the Service has waited
+/// on it past --finalizer-stuck-after, names it as the blocker, in `check` and in the
+/// background watch's metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_balancer_finalizer_without_a_cloud_controller_is_reported() {
+    const LB: &str = "service.kubernetes.io/load-balancer-cleanup";
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let ns = create_namespace(&client, "lb").await;
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\n  finalizers: [{LB}]\nspec:\n  type: LoadBalancer\n  selector: {{app: web}}\n  ports: [{{port: 80}}]\n"
+        )),
+    )
+    .unwrap();
+
+    // Before the deletion: a warning naming the finalizer and what was looked at.
+    let (code, doc) = check_json(cluster, &ns, &[]);
+    assert_eq!(code, Some(3), "{doc}");
+    let f = finding(&doc, "finalizers-pending").unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(f["severity"], "advisory", "{f}");
+    let summary = f["summary"].as_str().unwrap();
+    assert!(summary.contains(LB), "{summary}");
+    assert!(summary.contains("cloud-controller-manager"), "{summary}");
+    assert!(
+        f["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("no Lease kube-system/cloud-controller-manager"),
+        "{f}"
+    );
+
+    // Without nsguard in the way the deletion really hangs on it.
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    let c = wait_stuck(&client, &ns, "NamespaceFinalizersRemaining").await;
+    assert!(
+        c.message.as_deref().unwrap_or_default().contains(LB),
+        "{c:?}"
+    );
+
+    // Waited past the threshold: a blocker, with the evidence that no cloud controller runs.
+    let doc = eventually(
+        "finalizer-stuck on the Service",
+        Duration::from_secs(60),
+        || async {
+            let (code, doc) = check_json(cluster, &ns, &["--finalizer-stuck-after=2s"]);
+            Ok((code == Some(4) && finding(&doc, "finalizer-stuck").is_some()).then_some(doc))
+        },
+    )
+    .await;
+    let f = finding(&doc, "finalizer-stuck").unwrap();
+    assert_eq!(f["severity"], "blocking", "{f}");
+    assert!(
+        f["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("not seen running")),
+        "{f}"
+    );
+
+    // And the background watch reports it (its metrics are every replica's, whichever leads).
+    let _turn = LEASE_TURN.lock().await;
+    let guard = Nsguard::start(
+        cluster,
+        &[
+            "--finalizer-stuck-after=2s",
+            "--watch-interval=5s",
+            "--leader-lease-duration=6s",
+        ],
+    )
+    .await;
+    let series =
+        format!("nsguard_namespace_blocked{{namespace=\"{ns}\",check=\"finalizer-stuck\"}}");
+    eventually(
+        "the background watch to report the Service's finalizer",
+        Duration::from_secs(60),
+        || async { Ok((sample(&guard.metrics(), &series) == Some(1.0)).then_some(())) },
+    )
+    .await;
+
+    // The remedy an operator without a cloud provider takes: the namespace completes.
+    clear_finalizers(cluster, "service", "web", &ns);
+    wait_gone(&client, &ns).await;
 }
