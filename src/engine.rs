@@ -261,6 +261,11 @@ async fn gather_facts(
             .await;
         ns_facts.controllers = controllers;
         not_checked.append(&mut missed);
+        let (components, mut missed) = gatherer
+            .components(&ns_facts.content, gather::now(), deadline)
+            .await;
+        ns_facts.components = components;
+        not_checked.append(&mut missed);
     }
     Facts {
         now: gather::now(),

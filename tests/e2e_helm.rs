@@ -204,6 +204,11 @@ fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
                 *rules,
                 "{what}"
             );
+            assert_eq!(
+                find(&docs, "Role", "nsguard-leader-election")["rules"],
+                find(&rbac, "Role", "nsguard-leader-election")["rules"],
+                "{what}"
+            );
             let config = find(&docs, "ValidatingWebhookConfiguration", "nsguard");
             let bundle = &hook["clientConfig"]["caBundle"];
             let secret_name =
@@ -335,8 +340,8 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     c["automountServiceAccountToken"], k["automountServiceAccountToken"],
                     "{what}"
                 ),
-                "ClusterRole" => assert_eq!(c["rules"], k["rules"], "{what}"),
-                "ClusterRoleBinding" => {
+                "ClusterRole" | "Role" => assert_eq!(c["rules"], k["rules"], "{what}"),
+                "ClusterRoleBinding" | "RoleBinding" => {
                     assert_eq!(c["roleRef"], k["roleRef"], "{what}");
                     assert_eq!(c["subjects"], k["subjects"], "{what}");
                 }

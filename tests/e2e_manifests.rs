@@ -137,7 +137,8 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
         .unwrap();
     }
 
-    // No write verb, but creating (and patching, for series) Events.
+    // No write verb, but creating (and patching, for series) Events (and, in a Role of its
+    // own namespace, its leader Lease: below).
     let role: Value = serde_json::from_str(
         &kubectl(
             cluster,
@@ -192,6 +193,61 @@ async fn the_cluster_role_is_enough_for_the_preflight_and_writes_nothing_but_eve
             String::from_utf8_lossy(&out.stdout).trim(),
             allowed,
             "{verb} {resource}"
+        );
+    }
+
+    // Leader election: nsguard's own Lease, by name, in its namespace; no other Lease.
+    for (verb, resource, ns, allowed) in [
+        (
+            "update",
+            "leases.coordination.k8s.io/nsguard",
+            "nsguard-system",
+            "yes",
+        ),
+        (
+            "patch",
+            "leases.coordination.k8s.io/nsguard",
+            "nsguard-system",
+            "yes",
+        ),
+        (
+            "create",
+            "leases.coordination.k8s.io",
+            "nsguard-system",
+            "yes",
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/other",
+            "nsguard-system",
+            "no",
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/nsguard",
+            "kube-system",
+            "no",
+        ),
+        ("create", "leases.coordination.k8s.io", "kube-system", "no"),
+    ] {
+        let out = kubectl_output(
+            cluster,
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-n",
+                ns,
+                &format!("--as={SA}"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            allowed,
+            "{verb} {resource} -n {ns}"
         );
     }
 

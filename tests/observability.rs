@@ -227,6 +227,13 @@ async fn exposition() -> String {
             }
         }
     }
+    // The background watch: two Terminating namespaces, one blocked, on the leader.
+    metrics.set_terminating("team-a", 1200.0, &["finalizer-controller"]);
+    metrics.set_terminating("team-b", 30.0, &[]);
+    metrics.set_terminating_total(2);
+    metrics.set_leader(true);
+    metrics.terminating_event("written");
+    metrics.terminating_dropped(1);
     let ready = Readiness::default();
     ready.set(true);
     let resp = admin_router(ready, metrics)
@@ -566,6 +573,7 @@ fn the_alert_rules_pass_promtool() {
         "NsguardRejectionRateHigh",
         "NsguardPreflightSlow",
         "NsguardFailOpen",
+        "NsguardNamespaceStuckTerminating",
     ] {
         assert!(
             tested.contains(wanted),

@@ -36,11 +36,13 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
             let Some(since) = o.deletion_timestamp else {
                 continue;
             };
-            // Kubernetes removes its own finalizers as the namespace empties.
+            // Kubernetes removes its own finalizers as the namespace empties, except those
+            // whose remover is outside kube-controller-manager and not seen running (the
+            // load balancer's, without a cloud controller).
             let foreign: Vec<&String> = o
                 .finalizers
                 .iter()
-                .filter(|f| !super::is_known_finalizer(f))
+                .filter(|f| !super::is_known_finalizer(f) || remover_not_seen(facts, f))
                 .collect();
             if foreign.is_empty() {
                 continue;
@@ -50,6 +52,18 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
                 continue;
             }
             let gr = GroupResource::from(&c.resource);
+            let unseen = foreign.iter().filter_map(|f| {
+                let b = crate::facts::finalizers::built_in(f)?;
+                match facts.namespace.components.get(&b.component)? {
+                    crate::facts::controllers::components::Seen::NotSeen(why) => Some(format!(
+                        "{f} is removed only by {} ({}), not seen running: {why}",
+                        b.component.as_str(),
+                        b.removed_by
+                    )),
+                    crate::facts::controllers::components::Seen::Running(_) => None,
+                }
+            });
+            let unseen: Vec<String> = unseen.collect();
             out.push(
                 Finding::new(
                     CheckId::FinalizerStuck,
@@ -67,9 +81,24 @@ pub(super) fn check(facts: &Facts, after: Duration) -> Vec<Finding> {
                 .object(ObjectRef::content(&gr, &facts.name, &o.name))
                 .evidence(format!("finalizers: {}", o.finalizers.join(", "))),
             );
+            if let Some(f) = out.last_mut() {
+                f.evidence.extend(unseen);
+            }
         }
     }
     out
+}
+
+/// True when `finalizer` is built in and removed by a component outside
+/// kube-controller-manager that nothing shows running.
+pub(super) fn remover_not_seen(facts: &Facts, finalizer: &str) -> bool {
+    crate::facts::finalizers::built_in(finalizer).is_some_and(|b| {
+        facts
+            .namespace
+            .components
+            .get(&b.component)
+            .is_some_and(|seen| seen.not_seen())
+    })
 }
 
 #[cfg(test)]
@@ -97,6 +126,40 @@ mod tests {
                 .contains("widgets.example.com old has been deleting for 60m"),
             "{}",
             found[0].summary
+        );
+    }
+
+    #[test]
+    fn the_load_balancer_finalizer_blocks_only_without_a_cloud_controller() {
+        use crate::facts::controllers::components::Seen;
+        use crate::facts::finalizers::Component;
+        let lb = "service.kubernetes.io/load-balancer-cleanup";
+        let build = |seen: Option<Seen>| {
+            let mut facts = fixtures::facts("team-a")
+                .with_content("", "services", &[("web", &[lb])])
+                .deleting_since("web", "2026-11-22T11:00:00Z")
+                .build();
+            if let Some(seen) = seen {
+                facts
+                    .namespace
+                    .components
+                    .insert(Component::CloudControllerManager, seen);
+            }
+            check(&facts, Duration::from_secs(300))
+        };
+        // Not looked at, or seen running: Kubernetes' own finalizer, not a blocker.
+        assert!(build(None).is_empty());
+        assert!(build(Some(Seen::Running("Lease held".into()))).is_empty());
+        // Nothing shows a cloud controller: the Service waits on nobody.
+        let found = build(Some(Seen::NotSeen("no Lease".into())));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].summary.contains(lb), "{}", found[0].summary);
+        assert!(
+            found[0].evidence.iter().any(|e| e.contains(
+                "is removed only by cloud-controller-manager (the cloud provider's service controller"
+            ) && e.ends_with("not seen running: no Lease")),
+            "{:?}",
+            found[0].evidence
         );
     }
 }

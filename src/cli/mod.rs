@@ -274,6 +274,22 @@ pub struct ServeArgs {
     /// put in force, an invalid one is reported and the configuration in force stays.
     #[arg(long, env = "NSGUARD_CONFIG_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub config_reload_interval: Duration,
+    /// Follow every Terminating namespace in the background: metrics on every replica, a
+    /// Warning Event by the leader when what holds it changes (docs/operating.md).
+    #[arg(long, env = "NSGUARD_WATCH_TERMINATING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_terminating: bool,
+    /// How often the background watch judges each Terminating namespace again (also at once
+    /// when the namespace object changes).
+    #[arg(long, env = "NSGUARD_WATCH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub watch_interval: Duration,
+    /// At most this many Terminating namespaces get series (the longest Terminating first);
+    /// the others are counted in nsguard_namespace_series_dropped_total.
+    #[arg(long, env = "NSGUARD_WATCH_MAX_NAMESPACES", default_value_t = 500)]
+    pub watch_max_namespaces: usize,
+    /// The leader Lease's duration (Lease `nsguard` in --own-namespace): a leader that stops
+    /// renewing it is replaced after at most this long.
+    #[arg(long, env = "NSGUARD_LEADER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_lease_duration: Duration,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,

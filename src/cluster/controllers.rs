@@ -13,12 +13,15 @@ use kube::{Api, Resource};
 use tokio::time::Instant;
 
 use super::gather::{GatherError, Gatherer};
+use crate::facts::controllers::components::{self, CloudControllerReads, Seen};
 use crate::facts::controllers::{
     AccountState, Basis, ControllerFacts, Declarations, Expected, HELM_RELEASE, Identity,
     Installed, Liveness, PodState, ResourceControllers, WorkloadState, candidates, finalized,
     leads, liveness, olm_expected, ready_nodes,
 };
+use crate::facts::finalizers::Component;
 use crate::facts::{ClusterFacts, Content, Discovery};
+use k8s_openapi::api::coordination::v1::Lease;
 
 fn template_account(t: Option<&PodTemplateSpec>) -> String {
     t.and_then(|t| t.spec.as_ref())
@@ -298,5 +301,95 @@ impl Workload {
                 .and_then(|a| a.get(HELM_RELEASE))
                 .cloned(),
         }
+    }
+}
+
+impl Gatherer {
+    /// Whether each component outside kube-controller-manager that removes a built-in
+    /// finalizer of `content` runs: for cloud-controller-manager, its leader Lease (one LIST
+    /// by name in kube-system, which the ClusterRole's `list` covers) and, when that is not
+    /// renewed, the pods of kube-system named after it. Nothing is read when no object carries
+    /// such a finalizer.
+    pub async fn components(
+        &self,
+        content: &[crate::facts::Content],
+        now: k8s_openapi::jiff::Timestamp,
+        deadline: Instant,
+    ) -> (BTreeMap<Component, Seen>, Vec<String>) {
+        let mut out = BTreeMap::new();
+        let mut not_checked = Vec::new();
+        for component in components::needed(content) {
+            if component != Component::CloudControllerManager {
+                continue;
+            }
+            match self.cloud_controller_reads(now, deadline).await {
+                Ok(reads) => {
+                    out.insert(component, components::cloud_controller(&reads, now));
+                }
+                Err(e) => not_checked.push(format!("whether {} runs: {e}", component.as_str())),
+            }
+        }
+        (out, not_checked)
+    }
+
+    async fn cloud_controller_reads(
+        &self,
+        now: k8s_openapi::jiff::Timestamp,
+        deadline: Instant,
+    ) -> Result<CloudControllerReads, GatherError> {
+        let (ns, name) = components::CLOUD_CONTROLLER_LEASE;
+        let leases: Api<Lease> = Api::namespaced(self.client().clone(), ns);
+        let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+        let lease = self
+            .call(
+                &format!("lease {ns}/{name}"),
+                deadline,
+                leases.list(&by_name),
+            )
+            .await?
+            .items
+            .into_iter()
+            .next()
+            .map(|l| {
+                let spec = l.spec.unwrap_or_default();
+                (
+                    spec.holder_identity,
+                    spec.renew_time.map(|t| t.0),
+                    spec.lease_duration_seconds,
+                )
+            });
+        let mut reads = CloudControllerReads {
+            lease,
+            pods: Vec::new(),
+        };
+        if !components::cloud_controller(&reads, now).not_seen() {
+            return Ok(reads);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client().clone(), ns);
+        reads.pods = self
+            .call(
+                &format!("pods in {ns}"),
+                deadline,
+                pods.list(&ListParams::default()),
+            )
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                let pod_name = p.metadata.name.clone()?;
+                pod_name.contains(name).then(|| {
+                    let ready = p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().is_some_and(|s| {
+                            s.phase.as_deref() == Some("Running")
+                                && s.conditions
+                                    .iter()
+                                    .flatten()
+                                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    (pod_name, ready)
+                })
+            })
+            .collect();
+        Ok(reads)
     }
 }

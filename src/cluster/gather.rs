@@ -295,6 +295,26 @@ impl Gatherer {
         }
     }
 
+    /// The namespaces the namespace watch holds that are being deleted (a deletion timestamp
+    /// or phase `Terminating`), as the watch last saw them: the background watch's input.
+    pub fn terminating_namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.stores
+            .namespaces
+            .state()
+            .into_iter()
+            .filter(|ns| {
+                ns.metadata.deletion_timestamp.is_some()
+                    || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+            })
+            .collect()
+    }
+
+    /// A receiver that changes each time the cluster snapshot is rebuilt, that is after a
+    /// burst of watch events on the cluster-scoped objects (namespaces among them).
+    pub fn snapshot_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.built.subscribe()
+    }
+
     /// The client this gatherer uses.
     pub fn client(&self) -> &Client {
         &self.client

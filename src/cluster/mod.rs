@@ -9,6 +9,7 @@ pub mod config_map;
 pub mod controllers;
 pub mod gather;
 pub mod index;
+pub mod lease;
 pub mod snapshot;
 pub mod teardown;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! namespace is deleted: never evidence of a hang by owner, never offered for stripping.
 
 /// The component that removes a built-in finalizer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Component {
     /// kube-controller-manager (garbage collector, pvc-protection, job, resource-claim
     /// controllers).

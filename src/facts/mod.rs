@@ -197,6 +197,9 @@ pub struct NamespaceFacts {
     /// The controllers expected to remove the finalizers of the content, with their
     /// liveness, per resource type (`resource.group`).
     pub controllers: controllers::ControllerFacts,
+    /// Whether each component outside kube-controller-manager that removes a built-in
+    /// finalizer the content carries is seen running (cloud-controller-manager).
+    pub components: BTreeMap<finalizers::Component, controllers::components::Seen>,
 }
 
 /// Everything one preflight looks at.

@@ -52,6 +52,17 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlockedLabels {
+    namespace: String,
+    check: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -76,6 +87,75 @@ pub struct Metrics {
     index_stale_types: Gauge,
     config_reloads: Family<ResultLabels, Counter>,
     config_last_reload_successful: Gauge,
+    terminating: Terminating,
+}
+
+/// The background watch's series: one per Terminating namespace (at most the watch's cap), so
+/// their labels stay bounded by what is actually stuck.
+struct Terminating {
+    seconds: Family<NamespaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    blocked: Family<BlockedLabels, Gauge>,
+    /// The checks each namespace's `blocked` series name, to remove the ones that stop.
+    checks: std::sync::Mutex<std::collections::BTreeMap<String, Vec<&'static str>>>,
+    total: Gauge,
+    dropped: Counter,
+    leader: Gauge,
+    events: Family<ResultLabels, Counter>,
+}
+
+impl Terminating {
+    fn register(registry: &mut Registry) -> Self {
+        let seconds =
+            Family::<NamespaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "namespace_terminating",
+            "How long each namespace the background watch follows has been Terminating (since its deletion timestamp); only Terminating namespaces, at most --watch-max-namespaces",
+            Unit::Seconds,
+            seconds.clone(),
+        );
+        let blocked = Family::<BlockedLabels, Gauge>::default();
+        registry.register(
+            "namespace_blocked",
+            "1 for each check that blocks a Terminating namespace's deletion, as the background watch last found it",
+            blocked.clone(),
+        );
+        let total = Gauge::default();
+        registry.register(
+            "namespaces_terminating",
+            "Namespaces being deleted, as the namespace watch sees them (every one, past the cap too)",
+            total.clone(),
+        );
+        let dropped = Counter::default();
+        registry.register(
+            "namespace_series_dropped",
+            "Terminating namespaces left without nsguard_namespace_* series because --watch-max-namespaces was reached (each counted once)",
+            dropped.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and writes the background watch's Events, else 0",
+            leader.clone(),
+        );
+        let events = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "terminating_events",
+            "Warning Events NamespaceStuckTerminating by result (written, rate_limited: deferred by the per-namespace or global bound, failed)",
+            events.clone(),
+        );
+        for result in ["written", "rate_limited", "failed"] {
+            events.get_or_create(&ResultLabels { result }).inc_by(0);
+        }
+        Self {
+            seconds,
+            blocked,
+            checks: std::sync::Mutex::default(),
+            total,
+            dropped,
+            leader,
+            events,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,7 +306,9 @@ impl Default for Metrics {
             config_last_reload_successful.clone(),
         );
         config_last_reload_successful.set(1);
+        let terminating = Terminating::register(&mut registry);
         Self {
+            terminating,
             registry,
             config_reloads,
             config_last_reload_successful,
@@ -356,6 +438,83 @@ impl Metrics {
         }
     }
 
+    /// Records a Terminating namespace as the background watch judged it: how long it has
+    /// been Terminating and the checks that block it (the series of checks that no longer
+    /// block are removed).
+    pub fn set_terminating(&self, namespace: &str, seconds: f64, blocked: &[&'static str]) {
+        let t = &self.terminating;
+        t.seconds
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_string(),
+            })
+            .set(seconds);
+        let mut checks = t.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let before = checks.entry(namespace.to_string()).or_default();
+        for check in before.iter().filter(|c| !blocked.contains(c)) {
+            t.blocked.remove(&BlockedLabels {
+                namespace: namespace.to_string(),
+                check,
+            });
+        }
+        for &check in blocked {
+            t.blocked
+                .get_or_create(&BlockedLabels {
+                    namespace: namespace.to_string(),
+                    check,
+                })
+                .set(1);
+        }
+        *before = blocked.to_vec();
+    }
+
+    /// Removes every series of a namespace the background watch no longer follows (gone,
+    /// no longer Terminating, or past the cap).
+    pub fn forget_terminating(&self, namespace: &str) {
+        let t = &self.terminating;
+        t.seconds.remove(&NamespaceLabels {
+            namespace: namespace.to_string(),
+        });
+        let mut checks = t.checks.lock().unwrap_or_else(|e| e.into_inner());
+        for check in checks.remove(namespace).unwrap_or_default() {
+            t.blocked.remove(&BlockedLabels {
+                namespace: namespace.to_string(),
+                check,
+            });
+        }
+    }
+
+    /// The namespaces the background watch has series for.
+    pub fn terminating_series(&self) -> Vec<String> {
+        let t = &self.terminating;
+        let checks = t.checks.lock().unwrap_or_else(|e| e.into_inner());
+        checks.keys().cloned().collect()
+    }
+
+    /// Records how many namespaces are being deleted, past the cap too.
+    pub fn set_terminating_total(&self, n: usize) {
+        self.terminating
+            .total
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts namespaces newly left without series because of the cap.
+    pub fn terminating_dropped(&self, n: u64) {
+        self.terminating.dropped.inc_by(n);
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leads: bool) {
+        self.terminating.leader.set(i64::from(leads));
+    }
+
+    /// Counts a background Event: `written`, `rate_limited` or `failed`.
+    pub fn terminating_event(&self, result: &'static str) {
+        self.terminating
+            .events
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     /// The gauge that holds the serving certificate's notAfter; the certificate loader sets
     /// it on every (re)load.
     pub fn certificate_expiry(&self) -> Gauge {
@@ -446,6 +605,37 @@ impl Events {
                 tracing::warn!(%error, namespace = %ns, "Failed to publish event");
             }
         });
+    }
+}
+
+/// The reason of the background watch's Event.
+pub const STUCK_REASON: &str = "NamespaceStuckTerminating";
+
+impl Events {
+    /// Publishes the background watch's Warning Event on a Terminating namespace: what holds
+    /// it and the first remedy (`note`, cut to the API's 1 KiB). Awaited: the watch counts
+    /// the result and tries again later after a failure.
+    pub async fn publish_stuck(
+        &self,
+        namespace: &str,
+        uid: Option<String>,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: STUCK_REASON.into(),
+            note: Some(crate::output::render::truncate(note, 1000)),
+            action: "WatchTerminating".into(),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(namespace.to_string()),
+            uid,
+            ..Default::default()
+        };
+        self.recorder.publish(&event, &reference).await
     }
 }
 

@@ -8,11 +8,13 @@ use anyhow::{Context, Result};
 
 use crate::cli::ServeArgs;
 use crate::cluster::gather::ContentSource;
+use crate::cluster::lease::{self, Election};
 use crate::config::{Config, Effective, Live, Reload, Watcher};
 use crate::engine::Engine;
 use crate::output::policy::Policy;
 use crate::output::records::{Events, Metrics};
 use crate::webhook::admission::Admission;
+use crate::webhook::background;
 use crate::webhook::ratelimit::PeerLimit;
 use crate::webhook::server::{self, Readiness};
 use crate::webhook::tls;
@@ -119,6 +121,31 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!("Cluster facts and content index synced: ready");
             ready.set(true);
         });
+    }
+    if args.watch_terminating {
+        let identity = Election::default_identity();
+        let leadership = lease::start(
+            engine.gatherer().client().clone(),
+            Election {
+                namespace: args.own_namespace.clone(),
+                identity: identity.clone(),
+                duration: args.leader_lease_duration,
+            },
+        );
+        // The background Events name the replica that wrote them: the Lease's holder.
+        let events = Events::new(engine.gatherer().client().clone(), Some(identity));
+        background::spawn(
+            engine.clone(),
+            metrics.clone(),
+            events,
+            leadership,
+            background::Settings {
+                interval: args.watch_interval,
+                max_namespaces: args.watch_max_namespaces,
+                check_timeout: args.cluster.check_timeout,
+                ..Default::default()
+            },
+        );
     }
     let gatherer = engine.gatherer().clone();
     let policy: Live<Policy> = policy_of(&config, args.max_warnings).into();

@@ -19,6 +19,7 @@
 //! it and, when none is ready, the workloads that would run it; installer records) are made in
 //! [`crate::cluster::controllers`].
 
+pub mod components;
 pub mod rbac;
 
 use std::collections::{BTreeMap, BTreeSet};
