@@ -247,6 +247,13 @@ impl Release {
             .service_account_kubeconfig(&self.ns, &account)
             .unwrap();
         let admin = free_port().unwrap();
+        // The first replica takes the port the Service points at; another one (not reached by
+        // the API server: one Service port, one local address) listens elsewhere.
+        let listen = if self.processes.is_empty() {
+            self.port
+        } else {
+            free_port().unwrap()
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsguard"));
         for arg in container["args"].as_array().unwrap() {
             let arg = arg.as_str().unwrap();
@@ -272,7 +279,7 @@ impl Release {
             .path()
             .join(format!("nsguard-{}.log", self.processes.len()));
         let child = cmd
-            .arg(format!("--listen=127.0.0.1:{}", self.port))
+            .arg(format!("--listen=127.0.0.1:{listen}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg("--shutdown-delay=0s")
