@@ -166,12 +166,42 @@ fn the_chart_lints() {
     assert!(out.contains("0 chart(s) failed"), "{out}");
 }
 
+/// The default render holds no generated material (no genCA, no lookup), so `helm template`
+/// with the same values gives the same text every time: a GitOps tool (Argo CD, Flux) sees
+/// no drift. `tests/e2e_certs.rs` applies such a render twice on the control plane.
+#[test]
+fn the_default_render_is_the_same_every_time() {
+    let render = || {
+        let chart = chart();
+        helm_ok(
+            &[
+                "template",
+                "nsguard",
+                chart.to_str().unwrap(),
+                "-n",
+                "nsguard-system",
+            ],
+            None,
+        )
+    };
+    let first = render();
+    assert_eq!(first, render(), "two renders of the defaults differ");
+    assert!(
+        !first.contains("BEGIN"),
+        "the default render carries key material"
+    );
+    let docs = documents(&first);
+    assert!(!docs.iter().any(|d| d["kind"] == "Secret"));
+    let hook = &find(&docs, "ValidatingWebhookConfiguration", "nsguard")["webhooks"][0];
+    assert!(hook["clientConfig"]["caBundle"].is_null());
+}
+
 #[test]
 fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
     let rbac =
         documents(&std::fs::read_to_string(root().join("manifests/base/rbac.yaml")).unwrap());
     let rules = &find(&rbac, "ClusterRole", "nsguard")["rules"];
-    for source in ["generate", "certManager", "existingSecret"] {
+    for source in ["managed", "generate", "certManager", "existingSecret"] {
         for mode in ["enforce", "warn", "audit"] {
             let mut set = source_args(source);
             set.push(format!("mode={mode}"));
@@ -213,7 +243,52 @@ fn every_certificate_source_and_mode_renders_what_the_manifests_say() {
             let bundle = &hook["clientConfig"]["caBundle"];
             let secret_name =
                 &deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"];
+            let managed_rbac = docs.iter().any(|d| {
+                d["metadata"]["name"] == "nsguard-certificates"
+                    && ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+                        .contains(&d["kind"].as_str().unwrap_or_default())
+            });
+            assert_eq!(managed_rbac, source == "managed", "{what}");
             match source {
+                "managed" => {
+                    // Nothing generated: no Secret, no caBundle, nothing mounted; nsguard is
+                    // told its Secret, webhook configuration and names.
+                    assert!(!docs.iter().any(|d| d["kind"] == "Secret"), "{what}");
+                    assert!(bundle.is_null(), "{what}");
+                    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+                    assert_eq!(volumes.as_array().unwrap().len(), 1, "{what}: {volumes}");
+                    assert_eq!(
+                        env_value(deployment, "NSGUARD_MANAGE_CERTIFICATES"),
+                        "nsguard-certs"
+                    );
+                    assert_eq!(
+                        env_value(deployment, "NSGUARD_WEBHOOK_CONFIGURATION"),
+                        "nsguard"
+                    );
+                    assert_eq!(
+                        env_value(deployment, "NSGUARD_CERTIFICATE_DNS"),
+                        "nsguard.nsguard-system.svc,nsguard.nsguard-system.svc.cluster.local"
+                    );
+                    let role = docs
+                        .iter()
+                        .find(|d| {
+                            d["kind"] == "Role" && d["metadata"]["name"] == "nsguard-certificates"
+                        })
+                        .unwrap();
+                    assert_eq!(
+                        role["rules"],
+                        json!([
+                            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["nsguard-certs"], "verbs": ["get", "update", "patch"]},
+                        ]),
+                        "{what}"
+                    );
+                    assert_eq!(
+                        find(&docs, "ClusterRole", "nsguard-certificates")["rules"],
+                        json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": ["nsguard"], "verbs": ["get", "update", "patch"]}]),
+                        "{what}"
+                    );
+                }
                 "generate" => {
                     let secret = find(&docs, "Secret", "nsguard-tls");
                     assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -1009,6 +1084,10 @@ async fn upgrade_from_the_first_chart_keeps_the_webhook_serving_and_helm_test_pa
         ns.as_str(),
         "--set",
         "mode=enforce",
+        // The first chart generated its certificate; this upgrade keeps that source (a
+        // switch to `managed` hands the caBundle to nsguard: docs/install.md).
+        "--set",
+        "certificates.source=generate",
     ];
     upgrade.extend(common);
     let upgraded = helm_ok(&upgrade, kc);
@@ -1219,7 +1298,7 @@ async fn the_readme_helm_install_works_as_printed() {
         cluster,
         &[
             "get",
-            "serviceaccount,deployment,service,poddisruptionbudget,networkpolicy,secret",
+            "serviceaccount,deployment,service,poddisruptionbudget,networkpolicy,secret,role,rolebinding",
             "-n",
             "nsguard-system",
             "-o",
@@ -1260,15 +1339,19 @@ async fn the_readme_helm_install_works_as_printed() {
         "service/nsguard",
         "poddisruptionbudget.policy/nsguard",
         "networkpolicy.networking.k8s.io/nsguard",
-        "secret/nsguard-tls",
+        "role.rbac.authorization.k8s.io/nsguard-certificates",
+        "rolebinding.rbac.authorization.k8s.io/nsguard-certificates",
     ] {
         assert!(
             installed.contains(object),
             "{object} missing in {installed}"
         );
     }
+    // Certificates managed in process: no Secret is installed and the caBundle is left to
+    // nsguard, which sets it once its pods run (none runs here).
+    assert!(!installed.contains("secret/nsguard"), "{installed}");
     let hook: Value = serde_json::from_str(&hook.unwrap()).unwrap();
-    assert!(hook["webhooks"][0]["clientConfig"]["caBundle"].is_string());
+    assert!(hook["webhooks"][0]["clientConfig"]["caBundle"].is_null());
     let left = kubectl(
         cluster,
         &[
@@ -1281,6 +1364,10 @@ async fn the_readme_helm_install_works_as_printed() {
     )
     .unwrap();
     assert!(!left.contains("/nsguard\n"), "helm uninstall left {left}");
+    assert!(
+        !left.contains("/nsguard-certificates\n"),
+        "helm uninstall left {left}"
+    );
     wait_gone(&client, "nsguard-system").await;
 }
 

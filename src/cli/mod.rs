@@ -290,6 +290,9 @@ pub struct ServeArgs {
     /// renewing it is replaced after at most this long.
     #[arg(long, env = "NSGUARD_LEADER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub leader_lease_duration: Duration,
+    /// Certificates managed in process (--manage-certificates).
+    #[command(flatten)]
+    pub certificates: ManagedCertificateArgs,
     /// Cluster access.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -455,6 +458,52 @@ pub struct CertsArgs {
     /// Validity in days.
     #[arg(long, env = "NSGUARD_CERT_DAYS", default_value_t = 365)]
     pub days: i64,
+}
+
+/// `nsguard serve --manage-certificates`: nsguard keeps its CA and serving certificate in a
+/// Secret of its own namespace and the CA in its webhook's caBundle (docs/install.md,
+/// "Certificates").
+#[derive(Debug, Args)]
+pub struct ManagedCertificateArgs {
+    /// Manage the webhook's certificates in process, in this Secret of --own-namespace: a CA
+    /// and a serving certificate are created when missing and rotated before they expire,
+    /// and the CA is kept in the caBundle of --webhook-configuration. --tls-cert and
+    /// --tls-key are then unused.
+    #[arg(long, env = "NSGUARD_MANAGE_CERTIFICATES", value_name = "SECRET")]
+    pub manage_certificates: Option<String>,
+    /// With --manage-certificates: the ValidatingWebhookConfiguration whose caBundle nsguard
+    /// keeps (only its webhook --webhook-name is changed).
+    #[arg(long, env = "NSGUARD_WEBHOOK_CONFIGURATION", default_value = "nsguard")]
+    pub webhook_configuration: String,
+    /// With --manage-certificates: the name of nsguard's webhook in it.
+    #[arg(
+        long,
+        env = "NSGUARD_WEBHOOK_NAME",
+        default_value = "namespaces.nsguard.io"
+    )]
+    pub webhook_name: String,
+    /// With --manage-certificates: the serving certificate's DNS names, the Service's
+    /// (repeatable; comma-separated in the variable). Default: nsguard.<own namespace>.svc
+    /// and nsguard.<own namespace>.svc.cluster.local.
+    #[arg(
+        long = "certificate-dns",
+        env = "NSGUARD_CERTIFICATE_DNS",
+        value_delimiter = ','
+    )]
+    pub certificate_dns: Vec<String>,
+    /// With --manage-certificates: the serving certificate's validity; it is renewed at two
+    /// thirds of it.
+    #[arg(long, env = "NSGUARD_CERTIFICATE_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    pub certificate_validity: Duration,
+    /// With --manage-certificates: a CA's validity (at least the serving certificate's); a new
+    /// CA is added beside it at two thirds of it.
+    #[arg(long, env = "NSGUARD_CA_VALIDITY", default_value = "43800h", value_parser = parse_duration)]
+    pub ca_validity: Duration,
+    /// With --manage-certificates: how often the Secret and the caBundle are read again (a
+    /// peer's rotation; a change of the webhook configuration is also seen at once, by a
+    /// watch).
+    #[arg(long, env = "NSGUARD_CERTIFICATE_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub certificate_check_interval: Duration,
 }
 
 /// A duration as humantime reads it: `10s`, `500ms`, `5m`, `1m30s`, `1h`.

@@ -4,6 +4,7 @@
 //! liveness of finalizer controllers, and performs the ordered teardown's writes. What it
 //! reads it hands on as plain data ([`crate::facts`]); nothing above this layer calls the API.
 
+pub mod certificates;
 pub mod clock;
 pub mod config_map;
 pub mod controllers;

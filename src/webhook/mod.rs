@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod background;
+pub mod managed;
 pub mod ratelimit;
 pub mod serve;
 pub mod server;

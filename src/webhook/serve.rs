@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::certs::managed::Policy as CertificatePolicy;
 use crate::cli::ServeArgs;
+use crate::cluster::certificates::CertificateStore;
 use crate::cluster::gather::ContentSource;
 use crate::cluster::lease::{self, Election};
 use crate::config::{Config, Effective, Live, Reload, Watcher};
@@ -15,6 +17,7 @@ use crate::output::policy::Policy;
 use crate::output::records::{Events, Metrics};
 use crate::webhook::admission::Admission;
 use crate::webhook::background;
+use crate::webhook::managed::Manager;
 use crate::webhook::ratelimit::PeerLimit;
 use crate::webhook::server::{self, Readiness};
 use crate::webhook::tls;
@@ -23,15 +26,28 @@ use crate::webhook::tls;
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let provider = tls::provider();
     let metrics = Arc::new(Metrics::default());
-    let cert = Arc::new(
-        tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider.clone())
+    let managed = match &args.certificates.manage_certificates {
+        Some(secret) => Some(managed_policy(&args, secret)?),
+        None => None,
+    };
+    let cert = Arc::new(match &managed {
+        // The pair comes from the Secret once the manager has read (or made) it; until then
+        // handshakes fail and /readyz says not ready.
+        Some((secret, _)) => tls::ReloadingCert::empty(
+            &format!("Secret {}/{secret}", args.own_namespace),
+            provider.clone(),
+        )
+        .with_expiry_gauge(metrics.certificate_expiry()),
+        None => tls::ReloadingCert::load(&args.tls_cert, &args.tls_key, provider.clone())
             .context("loading the serving certificate")?
             .with_expiry_gauge(metrics.certificate_expiry()),
-    );
-    cert.spawn_reloader(args.tls_reload_interval);
+    });
+    if managed.is_none() {
+        cert.spawn_reloader(args.tls_reload_interval);
+    }
     let tls_config = match &args.client_ca_file {
-        Some(ca) => tls::server_config_verifying_clients(cert, provider, ca)?,
-        None => tls::server_config(cert, provider)?,
+        Some(ca) => tls::server_config_verifying_clients(cert.clone(), provider, ca)?,
+        None => tls::server_config(cert.clone(), provider)?,
     };
     let flags = args.overrides();
     let (effective, watcher) = match &args.cluster.config {
@@ -48,6 +64,21 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     }
     let config = effective.config.clone();
     let client = args.cluster.client().await?;
+    if let Some((secret, policy)) = managed {
+        Manager {
+            store: CertificateStore::new(
+                client.clone(),
+                &args.own_namespace,
+                &secret,
+                &args.certificates.webhook_configuration,
+                &args.certificates.webhook_name,
+            ),
+            policy,
+            cert: cert.clone(),
+            interval: args.certificates.certificate_check_interval,
+        }
+        .spawn();
+    }
     let engine = args.cluster.engine(client, ContentSource::Index, &config);
     engine
         .gatherer()
@@ -95,6 +126,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     {
         // Ready once every watch has listed: before that a review would see no cluster facts.
         let ready = ready.clone();
+        let cert = cert.clone();
         let gatherer = engine.gatherer().clone();
         tokio::spawn(async move {
             loop {
@@ -116,6 +148,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                         types = %syncing.iter().take(20).cloned().collect::<Vec<_>>().join(","),
                         "Not ready: content index types still listing"
                     );
+                }
+            }
+            // And a serving pair (certificates managed in process: read or made by the manager).
+            let mut said = tokio::time::Instant::now();
+            while !cert.has_pair() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if said.elapsed() >= Duration::from_secs(10) {
+                    said = tokio::time::Instant::now();
+                    tracing::info!("Not ready: no serving certificate yet");
                 }
             }
             tracing::info!("Cluster facts and content index synced: ready");
@@ -184,6 +225,44 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.shutdown_delay,
     )
     .await
+}
+
+/// The Secret's name and what to keep in it, from the flags of `--manage-certificates`.
+fn managed_policy(args: &ServeArgs, secret: &str) -> Result<(String, CertificatePolicy)> {
+    let c = &args.certificates;
+    let duration = |d: Duration, flag: &str| {
+        time::Duration::try_from(d).with_context(|| format!("{flag}: out of range"))
+    };
+    let validity = duration(c.certificate_validity, "--certificate-validity")?;
+    let ca_validity = duration(c.ca_validity, "--ca-validity")?;
+    if c.certificate_validity < Duration::from_secs(10) {
+        anyhow::bail!("--certificate-validity must be at least 10s");
+    }
+    if c.ca_validity < c.certificate_validity {
+        anyhow::bail!("--ca-validity must be at least --certificate-validity");
+    }
+    let ns = &args.own_namespace;
+    let dns_names = if c.certificate_dns.is_empty() {
+        vec![
+            format!("nsguard.{ns}.svc"),
+            format!("nsguard.{ns}.svc.cluster.local"),
+        ]
+    } else {
+        c.certificate_dns.clone()
+    };
+    let common_name = dns_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "nsguard".into());
+    Ok((
+        secret.to_string(),
+        CertificatePolicy {
+            common_name,
+            dns_names,
+            validity,
+            ca_validity,
+        },
+    ))
 }
 
 /// `/debug/index-digest` on the admin listener: per indexed type, its state, the objects held

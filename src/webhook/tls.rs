@@ -1,12 +1,14 @@
 //! TLS 1.2/1.3 with a serving pair that is re-read from its files: a change (including a
 //! Kubernetes Secret's `..data` symlink swap, since the paths are re-opened) is picked up, and
-//! a broken new pair keeps the old one serving.
+//! a broken new pair keeps the old one serving. With certificates managed in process the pair
+//! comes from nsguard's Secret instead ([`ReloadingCert::empty`], then
+//! [`ReloadingCert::store`]), through the same resolver.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -42,13 +44,25 @@ pub enum TlsError {
     ClientCa(PathBuf, String),
 }
 
-/// Resolves every handshake to the current pair.
+/// Where the pair comes from.
+#[derive(Debug)]
+enum Source {
+    /// Files, re-read every interval.
+    Files {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    },
+    /// Stored by the certificate manager; `from` names where (a Secret), for errors.
+    Stored { from: PathBuf },
+}
+
+/// Resolves every handshake to the current pair (none yet: the handshake fails, and
+/// readiness waits for a pair).
 #[derive(Debug)]
 pub struct ReloadingCert {
-    cert_path: PathBuf,
-    key_path: PathBuf,
+    source: Source,
     provider: Arc<CryptoProvider>,
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwapOption<CertifiedKey>,
     loaded: ArcSwap<(Vec<u8>, Vec<u8>)>,
     /// The leaf's notAfter (Unix seconds), set on every load that is swapped in.
     expiry: Gauge,
@@ -112,13 +126,55 @@ impl ReloadingCert {
         let expiry = Gauge::default();
         expiry.set(not_after);
         Ok(Self {
-            cert_path: cert_path.to_path_buf(),
-            key_path: key_path.to_path_buf(),
+            source: Source::Files {
+                cert_path: cert_path.to_path_buf(),
+                key_path: key_path.to_path_buf(),
+            },
             provider,
-            current: ArcSwap::from_pointee(ck),
+            current: ArcSwapOption::from_pointee(ck),
             loaded: ArcSwap::from_pointee((cert, key)),
             expiry,
         })
+    }
+
+    /// No pair yet: [`ReloadingCert::store`] brings one (certificates managed in process);
+    /// `from` names where it comes from, for errors.
+    pub fn empty(from: &str, provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            source: Source::Stored {
+                from: PathBuf::from(from),
+            },
+            provider,
+            current: ArcSwapOption::empty(),
+            loaded: ArcSwap::from_pointee((Vec::new(), Vec::new())),
+            expiry: Gauge::default(),
+        }
+    }
+
+    /// Swaps in `cert` and `key` (PEM) if they differ from the pair served and are usable.
+    /// Returns whether it swapped; a broken pair keeps the old one.
+    pub fn store(&self, cert: &[u8], key: &[u8]) -> Result<bool, TlsError> {
+        let (cert_from, key_from) = match &self.source {
+            Source::Files {
+                cert_path,
+                key_path,
+            } => (cert_path.clone(), key_path.clone()),
+            Source::Stored { from } => (from.join("tls.crt"), from.join("tls.key")),
+        };
+        let loaded = self.loaded.load();
+        if self.current.load().is_some() && loaded.0 == cert && loaded.1 == key {
+            return Ok(false);
+        }
+        let (ck, not_after) = parse(&self.provider, &cert_from, &key_from, cert, key)?;
+        self.current.store(Some(Arc::new(ck)));
+        self.loaded.store(Arc::new((cert.to_vec(), key.to_vec())));
+        self.expiry.set(not_after);
+        Ok(true)
+    }
+
+    /// Whether a pair is being served.
+    pub fn has_pair(&self) -> bool {
+        self.current.load().is_some()
     }
 
     /// Publishes the serving certificate's notAfter in `gauge` (the metrics registry's
@@ -135,19 +191,18 @@ impl ReloadingCert {
     }
 
     /// Re-reads the files; swaps in the new pair if it changed and is usable. Returns whether
-    /// it swapped.
+    /// it swapped. A stored pair has no files: nothing to re-read.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let cert = read(&self.cert_path)?;
-        let key = read(&self.key_path)?;
-        let loaded = self.loaded.load();
-        if loaded.0 == cert && loaded.1 == key {
+        let Source::Files {
+            cert_path,
+            key_path,
+        } = &self.source
+        else {
             return Ok(false);
-        }
-        let (ck, not_after) = parse(&self.provider, &self.cert_path, &self.key_path, &cert, &key)?;
-        self.current.store(Arc::new(ck));
-        self.loaded.store(Arc::new((cert, key)));
-        self.expiry.set(not_after);
-        Ok(true)
+        };
+        let cert = read(cert_path)?;
+        let key = read(key_path)?;
+        self.store(&cert, &key)
     }
 
     /// Reloads every `interval`, logging failures and keeping the old pair.
@@ -160,7 +215,9 @@ impl ReloadingCert {
                 tick.tick().await;
                 match this.reload() {
                     Ok(true) => {
-                        tracing::info!(cert = %this.cert_path.display(), "Serving certificate reloaded")
+                        if let Source::Files { cert_path, .. } = &this.source {
+                            tracing::info!(cert = %cert_path.display(), "Serving certificate reloaded")
+                        }
                     }
                     Ok(false) => {}
                     Err(error) => {
@@ -174,7 +231,7 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
     }
 }
 
@@ -245,7 +302,7 @@ mod tests {
         let r = ReloadingCert::load(&c, &k, provider())
             .unwrap()
             .with_expiry_gauge(gauge.clone());
-        let before = r.current.load_full();
+        let before = r.current.load_full().unwrap();
         // Issued for one day: the metric says so, within the clock's drift during the test.
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let first_expiry = gauge.get();
@@ -256,7 +313,7 @@ mod tests {
         assert!(!r.reload().unwrap());
         std::fs::write(&c, "garbage").unwrap();
         assert!(r.reload().is_err());
-        assert!(Arc::ptr_eq(&before, &r.current.load_full()));
+        assert!(Arc::ptr_eq(&before, &r.current.load_full().unwrap()));
         assert_eq!(
             gauge.get(),
             first_expiry,
@@ -271,12 +328,36 @@ mod tests {
         std::fs::write(&k, &pair2.key_pem).unwrap();
         std::fs::rename(&tmp, &c).unwrap();
         assert!(r.reload().unwrap());
-        assert!(!Arc::ptr_eq(&before, &r.current.load_full()));
+        assert!(!Arc::ptr_eq(&before, &r.current.load_full().unwrap()));
         assert!(
             (gauge.get() - now - 30 * 86_400).abs() < 3_600,
             "the reloaded certificate's notAfter: {}",
             gauge.get()
         );
         assert_eq!(r.not_after(), gauge.get());
+    }
+
+    #[test]
+    fn a_stored_pair_is_served_once_stored_and_a_broken_one_is_refused() {
+        let ca = Ca::new("t", 1).unwrap();
+        let pair = ca.issue_server("a", &["localhost".into()], &[], 1).unwrap();
+        let r = ReloadingCert::empty("Secret ns/certs", provider());
+        assert!(!r.has_pair());
+        assert!(!r.reload().unwrap(), "no files to re-read");
+        let err = r.store(b"garbage", pair.key_pem.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("Secret ns/certs"), "{err}");
+        assert!(!r.has_pair());
+        assert!(
+            r.store(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())
+                .unwrap()
+        );
+        assert!(r.has_pair());
+        assert!(
+            !r.store(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())
+                .unwrap(),
+            "the same pair again is no change"
+        );
+        assert!(r.store(b"garbage", b"garbage").is_err());
+        assert!(r.has_pair(), "a broken pair keeps the one served");
     }
 }

@@ -4,14 +4,16 @@
 //!
 //! Every key is ECDSA P-256. Nothing here touches the network or the cluster.
 
+pub mod managed;
+
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -58,7 +60,8 @@ pub struct Pair {
 
 /// A certificate authority that issues the webhook's serving certificates.
 pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
     key_pem: String,
 }
 
@@ -66,7 +69,7 @@ fn rc<T>(what: &'static str, r: Result<T, rcgen::Error>) -> Result<T, CertError>
     r.map_err(|source| CertError::Generate { what, source })
 }
 
-fn base_params(common_name: &str, days: i64) -> CertificateParams {
+fn base_params(common_name: &str, not_after: OffsetDateTime) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -74,8 +77,12 @@ fn base_params(common_name: &str, days: i64) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     // Backdate a little so that a clock a few seconds behind still accepts the certificate.
     params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(days);
+    params.not_after = not_after;
     params
+}
+
+fn days_from_now(days: i64) -> OffsetDateTime {
+    OffsetDateTime::now_utc() + Duration::days(days)
 }
 
 /// 16 hex digits from the clock and a process-wide counter: distinct for every call.
@@ -108,10 +115,15 @@ fn new_key(what: &'static str) -> Result<KeyPair, CertError> {
 impl Ca {
     /// A new self-signed CA valid for `days`.
     pub fn new(common_name: &str, days: i64) -> Result<Self, CertError> {
+        Self::new_until(common_name, days_from_now(days))
+    }
+
+    /// A new self-signed CA valid until `not_after`.
+    pub fn new_until(common_name: &str, not_after: OffsetDateTime) -> Result<Self, CertError> {
         // Every CA gets its own subject and serial: after a rotation, clients that pick a CA
         // by subject (OpenSSL) must not confuse the new one with the old.
         let unique = unique_suffix();
-        let mut params = base_params(&format!("{common_name} {unique}"), days);
+        let mut params = base_params(&format!("{common_name} {unique}"), not_after);
         params.serial_number = Some(rcgen::SerialNumber::from_slice(unique.as_bytes()));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -121,13 +133,30 @@ impl Ca {
         ];
         let key = new_key("CA key")?;
         let key_pem = key.serialize_pem();
-        let issuer = rc("CA certificate", CertifiedIssuer::self_signed(params, key))?;
-        Ok(Self { issuer, key_pem })
+        let cert_pem = rc("CA certificate", params.self_signed(&key))?.pem();
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// A CA read back from its PEM certificate and PEM private key (as [`Ca::pair`] gives
+    /// them), to issue more certificates with it: what the in-process manager keeps in its
+    /// Secret.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let key = rc("CA key", KeyPair::from_pem(key_pem))?;
+        let issuer = rc("CA certificate", Issuer::from_ca_cert_pem(cert_pem, key))?;
+        Ok(Self {
+            issuer,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
     }
 
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
+        self.cert_pem.clone()
     }
 
     /// The CA certificate and key.
@@ -151,7 +180,19 @@ impl Ca {
         ips: &[IpAddr],
         days: i64,
     ) -> Result<Pair, CertError> {
-        let mut params = base_params(common_name, days);
+        self.issue_server_until(common_name, dns_names, ips, days_from_now(days))
+    }
+
+    /// A serving certificate for the given DNS names and IP addresses, valid until
+    /// `not_after`.
+    pub fn issue_server_until(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        not_after: OffsetDateTime,
+    ) -> Result<Pair, CertError> {
+        let mut params = base_params(common_name, not_after);
         for name in dns_names {
             if !is_dns_name(name) {
                 return Err(CertError::BadDnsName(name.clone()));
