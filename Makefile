@@ -97,12 +97,15 @@ faults:
 	  target/release/nsguard-faults target/release/nsguard docs/reliability.md $(FAULTS_NAMESPACES)
 
 
-## dist: this machine's release archive (binary, LICENSE, README, completions) into target/dist/, with SHA256SUMS and the krew manifest generated from them (the release workflow builds the other platforms)
+## dist: this machine's static Linux release archive (musl: runs on any Linux, RHEL 8 and Amazon Linux 2 included) into target/dist/ with SHA256SUMS and the krew manifest generated from them; installs the musl target and musl-tools if missing and checks the binary is static (the release workflow builds the other platforms)
 dist:
-	cargo build --release --locked --bin nsguard
-	target=$$(rustc -vV | sed -n 's/^host: //p'); \
-	bash deploy/release/dist.sh $$target target/release/nsguard $(DIST)
-	version=$$(target/release/nsguard --version | cut -d' ' -f2); \
+	arch=$$(uname -m | sed 's/arm64/aarch64/'); target=$$arch-unknown-linux-musl; \
+	bin=$${CARGO_TARGET_DIR:-target}/$$target/release/nsguard; \
+	bash deploy/release/static.sh $$target; \
+	cargo build --release --locked --bin nsguard --target $$target; \
+	version=$$(sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1); \
+	bash deploy/release/check-static.sh $$bin $$version; \
+	bash deploy/release/dist.sh $$target $$bin $(DIST); \
 	bash deploy/krew/generate.sh $$version $(DIST)/SHA256SUMS > $(DIST)/nsguard.krew.yaml
 	cat $(DIST)/SHA256SUMS
 

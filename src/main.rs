@@ -1,6 +1,5 @@
 //! The `nsguard` binary: parse flags, set up logging, run.
 
-use clap::{CommandFactory, FromArgMatches};
 use nsguard::cli::{self, Cli, Command};
 
 /// Parses the command line; installed as `kubectl-nsguard`, help and errors say
@@ -10,31 +9,31 @@ fn parse() -> Cli {
     let plugin = std::path::Path::new(&argv0)
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("kubectl-"));
-    let mut command = Cli::command();
-    if plugin {
-        command = command.bin_name("kubectl nsguard");
-    }
-    let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let name = if plugin { "kubectl nsguard" } else { "nsguard" };
+    Cli::parse_as(name, std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NSGUARD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     if rustls::crypto::ring::default_provider()
         .install_default()
         .is_err()
     {
         eprintln!("nsguard: a TLS crypto provider was already installed");
     }
+    // kubectl's plugin completion (`kubectl_complete-nsguard`), before clap: every word after
+    // it is the command line being typed, flags such as --help included.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == cli::complete::COMMAND) {
+        let words: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let code = match cli::complete::print(&Cli::definition(), &words, &mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(_) => cli::exit::ERROR,
+        };
+        std::process::exit(code);
+    }
     let cli = parse();
+    cli::log::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => nsguard::webhook::serve::serve(*args).await.map(|()| 0),
         Command::Check(args) => cli::check(args).await,
@@ -54,7 +53,7 @@ async fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
-            eprintln!("nsguard: {error:#}");
+            eprintln!("nsguard: {}", cli::error_chain(&error));
             std::process::exit(cli::exit::ERROR);
         }
     }

@@ -540,3 +540,109 @@ async fn works_as_a_kubectl_plugin() {
     support::kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
     wait_gone(&client, &ns).await;
 }
+
+/// `-n NS` as every kubectl user types it: `check`, `diagnose` and `delete` take it as they
+/// take the argument; the argument and `-n` naming two namespaces is a usage error (2) that
+/// names both; `check --help` shows no flag of `serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_namespace_may_be_given_with_dash_n() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let ns = create_namespace(&client, "dash-n").await;
+    let out = nsguard(cluster, &["check", "-n", &ns, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json(&out)["namespace"], ns.as_str(), "{out:?}");
+    assert_eq!(json(&out)["verdict"], "clean");
+    let out = nsguard(cluster, &["diagnose", "--namespace", &ns, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = nsguard(cluster, &["delete", "-n", &ns, "--dry-run", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json(&out)["namespace"], ns.as_str(), "{out:?}");
+
+    let out = nsguard(cluster, &["check", &ns, "-n", "kube-system"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(ns.as_str()) && stderr.contains("kube-system"),
+        "{stderr}"
+    );
+    let help = nsguard(cluster, &["check", "--help"]);
+    assert_eq!(help.status.code(), Some(0), "{help:?}");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("-n, --namespace"), "{help}");
+    assert!(
+        !help.contains("--initial-sync") && !help.contains("--listen"),
+        "{help}"
+    );
+    support::kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    wait_gone(&client, &ns).await;
+}
+
+/// A kubeconfig that is not there: nsguard cannot run (1) and says why once, on one line.
+#[test]
+fn a_missing_kubeconfig_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-kubeconfig");
+    for args in [
+        vec!["check", "team-a", "--kubeconfig", missing.to_str().unwrap()],
+        vec!["audit"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(&args)
+            .env("KUBECONFIG", &missing)
+            .env("NSGUARD_LOG", "warn")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let path = missing.display().to_string();
+        assert!(stderr.contains(&path), "{stderr}");
+        assert_eq!(
+            stderr.matches("No such file or directory").count(),
+            1,
+            "{args:?}: the cause twice: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+/// `--log-format json`: every log line the binary writes is one JSON object (here the
+/// client's debug lines while it fails to reach an API server that is not there).
+#[test]
+fn json_log_lines_parse_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\nusers: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args([
+            "check",
+            "team-a",
+            "--call-timeout",
+            "1s",
+            "--check-timeout",
+            "2s",
+        ])
+        .args(["--log-format", "json"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("NSGUARD_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("nsguard: "))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{stderr}")))
+        .collect();
+    assert!(!lines.is_empty(), "no log line: {stderr}");
+    for line in &lines {
+        assert!(
+            line["level"].is_string() && line["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}

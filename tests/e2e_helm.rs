@@ -693,6 +693,132 @@ fn the_test_hook_checks_the_release_namespace_as_the_release() {
     assert!(!docs.iter().any(|d| d["kind"] == "Pod"));
 }
 
+/// The knobs for clusters whose API server cannot reach pod IPs (`hostNetwork`, the ports),
+/// for log collectors (`logFormat`) and for who may scrape (`networkPolicy.metricsFrom`):
+/// each renders where Kubernetes and nsguard read it; the defaults render as the manifests.
+#[test]
+fn ports_host_network_log_format_and_scrape_sources_render() {
+    let defaults = template(&[]);
+    let deployment = find(&defaults, "Deployment", "nsguard");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["hostNetwork"].is_null() && pod["dnsPolicy"].is_null(),
+        "{pod}"
+    );
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(
+        !args.iter().any(|a| {
+            let a = a.as_str().unwrap();
+            a.starts_with("--listen")
+                || a.starts_with("--admin-listen")
+                || a.starts_with("--log-format")
+        }),
+        "{args:?}"
+    );
+
+    let docs = template(&[
+        "hostNetwork=true".into(),
+        "webhook.port=9443".into(),
+        "admin.port=9080".into(),
+        "logFormat=json".into(),
+    ]);
+    let deployment = find(&docs, "Deployment", "nsguard");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for wanted in [
+        "--listen=0.0.0.0:9443",
+        "--admin-listen=0.0.0.0:9080",
+        "--log-format=json",
+    ] {
+        assert!(args.contains(&wanted), "{wanted} not in {args:?}");
+    }
+    // nsguard parses what the chart passes it.
+    let parsed = ::nsguard::cli::Cli::parse_as(
+        "nsguard",
+        std::iter::once("nsguard").chain(args.iter().copied()),
+    )
+    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert_eq!(parsed.log_format, ::nsguard::cli::LogFormat::Json);
+    let ::nsguard::cli::Command::Serve(serve) = parsed.command else {
+        panic!("{args:?}")
+    };
+    assert_eq!(serve.listen.port(), 9443);
+    assert_eq!(serve.admin_listen.port(), 9080);
+    assert_eq!(
+        container["ports"],
+        serde_json::json!([
+            {"name": "webhook", "containerPort": 9443},
+            {"name": "admin", "containerPort": 9080}
+        ])
+    );
+    // The Service sends to the named ports, wherever they are.
+    let service = find(&docs, "Service", "nsguard");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "webhook");
+    assert_eq!(service["spec"]["ports"][1]["targetPort"], "admin");
+    let policy = find(&docs, "NetworkPolicy", "nsguard");
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 9443);
+    assert_eq!(policy["spec"]["ingress"][1]["ports"][0]["port"], 9080);
+
+    // Scrapes from a named namespace; none at all drops the rule (a rule without `from`
+    // would admit everyone).
+    let peers = r#"networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}},{"ipBlock":{"cidr":"10.0.0.0/8"}}]"#;
+    let docs = template_with(&["--set-json", peers]);
+    let ingress = &find(&docs, "NetworkPolicy", "nsguard")["spec"]["ingress"];
+    assert_eq!(
+        ingress[1]["from"],
+        serde_json::json!([
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+            {"ipBlock": {"cidr": "10.0.0.0/8"}}
+        ])
+    );
+    let docs = template_with(&["--set-json", "networkPolicy.metricsFrom=[]"]);
+    let ingress = find(&docs, "NetworkPolicy", "nsguard")["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(ingress[0]["ports"][0]["port"], 8443);
+    assert!(ingress[0]["from"].is_null());
+
+    for bad in [
+        "logFormat=yaml",
+        "webhook.port=0",
+        "admin.port=70000",
+        "hostNetwork=maybe",
+    ] {
+        let out = helm(
+            &[
+                "template",
+                "nsguard",
+                chart().to_str().unwrap(),
+                "--set",
+                bad,
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{bad} was accepted");
+    }
+    let out = helm(
+        &[
+            "template",
+            "nsguard",
+            chart().to_str().unwrap(),
+            "--set-json",
+            r#"networkPolicy.metricsFrom=[{"namespaceSelectr":{}}]"#,
+        ],
+        None,
+    );
+    assert!(!out.status.success(), "a misspelt peer was accepted");
+}
+
 #[test]
 fn the_schema_refuses_typos() {
     let chart = chart();

@@ -52,14 +52,17 @@ const FOREIGN: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The labels a scrape adds to every series.
-const TARGET_LABELS: &[&str] = &["job", "instance"];
+/// The labels a scrape adds to every series (`cluster`: the external label or relabeling of a
+/// Prometheus that watches several clusters).
+const TARGET_LABELS: &[&str] = &["job", "instance", "cluster"];
 
 /// Grafana's interval variables, as Grafana would substitute them before querying.
 fn substitute_grafana_variables(expr: &str) -> String {
     expr.replace("$__rate_interval", "5m")
         .replace("$__interval", "1m")
         .replace("$__range", "1h")
+        .replace("$cluster", ".*")
+        .replace("$job", ".*")
 }
 
 fn collect_exprs(v: &Value, out: &mut Vec<String>) {
@@ -579,6 +582,57 @@ fn the_alert_rules_pass_promtool() {
             tested.contains(wanted),
             "no unit test fires {wanted}: {tested:?}"
         );
+    }
+}
+
+/// The dashboard has a cluster and a job variable, and every selector of nsguard's series
+/// narrows to both (the API server's series, of another job, to the cluster only): one
+/// Grafana over several clusters, or over two installations, shows one at a time.
+#[test]
+fn every_selector_narrows_to_the_cluster_and_job_variables() {
+    let d = dashboard();
+    let vars = d["templating"]["list"].as_array().unwrap();
+    for name in ["cluster", "job"] {
+        let var = vars
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} variable: {vars:?}"));
+        assert_eq!(var["type"], "query", "{var}");
+        assert_eq!(var["datasource"]["uid"], "${datasource}", "{var}");
+        assert_eq!(var["includeAll"], true, "{var}");
+        // All must match series without the label (a single cluster has none).
+        assert_eq!(var["allValue"], ".*", "{var}");
+        assert!(
+            var["query"]["query"]
+                .as_str()
+                .unwrap()
+                .starts_with("label_values(nsguard_build_info"),
+            "{var}"
+        );
+    }
+    let mut exprs = Vec::new();
+    collect_exprs(&d["panels"], &mut exprs);
+    assert!(!exprs.is_empty());
+    for e in &exprs {
+        let ast = parse(&substitute_grafana_variables(e));
+        let mut vs = Vec::new();
+        selectors(&ast, &mut vs);
+        for v in vs {
+            let name = v.name.clone().unwrap_or_default();
+            let matcher = |label: &str| {
+                v.matchers
+                    .matchers
+                    .iter()
+                    .any(|m| m.name == label && matches!(m.op, MatchOp::Re(_)))
+            };
+            assert!(matcher("cluster"), "{e}: {name} not narrowed to $cluster");
+            assert_eq!(
+                matcher("job"),
+                name.starts_with("nsguard_"),
+                "{e}: {name}: $job is nsguard's job only"
+            );
+        }
+        assert!(e.contains("$cluster"), "{e}");
     }
 }
 

@@ -45,11 +45,17 @@ fn check_krew_manifest(doc: &Value, version: &str) -> Vec<Value> {
     let platforms = doc["spec"]["platforms"].as_array().unwrap().clone();
     assert!(!platforms.is_empty());
     for p in &platforms {
-        assert_eq!(p["bin"], "nsguard", "{p}");
         let (os, arch) = (
             p["selector"]["matchLabels"]["os"].as_str().unwrap(),
             p["selector"]["matchLabels"]["arch"].as_str().unwrap(),
         );
+        // Windows has no symlinks for krew to name the plugin: the binary carries the name.
+        let (bin, complete) = if os == "windows" {
+            ("kubectl-nsguard.exe", "kubectl_complete-nsguard.cmd")
+        } else {
+            ("nsguard", "kubectl_complete-nsguard")
+        };
+        assert_eq!(p["bin"], bin, "{p}");
         assert_eq!(
             p["uri"],
             format!(
@@ -62,7 +68,7 @@ fn check_krew_manifest(doc: &Value, version: &str) -> Vec<Value> {
             .iter()
             .map(|f| f["from"].as_str().unwrap())
             .collect();
-        assert_eq!(files, ["nsguard", "LICENSE"], "{p}");
+        assert_eq!(files, [bin, complete, "LICENSE"], "{p}");
     }
     platforms
 }
@@ -105,6 +111,7 @@ fn the_release_archive_and_the_krew_manifest_agree() {
         .collect();
     for wanted in [
         "nsguard",
+        "kubectl_complete-nsguard",
         "LICENSE",
         "README.md",
         "completions/nsguard.bash",
@@ -129,6 +136,33 @@ fn the_release_archive_and_the_krew_manifest_agree() {
     assert_eq!(said.trim(), format!("nsguard {version}"));
     let bash = std::fs::read_to_string(unpacked.path().join("completions/nsguard.bash")).unwrap();
     assert!(bash.contains("nsguard"), "{bash}");
+    // kubectl's plugin completion: the script runs `kubectl-nsguard __complete` from the PATH.
+    let plugin_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        unpacked.path().join("nsguard"),
+        plugin_dir.path().join("kubectl-nsguard"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        plugin_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let completed = run(
+        Command::new(unpacked.path().join("kubectl_complete-nsguard"))
+            .args(["check", "--out"])
+            .env("PATH", &path),
+    );
+    assert_eq!(completed, "--output\n:4\n");
+    let completed = run(
+        Command::new(unpacked.path().join("kubectl_complete-nsguard"))
+            .arg("")
+            .env("PATH", &path),
+    );
+    assert!(
+        completed.lines().any(|l| l == "diagnose") && completed.ends_with(":4\n"),
+        "{completed}"
+    );
 
     let sums_path = out.path().join("SHA256SUMS");
     let sums = std::fs::read_to_string(&sums_path).unwrap();
@@ -162,11 +196,18 @@ fn the_release_archive_and_the_krew_manifest_agree() {
 }
 
 /// With the archives of every platform (as the release workflow downloads them), the manifest
-/// has one platform each, linux and darwin, amd64 and arm64, each with its own sha256.
+/// has one platform each, linux and darwin, amd64 and arm64, and windows amd64, each with its
+/// own sha256; without the windows archive, `--all` refuses.
 #[test]
 fn the_krew_manifest_covers_every_platform_of_a_release() {
     let dir = tempfile::tempdir().unwrap();
-    let platforms = ["linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64"];
+    let platforms = [
+        "linux-amd64",
+        "linux-arm64",
+        "darwin-amd64",
+        "darwin-arm64",
+        "windows-amd64",
+    ];
     let sums: String = platforms
         .iter()
         .enumerate()
@@ -184,7 +225,7 @@ fn the_krew_manifest_covers_every_platform_of_a_release() {
     assert!(generated.status.success(), "{generated:?}");
     let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&generated.stdout)).unwrap();
     let got = check_krew_manifest(&doc, "1.2.3");
-    assert_eq!(got.len(), 4);
+    assert_eq!(got.len(), 5);
     for (i, (p, want)) in got.iter().zip(platforms).enumerate() {
         let labels = &p["selector"]["matchLabels"];
         assert_eq!(
@@ -197,11 +238,20 @@ fn the_krew_manifest_covers_every_platform_of_a_release() {
         );
         assert_eq!(p["sha256"], format!("{i:x}").repeat(64));
     }
+    let without_windows: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("windows"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, without_windows).unwrap();
+    assert!(!generate_krew("v1.2.3", &path, true).status.success());
 }
 
 /// The CI and release workflows pass actionlint (built from its Go module by
 /// `tests/actionlint/build.sh`, cached by version outside the repo), and the release builds
-/// what the krew manifest and the README promise.
+/// what the krew manifest and the README promise: static Linux binaries, macOS, Windows,
+/// keyless signatures of the image, the chart and the checksums, an SBOM.
 #[test]
 fn the_workflows_pass_actionlint() {
     let root = localcluster::workspace_root();
@@ -219,10 +269,17 @@ fn the_workflows_pass_actionlint() {
         .current_dir(&root));
     let release = std::fs::read_to_string(workflows.join("release.yml")).unwrap();
     for wanted in [
-        "x86_64-unknown-linux-gnu",
-        "aarch64-unknown-linux-gnu",
+        "x86_64-unknown-linux-musl",
+        "aarch64-unknown-linux-musl",
         "x86_64-apple-darwin",
         "aarch64-apple-darwin",
+        "x86_64-pc-windows-msvc",
+        "deploy/release/static.sh",
+        "deploy/release/check-static.sh",
+        "cosign sign --yes",
+        "cosign sign-blob",
+        "id-token: write",
+        "spdx-json",
         "deploy/release/dist.sh",
         "deploy/krew/generate.sh",
         "--all",
@@ -475,4 +532,49 @@ fn the_values_table_reads_comments_sections_and_blocks() {
         .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
         .collect();
     assert_eq!(got, want);
+}
+
+/// The README's install-from-artifacts block names what the release publishes, at this
+/// version: the chart where the release workflow pushes it, the kustomize base at the tag,
+/// the krew manifest and an archive of the release with its SHA256SUMS, verified; and it is
+/// valid shell.
+#[test]
+fn the_readme_installs_from_the_release_artifacts() {
+    let root = localcluster::workspace_root();
+    let version = env!("CARGO_PKG_VERSION");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- artifact-install -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .expect("the install-from-artifacts block in the README");
+    let release = std::fs::read_to_string(root.join(".github/workflows/release.yml")).unwrap();
+    // The workflow pushes to ghcr.io/<owner>/charts; the owner is the krew manifest's.
+    assert!(release.contains(r#"helm push target/dist/nsguard-*.tgz "oci://$CHARTS""#));
+    assert!(release.contains("CHARTS: ghcr.io/${{ github.repository_owner }}/charts"));
+    let download = format!("https://github.com/nsguard/nsguard/releases/download/v{version}");
+    for wanted in [
+        "helm install nsguard oci://ghcr.io/nsguard/charts/nsguard ".to_string(),
+        format!(
+            "kubectl apply -k \"github.com/nsguard/nsguard//manifests/overlays/enforce?ref=v{version}\""
+        ),
+        format!("kubectl krew install --manifest-url={download}/nsguard.krew.yaml"),
+        format!("{download}/nsguard-v{version}-linux-amd64.tar.gz"),
+        format!("{download}/SHA256SUMS"),
+        "sha256sum -c --ignore-missing SHA256SUMS".to_string(),
+    ] {
+        assert!(
+            block.contains(&wanted),
+            "the README's block has no {wanted}:\n{block}"
+        );
+    }
+    // The krew manifest points at the same place (NSGUARD_RELEASE_URL unset).
+    let krew = std::fs::read_to_string(root.join("deploy/krew/generate.sh")).unwrap();
+    assert!(krew.contains("https://github.com/nsguard/nsguard/releases/download"));
+    // The overlay it names exists.
+    assert!(
+        root.join("manifests/overlays/enforce/kustomization.yaml")
+            .is_file()
+    );
+    run(Command::new("bash").args(["-n", "-c", &block]));
 }

@@ -5,9 +5,11 @@
 #
 # One platform per archive nsguard-vVERSION-OS-ARCH.tar.gz listed in SHA256SUMS (the file
 # deploy/release/dist.sh writes), its sha256 taken from there. --all (the release workflow)
-# fails unless linux and darwin, amd64 and arm64, are all there. Each archive holds the
-# nsguard binary (glibc on linux; installed as kubectl-nsguard, its help and errors say
-# `kubectl nsguard`) and its LICENSE.
+# fails unless linux and darwin, amd64 and arm64, and windows amd64 are all there. Each
+# archive holds the nsguard binary (static on linux; installed as kubectl-nsguard, its help
+# and errors say `kubectl nsguard`; kubectl-nsguard.exe on windows), kubectl_complete-nsguard
+# (the plugin's completion; krew does not put it on the PATH, docs/cli.md says how) and its
+# LICENSE.
 set -euo pipefail
 
 version=${1:?usage: generate.sh VERSION SHA256SUMS [--all]}
@@ -35,7 +37,7 @@ spec:
 YAML
 
 found=0
-for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64; do
+for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64 windows-amd64; do
   archive="nsguard-v$version-$platform.tar.gz"
   sha=$(awk -v f="$archive" '$2 == f || $2 == "*" f { print $1 }' "$sums")
   if [[ -z "$sha" ]]; then
@@ -47,14 +49,17 @@ for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64; do
   fi
   # Quoted below: a digest of digits (and one e) would read as a YAML number.
   [[ "$sha" =~ ^[0-9a-f]{64}$ ]] || { echo "generate.sh: bad sha256 for $archive" >&2; exit 1; }
+  bin=nsguard complete=kubectl_complete-nsguard
+  if [[ $platform == windows-* ]]; then bin=kubectl-nsguard.exe complete=kubectl_complete-nsguard.cmd; fi
   cat <<YAML
   - selector:
       matchLabels: {os: ${platform%-*}, arch: ${platform#*-}}
     uri: $base/v$version/$archive
     sha256: "$sha"
-    bin: nsguard
+    bin: $bin
     files:
-    - {from: nsguard, to: .}
+    - {from: $bin, to: .}
+    - {from: $complete, to: .}
     - {from: LICENSE, to: .}
 YAML
   found=$((found + 1))

@@ -3,12 +3,15 @@
 #
 #   deploy/release/dist.sh TARGET BINARY [OUT_DIR]
 #
-# TARGET is a Rust target triple (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu,
-# x86_64-apple-darwin, aarch64-apple-darwin); BINARY the nsguard built for it; OUT_DIR
-# defaults to target/dist. Writes OUT_DIR/nsguard-vVERSION-OS-ARCH.tar.gz holding nsguard,
-# LICENSE, README.md and completions/ (bash, zsh, fish), then OUT_DIR/SHA256SUMS over every
-# archive in OUT_DIR. The completions come from running a binary of the same version:
-# BINARY, or $NSGUARD_HOST_BIN when BINARY cannot run here (a cross build).
+# TARGET is a Rust target triple: x86_64-unknown-linux-musl and aarch64-unknown-linux-musl
+# (static: what the release ships for Linux; the -gnu triples still pack, for a local
+# build), x86_64-apple-darwin, aarch64-apple-darwin, x86_64-pc-windows-msvc; BINARY the
+# nsguard built for it; OUT_DIR defaults to target/dist. Writes
+# OUT_DIR/nsguard-vVERSION-OS-ARCH.tar.gz holding the binary (nsguard; on Windows
+# kubectl-nsguard.exe, the kubectl plugin), kubectl_complete-nsguard (kubectl's completion of
+# the plugin), LICENSE, README.md and completions/ (bash, zsh, fish), then OUT_DIR/SHA256SUMS
+# over every archive in OUT_DIR. The completions come from running a binary of the same
+# version: BINARY, or $NSGUARD_HOST_BIN when BINARY cannot run here (a cross build).
 # The archive is reproducible: sorted names, fixed owner and mode, mtime of the last commit.
 set -euo pipefail
 
@@ -18,11 +21,15 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=${3:-$root/target/dist}
 host_bin=${NSGUARD_HOST_BIN:-$binary}
 
+bin=nsguard
+complete=kubectl_complete-nsguard
 case "$target" in
-  x86_64-unknown-linux-gnu) platform=linux-amd64 ;;
-  aarch64-unknown-linux-gnu) platform=linux-arm64 ;;
+  x86_64-unknown-linux-musl | x86_64-unknown-linux-gnu) platform=linux-amd64 ;;
+  aarch64-unknown-linux-musl | aarch64-unknown-linux-gnu) platform=linux-arm64 ;;
   x86_64-apple-darwin) platform=darwin-amd64 ;;
   aarch64-apple-darwin) platform=darwin-arm64 ;;
+  # krew and kubectl find a plugin on Windows by this name; no symlink to rely on there.
+  x86_64-pc-windows-msvc) platform=windows-amd64 bin=kubectl-nsguard.exe complete=kubectl_complete-nsguard.cmd ;;
   *) echo "dist.sh: unknown target $target" >&2; exit 2 ;;
 esac
 
@@ -42,9 +49,11 @@ name="nsguard-v$version-$platform"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/completions" "$out"
-install -m 0755 "$binary" "$stage/nsguard"
+install -m 0755 "$binary" "$stage/$bin"
 # The symbol table only (the release profile carries no debug info): about a quarter smaller.
-strip "$stage/nsguard"
+# (MSVC keeps its symbols in a .pdb beside the .exe: nothing to strip.)
+if [[ "$bin" != *.exe ]]; then strip "$stage/$bin"; fi
+install -m 0755 "$root/deploy/krew/$complete" "$stage/$complete"
 install -m 0644 "$root/LICENSE" "$root/README.md" "$stage/"
 "$host_bin" completion bash >"$stage/completions/nsguard.bash"
 "$host_bin" completion zsh >"$stage/completions/_nsguard"
@@ -52,7 +61,7 @@ install -m 0644 "$root/LICENSE" "$root/README.md" "$stage/"
 chmod 0644 "$stage/completions/"*
 
 "$tar" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$mtime" \
-  -C "$stage" -cf - nsguard LICENSE README.md completions | gzip -n -9 >"$out/$name.tar.gz"
+  -C "$stage" -cf - "$bin" "$complete" LICENSE README.md completions | gzip -n -9 >"$out/$name.tar.gz"
 
 # One checksums file for every archive of this directory (sha256sum -c SHA256SUMS).
 "$root/deploy/release/checksums.sh" "$out"

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::ClusterArgs;
-use crate::config::{CONFIG_MAP_KEY, Layer};
+use crate::config::{CONFIG_MAP_KEY, InitialSync, Layer};
 
 /// `nsguard config`.
 #[derive(Debug, Args)]
@@ -31,6 +31,9 @@ pub enum ConfigCommand {
     /// Print the configuration in effect for these flags, each value with where it comes
     /// from: default, file, configmap or flag. The output is itself a valid configuration.
     Show {
+        /// `serve`'s --initial-sync, to see the configuration `serve` would run with.
+        #[arg(long, env = "NSGUARD_INITIAL_SYNC", value_enum)]
+        initial_sync: Option<InitialSync>,
         /// Cluster access, where the configuration is, and the flags that override it.
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -64,12 +67,15 @@ pub async fn config(args: ConfigArgs) -> Result<i32> {
                     Ok(0)
                 }
                 Err(error) => {
-                    eprintln!("{what}: not valid: {error:#}");
+                    eprintln!("{what}: not valid: {}", super::error_chain(&error));
                     Ok(4)
                 }
             }
         }
-        ConfigCommand::Show { cluster } => {
+        ConfigCommand::Show {
+            initial_sync,
+            cluster,
+        } => {
             let client = if cluster.config.is_some() {
                 None
             } else {
@@ -77,13 +83,18 @@ pub async fn config(args: ConfigArgs) -> Result<i32> {
                     Ok(client) => Some(client),
                     Err(error) => {
                         eprintln!(
-                            "nsguard: note: no cluster ({error:#}): the ConfigMap is not read"
+                            "nsguard: note: no cluster ({}): the ConfigMap is not read",
+                            super::error_chain(&error)
                         );
                         None
                     }
                 }
             };
-            let effective = cluster.configuration(client.as_ref()).await?;
+            let flags = Layer {
+                initial_sync,
+                ..cluster.overrides()
+            };
+            let effective = cluster.configuration_with(client.as_ref(), flags).await?;
             print!("{}", effective.render());
             Ok(0)
         }

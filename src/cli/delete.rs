@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{
-    ClusterArgs, DELETE_FORMATS, JSON_SCHEMA, Output, exit, formats, parse_duration,
-    parse_namespace, phase, print_document, synced_engine,
+    ClusterArgs, DELETE_FORMATS, JSON_SCHEMA, Output, TargetNamespace, exit, formats,
+    parse_duration, phase, print_document, synced_engine,
 };
 use crate::cluster::gather::Gatherer;
 use crate::cluster::teardown::{NamespaceDeletion, NamespaceDryRun};
@@ -31,9 +31,9 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// `nsguard delete NS`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The namespace (`NAME` or `namespace/NAME`).
-    #[arg(value_parser = parse_namespace)]
-    pub namespace: String,
+    /// The namespace.
+    #[command(flatten)]
+    pub namespace: TargetNamespace,
     /// Print the plan and change nothing (the API server is still asked whether every delete
     /// of the plan would be allowed).
     #[arg(long, env = "NSGUARD_DRY_RUN")]

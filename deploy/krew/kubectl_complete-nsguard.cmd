@@ -1,0 +1,3 @@
+@echo off
+rem Completion of `kubectl nsguard` on Windows (see kubectl_complete-nsguard).
+kubectl-nsguard.exe __complete %*
