@@ -181,20 +181,23 @@ fn request_json(facts: &Facts, w: &Write<'_>) -> Json {
     })
 }
 
-/// Runs `expr` with `vars`.
+/// Runs `expr` with `vars`, within the thread's CEL budget (see
+/// [`crate::facts::admission::budget`]): a cut-off evaluation is an error saying so.
 pub(super) fn run(expr: &Expr, vars: &BTreeMap<&str, Json>) -> Result<cel::Value, String> {
-    let program = expr
-        .program
-        .as_ref()
-        .map_err(|e| format!("it does not compile here: {e}"))?;
+    let ctx = context(vars)?;
+    expr.evaluate(&ctx).map_err(|e| e.to_string())
+}
+
+/// A CEL context holding `vars`, to evaluate several expressions in.
+pub(super) fn context(
+    vars: &BTreeMap<&str, Json>,
+) -> Result<cel::Context<'static, 'static>, String> {
     let mut ctx = cel::Context::with_env(env());
     for (k, v) in vars {
         let value = cel::to_value(v).map_err(|e| e.to_string())?;
         ctx.add_variable_from_value(*k, value);
     }
-    program
-        .execute(&ctx)
-        .map_err(|e| format!("evaluating {:?}: {e}", expr.source))
+    Ok(ctx)
 }
 
 /// For each finalizer on the objects of `c`, the user that removes it: the built-in controller,
