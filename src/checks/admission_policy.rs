@@ -37,6 +37,8 @@ enum Answer {
     Refuses(String),
     /// nsguard cannot tell: why.
     Unknown(String),
+    /// The review's CEL budget or deadline cut the evaluation off: why.
+    CutOff(budget::CutOff),
 }
 
 fn has(list: Option<&Vec<String>>, want: &str) -> bool {
@@ -145,7 +147,7 @@ fn judge(
     }
     // The review's CEL budget or deadline already spent: not even the context is built.
     if let Some(cut) = budget::exhausted() {
-        return Answer::Unknown(cut.to_string());
+        return Answer::CutOff(cut);
     }
     let ctx = match write_ctx.get(facts, w) {
         Ok(ctx) => ctx,
@@ -161,7 +163,7 @@ fn judge(
                     "match condition {name} gives {other:?}, not a bool"
                 ));
             }
-            Err(EvalError::CutOff(cut)) => return Answer::Unknown(cut.to_string()),
+            Err(EvalError::CutOff(cut)) => return Answer::CutOff(cut),
             Err(e) if policy.fails_closed => return Answer::Unknown(e.to_string()),
             // failurePolicy Ignore: an error skips the policy.
             Err(_) => return Answer::Admits,
@@ -181,7 +183,7 @@ fn judge(
                 }
                 Err(e) => return Answer::Unknown(format!("variable {name}: {e}")),
             },
-            Err(EvalError::CutOff(cut)) => return Answer::Unknown(cut.to_string()),
+            Err(EvalError::CutOff(cut)) => return Answer::CutOff(cut),
             Err(e) => return Answer::Unknown(format!("variable {name}: {e}")),
         }
     }
@@ -210,7 +212,7 @@ fn judge(
                     v.expression.source
                 ));
             }
-            Err(EvalError::CutOff(cut)) => return Answer::Unknown(cut.to_string()),
+            Err(EvalError::CutOff(cut)) => return Answer::CutOff(cut),
             Err(e) if policy.fails_closed => return Answer::Unknown(e.to_string()),
             Err(_) => {}
         }
@@ -226,7 +228,16 @@ struct Refusal {
     what: String,
     resource: String,
     objects: Vec<String>,
-    outcome: Result<String, String>,
+    outcome: Result<String, Unevaluated>,
+}
+
+/// Why a policy was not evaluated for some objects.
+#[derive(PartialEq)]
+enum Unevaluated {
+    /// nsguard cannot evaluate it: why.
+    Unknown(String),
+    /// The review's CEL budget or deadline cut it off.
+    CutOff(budget::CutOff),
 }
 
 pub(super) fn check(facts: &Facts) -> Vec<Finding> {
@@ -252,7 +263,8 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                         let outcome = match judge(facts, &ns_labels, p, b, w, &mut ctx) {
                             Answer::Admits => continue,
                             Answer::Refuses(m) => Ok(m),
-                            Answer::Unknown(why) => Err(why),
+                            Answer::Unknown(why) => Err(Unevaluated::Unknown(why)),
+                            Answer::CutOff(cut) => Err(Unevaluated::CutOff(cut)),
                         };
                         let resource = c.resource.group_resource();
                         match verdicts.iter_mut().find(|v| {
@@ -260,7 +272,7 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
                                 && v.binding == b.name
                                 && v.what == w.what
                                 && v.resource == resource
-                                && v.outcome.is_ok() == outcome.is_ok()
+                                && same_kind(&v.outcome, &outcome)
                         }) {
                             Some(v) => v.objects.push(o.name.clone()),
                             None => verdicts.push(Refusal {
@@ -279,6 +291,16 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         }
     }
     verdicts.into_iter().map(|v| finding(facts, v)).collect()
+}
+
+/// Whether two outcomes are reported together: refusals with refusals, what cannot be
+/// evaluated with what cannot, each cut-off with its own kind.
+fn same_kind(a: &Result<String, Unevaluated>, b: &Result<String, Unevaluated>) -> bool {
+    match (a, b) {
+        (Ok(_), Ok(_)) | (Err(Unevaluated::Unknown(_)), Err(Unevaluated::Unknown(_))) => true,
+        (Err(Unevaluated::CutOff(x)), Err(Unevaluated::CutOff(y))) => x == y,
+        _ => false,
+    }
 }
 
 fn finding(facts: &Facts, v: Refusal) -> Finding {
@@ -324,7 +346,33 @@ fn finding(facts: &Facts, v: Refusal) -> Finding {
             "the API server would answer: ValidatingAdmissionPolicy '{p}' with binding '{}' denied request: {message}",
             v.binding
         )),
-        Err(why) => {
+        Err(Unevaluated::CutOff(cut)) => {
+            // The policy and the reason first: a warning is cut at 120 characters.
+            let mut f = Finding::new(
+                CheckId::AdmissionPolicyRefuses,
+                format!(
+                    "ValidatingAdmissionPolicy {p} not evaluated: {cut}; through binding {} it may refuse {} of {} ({} here)",
+                    v.binding,
+                    v.what,
+                    v.resource,
+                    v.objects.len()
+                ),
+                fix,
+            )
+            .evidence(format!("objects not evaluated: {list}"))
+            .evidence(format!(
+                "nsguard evaluates each policy for every object of the namespace, within a budget per review of {} cost units (the API server's for one request) and the review's deadline",
+                budget::PER_REVIEW
+            ));
+            if v.policy.fails_closed {
+                f = f.evidence(
+                    "its failurePolicy is Fail: an error evaluating it refuses the request too",
+                );
+            }
+            f.severity = Severity::Advisory;
+            f
+        }
+        Err(Unevaluated::Unknown(why)) => {
             let mut f = Finding::new(
                 CheckId::AdmissionPolicyRefuses,
                 format!(
@@ -500,7 +548,7 @@ mod tests {
         assert!(
             found[0]
                 .summary
-                .contains("ValidatingAdmissionPolicy protect (binding protect-binding) may refuse"),
+                .contains("ValidatingAdmissionPolicy protect not evaluated: cost budget exceeded"),
             "{}",
             found[0].summary
         );
@@ -541,7 +589,7 @@ mod tests {
         assert!(
             found[0]
                 .summary
-                .contains("(1 here): not evaluated: cost budget exceeded (the review's"),
+                .contains("not evaluated: cost budget exceeded (the review's CEL budget"),
             "{}",
             found[0].summary
         );
@@ -556,7 +604,7 @@ mod tests {
         assert!(
             found[0]
                 .summary
-                .contains("(2 here): not evaluated: deadline"),
+                .contains("not evaluated: deadline (the review's deadline passed); through binding protect-binding it may refuse the namespace controller's DELETE of gadgets.acc.example.com (2 here)"),
             "{}",
             found[0].summary
         );

@@ -244,6 +244,10 @@ pub struct ServeArgs {
     /// Warnings per response before "and N more".
     #[arg(long, env = "NSGUARD_MAX_WARNINGS", default_value_t = 8)]
     pub max_warnings: usize,
+    /// The mode the installation intends (the chart's and the manifests' `mode`), exported as
+    /// `nsguard_config_expected_mode`: an alert fires when the mode in force differs.
+    #[arg(long, env = "NSGUARD_EXPECTED_MODE", value_enum)]
+    pub expected_mode: Option<crate::output::policy::Mode>,
     /// Reviews decided at once; a review over it waits for a slot for at most half of its
     /// remaining deadline, then fails open with a warning (never a queue past the deadline).
     #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 64)]
