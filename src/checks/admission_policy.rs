@@ -24,7 +24,7 @@ use std::sync::Arc;
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
 use serde_json::Value as Json;
 
-use super::admission_request::{Write, context, removers, unevaluable, variables, writes};
+use super::admission_request::{Write, input, removers, unevaluable, writes};
 use crate::checks::report::{Blocks, CheckId, Finding, ObjectRef, Severity, remedy};
 use crate::facts::Facts;
 use crate::facts::admission::{AdmissionPolicy, EvalError, PolicyBinding, budget};
@@ -92,64 +92,122 @@ fn selects(
         && super::selector_matches(m.object_selector.as_ref(), &w.object.labels)
 }
 
-/// The CEL context of one write, built when a policy first needs it and shared by every
-/// policy judging that write.
+/// The CEL context of one write, shared by every policy judging it: each input is built
+/// when a policy that reads it first needs it (most read only `oldObject`).
 #[derive(Default)]
-struct WriteContext(Option<Result<cel::Context<'static, 'static>, String>>);
+struct WriteContext {
+    ctx: Option<cel::Context<'static, 'static>>,
+    added: Vec<&'static str>,
+}
+
+/// What every write of one review shares: the namespace's labels, and `namespaceObject`,
+/// built when a policy first reads it.
+struct Namespace {
+    labels: BTreeMap<String, String>,
+    value: Option<Result<cel::Value, String>>,
+}
+
+impl Namespace {
+    fn new(facts: &Facts) -> Self {
+        Self {
+            labels: facts.labels(),
+            value: None,
+        }
+    }
+
+    fn value(&mut self, facts: &Facts) -> Result<cel::Value, String> {
+        self.value
+            .get_or_insert_with(|| {
+                let json = serde_json::to_value(&facts.namespace.namespace).unwrap_or(Json::Null);
+                cel::to_value(json).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
 
 impl WriteContext {
     fn get(
         &mut self,
         facts: &Facts,
         w: &Write<'_>,
+        inputs: &[&'static str],
+        namespace: &mut Namespace,
     ) -> Result<&cel::Context<'static, 'static>, String> {
-        self.0
-            .get_or_insert_with(|| context(&variables(facts, w)))
-            .as_ref()
-            .map_err(Clone::clone)
+        let ctx = self
+            .ctx
+            .get_or_insert_with(|| cel::Context::with_env(crate::facts::admission::env()));
+        for name in inputs {
+            if self.added.contains(name) {
+                continue;
+            }
+            let value = if *name == "namespaceObject" {
+                namespace.value(facts)?
+            } else {
+                cel::to_value(input(facts, w, name)).map_err(|e| e.to_string())?
+            };
+            ctx.add_variable_from_value(*name, value);
+            self.added.push(name);
+        }
+        Ok(ctx)
     }
+}
+
+/// Why a policy's expressions cannot be evaluated, if they cannot, for each of: the user
+/// known or not, the objects' annotations read or not (index `user * 2 + annotations`).
+type Unevaluable = [Option<String>; 4];
+
+fn unevaluable_policy(policy: &AdmissionPolicy) -> Unevaluable {
+    let why = |user: bool, annotations: bool| {
+        policy
+            .match_conditions
+            .iter()
+            .map(|(_, e)| e)
+            .chain(policy.variables.iter().map(|(_, e)| e))
+            .chain(policy.validations.iter().map(|v| &v.expression))
+            .find_map(|e| unevaluable(&e.source, user, annotations))
+    };
+    [
+        why(false, false),
+        why(false, true),
+        why(true, false),
+        why(true, true),
+    ]
 }
 
 /// What `policy` through `binding` does to write `w`.
 fn judge(
     facts: &Facts,
-    ns_labels: &BTreeMap<String, String>,
+    namespace: &mut Namespace,
     policy: &AdmissionPolicy,
     binding: &PolicyBinding,
     w: &Write<'_>,
+    why_not: &Unevaluable,
     write_ctx: &mut WriteContext,
 ) -> Answer {
     let Some(constraints) = &policy.constraints else {
         return Answer::Admits;
     };
-    if !selects(constraints, w, ns_labels, false) {
+    if !selects(constraints, w, &namespace.labels, false) {
         return Answer::Admits;
     }
     if let Some(m) = &binding.match_resources
-        && !selects(m, w, ns_labels, true)
+        && !selects(m, w, &namespace.labels, true)
     {
         return Answer::Admits;
     }
     if policy.params || binding.params {
         return Answer::Unknown("it takes parameters, which nsguard does not read".into());
     }
-    let sources = policy
-        .match_conditions
-        .iter()
-        .map(|(_, e)| e)
-        .chain(policy.variables.iter().map(|(_, e)| e))
-        .chain(policy.validations.iter().map(|v| &v.expression));
-    for e in sources {
-        if let Some(why) = unevaluable(&e.source, w.user.is_some(), w.object.annotations.is_some())
-        {
-            return Answer::Unknown(why);
-        }
+    if let Some(why) =
+        &why_not[usize::from(w.user.is_some()) * 2 + usize::from(w.object.annotations.is_some())]
+    {
+        return Answer::Unknown(why.clone());
     }
     // The review's CEL budget or deadline already spent: not even the context is built.
     if let Some(cut) = budget::exhausted() {
         return Answer::CutOff(cut);
     }
-    let ctx = match write_ctx.get(facts, w) {
+    let ctx = match write_ctx.get(facts, w, &policy.inputs, namespace) {
         Ok(ctx) => ctx,
         Err(e) => return Answer::Unknown(e),
     };
@@ -251,16 +309,18 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
     if policies.is_empty() {
         return Vec::new();
     }
-    let ns_labels = facts.labels();
+    let why_not: Vec<Unevaluable> = policies.iter().map(|p| unevaluable_policy(p)).collect();
+    let mut namespace = Namespace::new(facts);
     for c in &facts.namespace.content {
         let removers = removers(facts, c);
         for o in &c.objects {
             let writes = writes(c, o, &removers);
             for w in &writes {
                 let mut ctx = WriteContext::default();
-                for p in &policies {
+                for (p, why_not) in policies.iter().zip(&why_not) {
                     for b in p.bindings.iter().filter(|b| b.deny) {
-                        let outcome = match judge(facts, &ns_labels, p, b, w, &mut ctx) {
+                        let outcome = match judge(facts, &mut namespace, p, b, w, why_not, &mut ctx)
+                        {
                             Answer::Admits => continue,
                             Answer::Refuses(m) => Ok(m),
                             Answer::Unknown(why) => Err(Unevaluated::Unknown(why)),

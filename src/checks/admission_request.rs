@@ -242,6 +242,30 @@ pub(super) fn removers(facts: &Facts, c: &Content) -> BTreeMap<String, Option<St
     out
 }
 
+/// One of the variables CEL sees for write `w` (see [`variables`]); `namespaceObject` is
+/// the caller's to build once per review.
+pub(super) fn input(facts: &Facts, w: &Write<'_>, name: &str) -> Json {
+    match name {
+        "object" | "oldObject" => {
+            let old = object_json(facts, w.content, w.object, None);
+            match (w.finalizer, name) {
+                (None, "object") => Json::Null,
+                (None, _) => old,
+                (Some(f), "object") => object_json(facts, w.content, w.object, Some(f)),
+                (Some(_), _) => {
+                    let mut old = old;
+                    old["metadata"]["deletionTimestamp"] =
+                        json!(w.object.deletion_timestamp.unwrap_or(facts.now).to_string());
+                    old
+                }
+            }
+        }
+        "request" => request_json(facts, w),
+        "namespaceObject" => serde_json::to_value(&facts.namespace.namespace).unwrap_or(Json::Null),
+        _ => Json::Null,
+    }
+}
+
 /// The variables CEL sees for write `w`: `object`, `oldObject`, `request`, `namespaceObject`,
 /// `params` (null).
 pub(super) fn variables(facts: &Facts, w: &Write<'_>) -> BTreeMap<&'static str, Json> {

@@ -258,7 +258,19 @@ pub struct Expr {
     pub program: Result<Arc<cel::IdedExpr>, String>,
     /// Its nodes: what one evaluation costs at least.
     pub nodes: u64,
+    /// The inputs of a review it reads, among [`INPUTS`].
+    pub inputs: Vec<&'static str>,
 }
+
+/// The variables admission gives an expression: one that reads none of some is evaluated
+/// without building them.
+pub const INPUTS: [&str; 5] = [
+    "object",
+    "oldObject",
+    "request",
+    "namespaceObject",
+    "params",
+];
 
 impl std::fmt::Debug for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -367,17 +379,24 @@ impl Expr {
     pub fn compile(source: &str) -> Self {
         match env().parser().parse(source) {
             Ok(mut e) => {
+                let references = e.references();
+                let inputs = INPUTS
+                    .into_iter()
+                    .filter(|i| references.has_variable(i))
+                    .collect();
                 let nodes = instrument(&mut e);
                 Self {
                     source: source.to_string(),
                     program: Ok(Arc::new(e)),
                     nodes,
+                    inputs,
                 }
             }
             Err(e) => Self {
                 source: source.to_string(),
                 program: Err(e.to_string()),
                 nodes: 0,
+                inputs: Vec::new(),
             },
         }
     }
@@ -442,6 +461,8 @@ pub struct AdmissionPolicy {
     pub params: bool,
     /// Its bindings.
     pub bindings: Vec<PolicyBinding>,
+    /// The review's inputs its expressions read (see [`INPUTS`]).
+    pub inputs: Vec<&'static str>,
 }
 
 impl AdmissionPolicy {
@@ -468,7 +489,7 @@ impl AdmissionPolicy {
             return None;
         }
         let spec = p.spec.as_ref()?;
-        Some(Self {
+        let mut policy = Self {
             name,
             fails_closed: spec.failure_policy.as_deref().unwrap_or("Fail") == "Fail",
             constraints: spec.match_constraints.clone(),
@@ -496,7 +517,25 @@ impl AdmissionPolicy {
                 .collect(),
             params: spec.param_kind.is_some(),
             bindings: bound,
-        })
+            inputs: Vec::new(),
+        };
+        let mut inputs: Vec<&'static str> = policy
+            .match_conditions
+            .iter()
+            .chain(&policy.variables)
+            .flat_map(|(_, e)| e.inputs.iter().copied())
+            .chain(policy.validations.iter().flat_map(|v| {
+                v.expression
+                    .inputs
+                    .iter()
+                    .chain(v.message_expression.iter().flat_map(|m| m.inputs.iter()))
+                    .copied()
+            }))
+            .collect();
+        inputs.sort_unstable();
+        inputs.dedup();
+        policy.inputs = inputs;
+        Some(policy)
     }
 }
 
