@@ -265,9 +265,9 @@ pub struct ServeArgs {
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// How long an indexed type may go without the API server confirming its watch (an event
-    /// or a bookmark; the watch cache sends one about every 60 s) before reviews stop reading
-    /// it from the index and list it instead.
-    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "10m", value_parser = parse_duration)]
+    /// or a bookmark; every watch gets one two seconds before its 100 s timeout) before reviews
+    /// stop reading it from the index and list it instead: a silent watch is caught within it.
+    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "2m", value_parser = parse_duration)]
     pub index_max_staleness: Duration,
     /// How often the configuration file (--config) is read again; a changed, valid file is
     /// put in force, an invalid one is reported and the configuration in force stays.
