@@ -3,6 +3,7 @@
 //! nothing itself: the engine gathers and checks, the policy decides.
 
 pub mod admission;
+pub mod config_review;
 pub mod ratelimit;
 pub mod serve;
 pub mod server;

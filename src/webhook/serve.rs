@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::output::policy::Policy;
 use crate::output::records::{Events, Metrics};
 use crate::webhook::admission::Admission;
+use crate::webhook::config_review::{self, OwnConfigMap};
 use crate::webhook::ratelimit::PeerLimit;
 use crate::webhook::server::{self, Readiness};
 use crate::webhook::tls;
@@ -45,6 +46,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(flags = %overrides.join(" "), "Flags override the configuration");
     }
     let config = effective.config.clone();
+    metrics.set_config(config.mode, config.bypass_groups.len());
+    if let Some(mode) = args.expected_mode {
+        metrics.set_expected_mode(mode);
+    }
     let client = args.cluster.client().await?;
     let engine = args.cluster.engine(client, ContentSource::Index, &config);
     engine
@@ -140,7 +145,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.listen,
         args.admin_listen,
         tls_config,
-        server::webhook_router(admission),
+        server::webhook_router(admission).merge(config_review::router(OwnConfigMap {
+            namespace: args.cluster.config_map.0.clone(),
+            name: args.cluster.config_map.1.clone(),
+        })),
         server::admin_router(ready.clone(), metrics).merge(debug_router(gatherer)),
         ready,
         args.shutdown_delay,
@@ -206,6 +214,8 @@ fn spawn_reloader(mut watcher: Watcher, interval: Duration, to: Reloading) {
                     to.engine.set_settings(config.settings());
                     to.policy.store(policy_of(&config, to.max_warnings));
                     to.metrics.config_reload(true);
+                    to.metrics
+                        .set_config(config.mode, config.bypass_groups.len());
                     tracing::info!(mode = config.mode.as_str(), "Configuration reloaded");
                     if config.skip_resources != to.skip_resources {
                         tracing::warn!(
