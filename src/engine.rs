@@ -9,12 +9,14 @@ use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::core::v1::Namespace;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::checks::registry::Confirm;
 use crate::checks::report::Report;
 use crate::checks::{self, Settings};
 use crate::cluster::gather::{self, Gatherer};
+use crate::facts::admission::budget::{self, Budget, CutOff};
 use crate::facts::{Facts, ResourceType};
 
 /// How long past its deadline a caller waits for the gathering it joined: a gathering bounded
@@ -22,6 +24,10 @@ use crate::facts::{Facts, ResourceType};
 /// read ("list samples.example.com in ns"), which is worth more to the operator than "deadline
 /// reached". The admission handler keeps a margin of 1.5 s after the deadline for this.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
+
+/// How many reviews run their checks at once on the blocking pool: each is bounded by its CEL
+/// budget and deadline, and this bounds how many threads a hostile policy can keep busy.
+pub const CHECK_THREADS: usize = 2;
 
 type Gathering = Shared<BoxFuture<'static, Option<Arc<Facts>>>>;
 
@@ -32,6 +38,8 @@ pub struct Engine {
     /// Shared by every clone: a reloaded configuration applies to the next preflight.
     settings: Arc<ArcSwap<Settings>>,
     inflight: Arc<Mutex<HashMap<String, (Gathering, Instant)>>>,
+    /// Threads of the blocking pool the checks may hold at once (see [`Engine::check_within`]).
+    check_pool: Arc<Semaphore>,
 }
 
 impl Engine {
@@ -41,6 +49,7 @@ impl Engine {
             gatherer,
             settings: Arc::new(ArcSwap::from_pointee(settings)),
             inflight: Arc::default(),
+            check_pool: Arc::new(Semaphore::new(CHECK_THREADS)),
         }
     }
 
@@ -63,7 +72,7 @@ impl Engine {
     /// group-version, a type that fails to list), discovery is read again too.
     pub async fn preflight(&self, namespace: Namespace, deadline: Instant) -> Report {
         let facts = self.facts(namespace.clone(), deadline).await;
-        let report = self.check(&facts);
+        let report = self.check_within(facts.clone(), deadline).await;
         // Findings whose evidence is namespace content (or a failed list of it) are confirmed
         // by a LIST before a deny: a list that failed once for a moment (an etcd leader change,
         // a restart) is not evidence of a hang; one that fails again is.
@@ -127,12 +136,45 @@ impl Engine {
                 stale.join(", ")
             ));
         }
-        self.check(&fresh)
+        self.check_within(Arc::new(fresh), deadline).await
     }
 
-    /// Runs every check on facts already gathered.
+    /// Runs every check on facts already gathered, with a CEL budget of its own (see
+    /// [`budget`]) and no deadline: for the command line, whose caller waits.
     pub fn check(&self, facts: &Facts) -> Report {
-        checks::run(facts, &self.settings.load())
+        budget::within(Budget::review(None), || {
+            checks::run(facts, &self.settings.load())
+        })
+        .0
+    }
+
+    /// Runs every check on facts already gathered, off the async runtime, by `deadline`.
+    ///
+    /// The checks evaluate ValidatingAdmissionPolicies' and webhooks' CEL, whose cost grows
+    /// with objects x writes x policies: they run on the blocking pool, at most
+    /// [`CHECK_THREADS`] reviews at once, each within a review's CEL budget and its deadline,
+    /// so that no policy can hold the runtime that answers other reviews and `/livez`. When no
+    /// thread is free by the deadline, or the checks outlive it, they run here with no CEL
+    /// budget at all: what CEL would have said is reported as not evaluated ("deadline"),
+    /// and every other check, cheap, still answers.
+    pub async fn check_within(&self, facts: Arc<Facts>, deadline: Instant) -> Report {
+        let settings = self.settings.load_full();
+        let permit = tokio::time::timeout_at(deadline, self.check_pool.clone().acquire_owned());
+        if let Ok(Ok(permit)) = permit.await {
+            let (f, s) = (facts.clone(), settings.clone());
+            let until = deadline.into_std();
+            let task = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                budget::within(Budget::review(Some(until)), || checks::run(&f, &s)).0
+            });
+            if let Ok(Ok(report)) = tokio::time::timeout_at(deadline + REPORT_GRACE, task).await {
+                return report;
+            }
+        }
+        budget::within(Budget::spent(CutOff::Deadline), || {
+            checks::run(&facts, &settings)
+        })
+        .0
     }
 
     /// The facts for one namespace; a gathering already under way for it is joined.

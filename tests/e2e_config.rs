@@ -294,3 +294,134 @@ async fn the_webhook_and_the_cli_agree_on_a_non_default_configuration() {
     .ok();
     allowed_and_gone(cluster, &client, &ns).await;
 }
+
+/// An edit of nsguard's own ConfigMap is validated at admission, with the same validation as
+/// `nsguard config validate`: a bad one is refused with its message (a pod restarted after it
+/// would not start), a good one is stored. The webhook configuration is the installed one's
+/// second webhook (`/validate-config`, `failurePolicy: Ignore`), narrowed to this test's
+/// namespace and label.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_configuration_edit_is_refused_at_admission() {
+    let _lock = CLUSTER_WIDE.read().await;
+    let (cluster, client) = cluster().await;
+    let ns = create_namespace(&client, "cfgval").await;
+    let config_map = format!("--config-map={ns}/nsguard-config");
+    let guard = Nsguard::start(cluster, &[config_map.as_str()]).await;
+    let name = format!("nsguard-config-{}", guard.id);
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: {name}}}
+webhooks:
+- name: config.nsguard.io
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Ignore
+  timeoutSeconds: 5
+  rules:
+  - {{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["configmaps"], scope: Namespaced}}
+  namespaceSelector:
+    matchExpressions:
+    - {{key: kubernetes.io/metadata.name, operator: In, values: [{ns}]}}
+  objectSelector:
+    matchLabels: {{app.kubernetes.io/name: nsguard}}
+  clientConfig:
+    url: https://127.0.0.1:{}/validate-config
+    caBundle: {}
+"#,
+            guard.port,
+            cluster.ca().ca_bundle()
+        )),
+    )
+    .unwrap();
+    let config_map = |mode: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nsguard-config\n  namespace: {ns}\n  labels: {{app.kubernetes.io/name: nsguard}}\ndata:\n  config.yaml: |\n    mode: {mode}\n"
+        )
+    };
+    // A good configuration is stored (the webhook is called: a good one passes it).
+    kubectl(cluster, &["apply", "-f", "-"], Some(&config_map("warn"))).unwrap();
+    // The API server picks the webhook configuration up asynchronously: poll until a bad
+    // edit is refused, with the message `nsguard config validate` prints.
+    let bad = config_map("enforse");
+    let refusal = eventually(
+        "a bad configuration edit to be refused",
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_output(cluster, &["apply", "-f", "-"], Some(&bad))?;
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            Ok((!out.status.success()).then_some(err))
+        },
+    )
+    .await;
+    assert!(refusal.contains("denied the request"), "{refusal}");
+    assert!(
+        refusal.contains("nsguard's configuration (config.yaml) is not valid"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("\"enforse\": expected enforce, warn or audit"),
+        "{refusal}"
+    );
+    let stored = kubectl(
+        cluster,
+        &[
+            "get",
+            "configmap",
+            "nsguard-config",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(stored.trim(), "mode: warn", "the bad edit was stored");
+    // The same text, validated by the CLI: the same message.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "mode: enforse\n").unwrap();
+    let out = nsguard_cli(
+        cluster.kubeconfig(),
+        &["config", "validate", file.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("\"enforse\": expected enforce, warn or audit")
+    );
+    // A good edit passes.
+    kubectl(cluster, &["apply", "-f", "-"], Some(&config_map("enforce"))).unwrap();
+    let stored = kubectl(
+        cluster,
+        &[
+            "get",
+            "configmap",
+            "nsguard-config",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(stored.trim(), "mode: enforce");
+    // Another ConfigMap of the namespace, with the label, is none of nsguard's business.
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(&bad.replace("name: nsguard-config", "name: something-else")),
+    )
+    .unwrap();
+    kubectl(
+        cluster,
+        &["delete", "validatingwebhookconfiguration", &name],
+        None,
+    )
+    .unwrap();
+    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+}

@@ -399,12 +399,20 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     assert_eq!(c["spec"]["policyTypes"], k["spec"]["policyTypes"], "{what}");
                 }
                 "ValidatingWebhookConfiguration" => {
-                    let mut hook = c["webhooks"][0].clone();
-                    hook["clientConfig"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove("caBundle");
-                    assert_eq!(hook, k["webhooks"][0], "{what}");
+                    let hooks = c["webhooks"].as_array().unwrap();
+                    assert_eq!(
+                        hooks.len(),
+                        k["webhooks"].as_array().unwrap().len(),
+                        "{what}"
+                    );
+                    for (i, hook) in hooks.iter().enumerate() {
+                        let mut hook = hook.clone();
+                        hook["clientConfig"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("caBundle");
+                        assert_eq!(hook, k["webhooks"][i], "{what}: webhooks[{i}]");
+                    }
                     assert_eq!(
                         c["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
                         k["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],

@@ -237,6 +237,8 @@ async fn exposition() -> String {
     metrics.set_leader(true);
     metrics.terminating_event("written");
     metrics.terminating_dropped(1);
+    metrics.set_config(Mode::Warn, 2);
+    metrics.set_expected_mode(Mode::Enforce);
     let ready = Readiness::default();
     ready.set(true);
     let resp = admin_router(ready, metrics)

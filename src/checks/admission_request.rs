@@ -181,20 +181,23 @@ fn request_json(facts: &Facts, w: &WriteRequest<'_>) -> Json {
     })
 }
 
-/// Runs `expr` with `vars`.
+/// Runs `expr` with `vars`, within the thread's CEL budget (see
+/// [`crate::facts::admission::budget`]): a cut-off evaluation is an error saying so.
 pub(super) fn run(expr: &Expr, vars: &BTreeMap<&str, Json>) -> Result<cel::Value, String> {
-    let program = expr
-        .program
-        .as_ref()
-        .map_err(|e| format!("it does not compile here: {e}"))?;
+    let ctx = context(vars)?;
+    expr.evaluate(&ctx).map_err(|e| e.to_string())
+}
+
+/// A CEL context holding `vars`, to evaluate several expressions in.
+pub(super) fn context(
+    vars: &BTreeMap<&str, Json>,
+) -> Result<cel::Context<'static, 'static>, String> {
     let mut ctx = cel::Context::with_env(env());
     for (k, v) in vars {
         let value = cel::to_value(v).map_err(|e| e.to_string())?;
         ctx.add_variable_from_value(*k, value);
     }
-    program
-        .execute(&ctx)
-        .map_err(|e| format!("evaluating {:?}: {e}", expr.source))
+    Ok(ctx)
 }
 
 /// For each finalizer on the objects of `c`, the user that removes it: the built-in controller,
@@ -237,6 +240,30 @@ pub(super) fn removers(facts: &Facts, c: &Content) -> BTreeMap<String, Option<St
         out.insert(f.to_string(), user);
     }
     out
+}
+
+/// One of the variables CEL sees for write `w` (see [`variables`]); `namespaceObject` is
+/// the caller's to build once per review.
+pub(super) fn input(facts: &Facts, w: &WriteRequest<'_>, name: &str) -> Json {
+    match name {
+        "object" | "oldObject" => {
+            let old = object_json(facts, w.content, w.object, None);
+            match (w.finalizer, name) {
+                (None, "object") => Json::Null,
+                (None, _) => old,
+                (Some(f), "object") => object_json(facts, w.content, w.object, Some(f)),
+                (Some(_), _) => {
+                    let mut old = old;
+                    old["metadata"]["deletionTimestamp"] =
+                        json!(w.object.deletion_timestamp.unwrap_or(facts.now).to_string());
+                    old
+                }
+            }
+        }
+        "request" => request_json(facts, w),
+        "namespaceObject" => serde_json::to_value(&facts.namespace.namespace).unwrap_or(Json::Null),
+        _ => Json::Null,
+    }
 }
 
 /// The variables CEL sees for write `w`: `object`, `oldObject`, `request`, `namespaceObject`,

@@ -8,8 +8,8 @@ mod check;
 pub mod complete;
 mod config;
 mod delete;
-mod rbac;
 pub mod log;
+mod rbac;
 
 pub use audit::audit;
 pub use certs::certs;
@@ -316,6 +316,10 @@ pub struct ServeArgs {
     /// Warnings per response before "and N more".
     #[arg(long, env = "NSGUARD_MAX_WARNINGS", default_value_t = 8)]
     pub max_warnings: usize,
+    /// The mode the installation intends (the chart's and the manifests' `mode`), exported as
+    /// `nsguard_config_expected_mode`: an alert fires when the mode in force differs.
+    #[arg(long, env = "NSGUARD_EXPECTED_MODE", value_enum)]
+    pub expected_mode: Option<crate::output::policy::Mode>,
     /// Reviews decided at once; a review over it waits for a slot for at most half of its
     /// remaining deadline, then fails open with a warning (never a queue past the deadline).
     #[arg(long, env = "NSGUARD_MAX_CONCURRENT_REVIEWS", default_value_t = 64)]
@@ -333,9 +337,9 @@ pub struct ServeArgs {
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// How long an indexed type may go without the API server confirming its watch (an event
-    /// or a bookmark; the watch cache sends one about every 60 s) before reviews stop reading
-    /// it from the index and list it instead.
-    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "10m", value_parser = parse_duration)]
+    /// or a bookmark; every watch gets one two seconds before its 100 s timeout) before reviews
+    /// stop reading it from the index and list it instead: a silent watch is caught within it.
+    #[arg(long, env = "NSGUARD_INDEX_MAX_STALENESS", default_value = "2m", value_parser = parse_duration)]
     pub index_max_staleness: Duration,
     /// How often the configuration file (--config) is read again; a changed, valid file is
     /// put in force, an invalid one is reported and the configuration in force stays.

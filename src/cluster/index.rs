@@ -273,17 +273,19 @@ pub struct Relists {
 }
 
 /// How long a type's index may go without the API server confirming its watch (an event or
-/// a bookmark) before reviews stop trusting it and list the type instead.
+/// a bookmark) before reviews stop trusting it and list the type instead: a watch that went
+/// silent is caught within two minutes.
 ///
 /// kube-apiserver's watch cache is documented to send bookmarks about once a minute, but on
 /// the local control plane (1.36) a quiet metadata watch got them only near its own deadline:
-/// with a 90 s bound `make bench` found quiet types listed at every review (2 API requests
-/// per allow, 329 fail-opens in the storms under the API-call bound). The one bookmark every
-/// watch does get comes two seconds before its timeout ([`WATCH_TIMEOUT_S`], 290 s), so the
-/// bound is 10 minutes: past two watch periods, it never untrusts a healthy quiet type and
-/// still catches a stalled watch within ten minutes. Clients must not rely on bookmark
-/// intervals, says the API's documentation; this one relies only on the deadline's.
-pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(600);
+/// with a 90 s bound and 290 s watches `make bench` found quiet types listed at every review
+/// (2 API requests per allow, 329 fail-opens in the storms under the API-call bound). The one
+/// bookmark every watch does get comes two seconds before its timeout, so the watches' timeout
+/// ([`WATCH_TIMEOUT_S`], 100 s) is kept 20 s under this bound: a healthy quiet type is
+/// confirmed every 100 s and never untrusted, a silent one is within 120 s. Clients must not
+/// rely on bookmark intervals, says the API's documentation; this one relies only on the
+/// deadline's.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(120);
 
 /// The index of one namespaced type. Updated by its watcher, read by reviews.
 #[derive(Debug)]
@@ -794,9 +796,12 @@ pub const START_GATE: usize = 8;
 /// Page size of the index's lists.
 const LIST_PAGE: u32 = 500;
 
-/// Server-side timeout of one watch, as kube's watcher and client-go use (below the client's
-/// 295 s read timeout).
-const WATCH_TIMEOUT_S: u32 = 290;
+/// Server-side timeout of one watch: the API server sends a bookmark two seconds before it,
+/// and that bookmark must come within [`DEFAULT_MAX_STALENESS`] (with 20 s to spare for the
+/// watch's restart) for a quiet type to stay trusted. kube's watcher and client-go use 290 s;
+/// a watch started every 100 s instead costs one request per type every 100 s, served from
+/// the watch cache.
+const WATCH_TIMEOUT_S: u32 = 100;
 
 /// One consistent, paged, metadata-only list of every object of the type: the objects and
 /// the resourceVersion to watch from.
@@ -1499,6 +1504,47 @@ mod tests {
             "{queries:?}"
         );
         assert_eq!(m.lists.load(Ordering::SeqCst), 1);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_watch_is_caught_within_two_minutes_and_a_quiet_one_never_is() {
+        // The bound is two minutes, and every watch ends (with the bookmark the API server
+        // sends two seconds before its timeout) well inside it.
+        let bound = TypeIndex::default().max_staleness();
+        assert!(bound <= std::time::Duration::from_secs(120), "{bound:?}");
+        assert!(
+            std::time::Duration::from_secs(u64::from(WATCH_TIMEOUT_S) + 15) <= bound,
+            "watches of {WATCH_TIMEOUT_S} s get their deadline's bookmark too late for {bound:?}"
+        );
+        // Silent: untrusted at two minutes.
+        let m = mock_with(|_| Ok(vec![]), None, 0);
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("listed", || t.health() == Health::Synced).await;
+        tokio::time::sleep(std::time::Duration::from_secs(121)).await;
+        assert!(t.stale(Instant::now()));
+        assert_eq!(names(&t, "a"), None);
+        let queries = m.watch_queries.lock().unwrap().clone();
+        assert!(
+            queries
+                .iter()
+                .all(|q| q.contains(&format!("timeoutSeconds={WATCH_TIMEOUT_S}"))),
+            "{queries:?}"
+        );
+        task.abort();
+        // Quiet but live: only the deadline's bookmark, every 98 s; trusted for ten minutes.
+        let m = mock_with(|_| Ok(vec![]), Some(std::time::Duration::from_secs(98)), 0);
+        let t = Arc::new(TypeIndex::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let task = tokio::spawn(run(m.client, rt("widgets"), Arc::downgrade(&t), gate));
+        until("listed", || t.health() == Health::Synced).await;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            assert!(!t.stale(Instant::now()));
+            assert_eq!(names(&t, "a"), Some(vec!["x".to_string()]));
+        }
         task.abort();
     }
 

@@ -63,6 +63,14 @@ struct BlockedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+/// Every mode, for gauges with one series per mode.
+const MODES: [Mode; 3] = [Mode::Enforce, Mode::Warn, Mode::Audit];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -88,6 +96,9 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     config_last_reload_successful: Gauge,
     terminating: Terminating,
+    config_mode: Family<ModeLabels, Gauge>,
+    config_expected_mode: Family<ModeLabels, Gauge>,
+    config_bypass_groups: Gauge,
 }
 
 /// The background watch's series: one per Terminating namespace (at most the watch's cap), so
@@ -307,11 +318,32 @@ impl Default for Metrics {
         );
         config_last_reload_successful.set(1);
         let terminating = Terminating::register(&mut registry);
+        let config_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register(
+            "config_mode",
+            "1 for the mode in force (enforce, warn or audit), 0 for the others",
+            config_mode.clone(),
+        );
+        let config_expected_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register(
+            "config_expected_mode",
+            "1 for the mode the installation intends (--expected-mode, set by the chart and the manifests), 0 for the others; absent without the flag",
+            config_expected_mode.clone(),
+        );
+        let config_bypass_groups = Gauge::default();
+        registry.register(
+            "config_bypass_groups",
+            "Groups in bypass_groups, whose members' deletions are allowed with a warning",
+            config_bypass_groups.clone(),
+        );
         Self {
             terminating,
             registry,
             config_reloads,
             config_last_reload_successful,
+            config_mode,
+            config_expected_mode,
+            config_bypass_groups,
             index_types,
             index_objects,
             index_relists,
@@ -381,6 +413,26 @@ impl Metrics {
             .get_or_create(&ResultLabels { result })
             .inc();
         self.config_last_reload_successful.set(i64::from(applied));
+    }
+
+    /// Records the configuration in force: its mode and how many groups bypass the checks.
+    pub fn set_config(&self, mode: Mode, bypass_groups: usize) {
+        for m in MODES {
+            self.config_mode
+                .get_or_create(&ModeLabels { mode: m.as_str() })
+                .set(i64::from(m == mode));
+        }
+        self.config_bypass_groups
+            .set(i64::try_from(bypass_groups).unwrap_or(i64::MAX));
+    }
+
+    /// Records the mode the installation intends (`--expected-mode`).
+    pub fn set_expected_mode(&self, mode: Mode) {
+        for m in MODES {
+            self.config_expected_mode
+                .get_or_create(&ModeLabels { mode: m.as_str() })
+                .set(i64::from(m == mode));
+        }
     }
 
     /// Records readiness (read from the flag at each scrape, so it is never stale).

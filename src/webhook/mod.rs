@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod background;
+pub mod config_review;
 pub mod managed;
 pub mod ratelimit;
 pub mod serve;

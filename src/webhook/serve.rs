@@ -17,6 +17,7 @@ use crate::output::policy::Policy;
 use crate::output::records::{Events, Metrics};
 use crate::webhook::admission::Admission;
 use crate::webhook::background;
+use crate::webhook::config_review::{self, OwnConfigMap};
 use crate::webhook::managed::Manager;
 use crate::webhook::ratelimit::PeerLimit;
 use crate::webhook::server::{self, Readiness};
@@ -63,6 +64,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(flags = %overrides.join(" "), "Flags override the configuration");
     }
     let config = effective.config.clone();
+    metrics.set_config(config.mode, config.bypass_groups.len());
+    if let Some(mode) = args.expected_mode {
+        metrics.set_expected_mode(mode);
+    }
     let client = args.cluster.client().await?;
     if let Some((secret, policy)) = managed {
         Manager {
@@ -219,7 +224,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.listen,
         args.admin_listen,
         tls_config,
-        server::webhook_router(admission),
+        server::webhook_router(admission).merge(config_review::router(OwnConfigMap {
+            namespace: args.cluster.config_map.0.clone(),
+            name: args.cluster.config_map.1.clone(),
+        })),
         server::admin_router(ready.clone(), metrics).merge(debug_router(gatherer)),
         ready,
         args.shutdown_delay,
@@ -323,6 +331,8 @@ fn spawn_reloader(mut watcher: Watcher, interval: Duration, to: Reloading) {
                     to.engine.set_settings(config.settings());
                     to.policy.store(policy_of(&config, to.max_warnings));
                     to.metrics.config_reload(true);
+                    to.metrics
+                        .set_config(config.mode, config.bypass_groups.len());
                     tracing::info!(mode = config.mode.as_str(), "Configuration reloaded");
                     if config.skip_resources != to.skip_resources {
                         tracing::warn!(
