@@ -75,10 +75,24 @@ pub fn bound_warnings(warnings: Vec<String>, max: usize, namespace: &str) -> Vec
     out
 }
 
+/// The evidence that says something the summary did not: a line the summary already holds,
+/// whole or after its `label: `, is left out.
+fn new_evidence(f: &Finding) -> Vec<&str> {
+    f.evidence
+        .iter()
+        .map(String::as_str)
+        .filter(|e| {
+            let said = |t: &str| !t.trim().is_empty() && f.summary.contains(t.trim());
+            !said(e) && !e.split_once(": ").is_some_and(|(_, rest)| said(rest))
+        })
+        .collect()
+}
+
 fn finding_lines(f: &Finding) -> String {
     let mut s = format!("- [{}] {}", f.check, f.summary);
-    if !f.evidence.is_empty() {
-        s.push_str(&format!("\n    evidence: {}", f.evidence.join("; ")));
+    let evidence = new_evidence(f);
+    if !evidence.is_empty() {
+        s.push_str(&format!("\n    evidence: {}", evidence.join("; ")));
     }
     s.push_str(&format!("\n    fix: {}", f.remedy.text));
     if let Some(cmd) = &f.remedy.command {
@@ -712,5 +726,27 @@ mod tests {
         assert!(svg.contains("example.com/cleanup"), "{svg}");
         let clean = dot("quiet", "Active", &[], None);
         assert!(clean.contains("nothing blocks its deletion"), "{clean}");
+    }
+
+    #[test]
+    fn a_denial_says_each_fact_once() {
+        use crate::checks::report::{CheckId, Finding, Subject, remedy};
+        let f = Finding::new(
+            CheckId::FinalizerController,
+            Subject::Namespace,
+            "gadgets.example.com finalizer example.com/cleanup (1 objects) has no live controller: Deployment op scaled to 0",
+            remedy("restore the operator", None),
+        )
+        .evidence("Deployment op scaled to 0")
+        .evidence("ServiceAccount ops/op (RBAC): Deployment op scaled to 0")
+        .evidence("objects holding example.com/cleanup: g1")
+        .evidence("one")
+        .evidence("two");
+        let text = finding_lines(&f);
+        assert_eq!(text.matches("scaled to 0").count(), 1, "{text}");
+        assert!(
+            text.contains("evidence: objects holding example.com/cleanup: g1; one; two"),
+            "{text}"
+        );
     }
 }
