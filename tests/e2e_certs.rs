@@ -138,7 +138,8 @@ impl Release {
         };
         release.gitops_apply();
         // The controllers write the Deployment's and the PodDisruptionBudget's status after
-        // the first apply: settle before comparing versions.
+        // the first apply, and the API server's type checker the ValidatingAdmissionPolicy's:
+        // settle before comparing versions.
         eventually(
             "the controllers to observe the release",
             Duration::from_secs(30),
@@ -146,7 +147,11 @@ impl Release {
                 let objects = release.live();
                 Ok(objects
                     .iter()
-                    .filter(|o| o["kind"] == "Deployment" || o["kind"] == "PodDisruptionBudget")
+                    .filter(|o| {
+                        o["kind"] == "Deployment"
+                            || o["kind"] == "PodDisruptionBudget"
+                            || o["kind"] == "ValidatingAdmissionPolicy"
+                    })
                     .all(|o| o["status"]["observedGeneration"] == o["metadata"]["generation"])
                     .then_some(()))
             },
@@ -214,7 +219,12 @@ impl Release {
             .iter()
             .map(|o| {
                 let kind = o["kind"].as_str().unwrap_or_default().to_string();
-                let version = if kind == "Deployment" || kind == "PodDisruptionBudget" {
+                // Objects whose status a controller writes (the API server's type checker
+                // writes a ValidatingAdmissionPolicy's): their spec's generation.
+                let version = if kind == "Deployment"
+                    || kind == "PodDisruptionBudget"
+                    || kind == "ValidatingAdmissionPolicy"
+                {
                     o["metadata"]["generation"].to_string()
                 } else {
                     o["metadata"]["resourceVersion"].to_string()
@@ -600,8 +610,10 @@ async fn managed_certificates_rotate_under_load_with_no_failed_review() {
         serving.len(),
         expiries.len()
     );
-    assert!(serving.len() >= 3, "{serving:?}");
-    assert!(expiries.len() >= 3, "{expiries:?}");
+    // At least the first pair and one issued by the new CA (the old one is gone); a renewal
+    // on the old CA between them depends on where the two lifetimes fall, not on nsguard.
+    assert!(serving.len() >= 2, "{serving:?}");
+    assert!(expiries.len() >= 2, "{expiries:?}");
     assert_eq!(let_through, 0, "the API server failed to call nsguard");
     assert!(denied > 0);
     clear_finalizers(cluster, "widgets.certs.nsguard.test", "w1", &guarded);
