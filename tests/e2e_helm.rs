@@ -375,9 +375,22 @@ fn the_chart_and_the_overlays_render_the_same_objects() {
                     };
                     assert_eq!(spread(cs), spread(ks), "{what}");
                     let (cc, kc) = (&cs["containers"][0], &ks["containers"][0]);
+                    // The same variables; kustomize's strategic merge puts an overlay's
+                    // first. Both define NSGUARD_OWN_NAMESPACE before the variable that
+                    // refers to it, which is all the order means to Kubernetes.
+                    let by_name = |env: &Value| -> Vec<(String, String)> {
+                        let mut v: Vec<(String, String)> = env
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|e| (e["name"].to_string(), e.to_string()))
+                            .collect();
+                        v.sort();
+                        v
+                    };
+                    assert_eq!(by_name(&cc["env"]), by_name(&kc["env"]), "{what}: env");
                     for field in [
                         "args",
-                        "env",
                         "ports",
                         "readinessProbe",
                         "livenessProbe",
