@@ -628,17 +628,26 @@ spec:
     // Without a terminal and without --yes, nothing is asked and nothing deleted.
     let out = nsguard(cluster).args(["delete", &ns]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
+    // The namespace is unprotected first (the binding selects it by label), then the policy
+    // goes; the API server's copy of the policies follows a moment later.
     kubectl(
         cluster,
-        &["delete", "validatingadmissionpolicybinding", &policy],
+        &["label", "namespace", &ns, "nsguard-test-protect-"],
         None,
     )
     .unwrap();
-    kubectl(
-        cluster,
-        &["delete", "validatingadmissionpolicy", &policy],
-        None,
-    )
-    .unwrap();
-    kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None).unwrap();
+    for what in [
+        "validatingadmissionpolicybinding",
+        "validatingadmissionpolicy",
+    ] {
+        kubectl(cluster, &["delete", what, &policy], None).unwrap();
+    }
+    eventually("the namespace deleted", Duration::from_secs(30), || async {
+        Ok(
+            kubectl(cluster, &["delete", "namespace", &ns, "--wait=false"], None)
+                .ok()
+                .map(|_| ()),
+        )
+    })
+    .await;
 }
