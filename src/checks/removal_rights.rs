@@ -38,13 +38,13 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
         let gr = GroupResource::from(&c.resource);
         let objects = holders(c, f);
         let who: Vec<String> = live.iter().map(|(e, _)| e.identity.to_string()).collect();
-        let via: Vec<&str> = bindings.iter().map(String::as_str).collect();
+        let via: Vec<String> = bindings.iter().map(|g| g.to_string()).collect();
         let mut finding = Finding::new(
             CheckId::FinalizerController,
             Subject::RemovalRight {
                 resource: gr.clone(),
                 finalizer: f.to_string(),
-                bindings: via.iter().map(|b| b.to_string()).collect(),
+                bindings: via.clone(),
             },
             format!(
                 "{gr} finalizer {f} ({} objects): {} may remove it only through {}, which the deletion removes first",
@@ -63,13 +63,8 @@ pub(super) fn check(facts: &Facts) -> Vec<Finding> {
             finding = finding.object(ObjectRef::content(&gr, ns, *name));
         }
         let role_bindings = GroupResource::new("rbac.authorization.k8s.io", "rolebindings");
-        for b in &bindings {
-            if let Some(name) = b
-                .strip_prefix("RoleBinding ")
-                .and_then(|rest| rest.split(" -> ").next())
-            {
-                finding = finding.object(ObjectRef::content(&role_bindings, ns, name));
-            }
+        for g in &bindings {
+            finding = finding.object(ObjectRef::content(&role_bindings, ns, &g.binding));
         }
         finding = finding
             .evidence(format!(

@@ -186,9 +186,30 @@ pub struct Updater {
     pub via: String,
     /// Whether one of its grants outlives the namespace's deletion: a ClusterRoleBinding's.
     pub lasting: bool,
-    /// The grants that go with the namespace, in words (`RoleBinding b -> Role r`): the
-    /// RoleBindings in it, which the namespace controller deletes with the rest of its content.
-    pub in_namespace: BTreeSet<String>,
+    /// The grants that go with the namespace: the RoleBindings in it, which the namespace
+    /// controller deletes with the rest of its content.
+    pub in_namespace: BTreeSet<RoleBindingGrant>,
+}
+
+/// A RoleBinding in the namespace being deleted and the role it binds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoleBindingGrant {
+    /// The RoleBinding's name.
+    pub binding: String,
+    /// The role's kind (`Role` or `ClusterRole`).
+    pub role_kind: String,
+    /// The role's name.
+    pub role: String,
+}
+
+impl std::fmt::Display for RoleBindingGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RoleBinding {} -> {} {}",
+            self.binding, self.role_kind, self.role
+        )
+    }
 }
 
 /// Everyone who may update (or patch) objects of one resource in one namespace.
@@ -224,7 +245,7 @@ impl Updaters {
 /// Where a grant comes from: whether it outlives the namespace, else the binding in it.
 struct Source {
     lasting: bool,
-    in_namespace: Option<String>,
+    in_namespace: Option<RoleBindingGrant>,
 }
 
 fn add(
@@ -256,7 +277,7 @@ impl Updater {
     /// The RoleBindings in the namespace that alone give this right, when none outlives the
     /// namespace's deletion: the namespace controller deletes them with the content, so the
     /// right is gone before a controller's clean-up of the content ends.
-    pub fn lost_with_namespace(&self) -> Option<&BTreeSet<String>> {
+    pub fn lost_with_namespace(&self) -> Option<&BTreeSet<RoleBindingGrant>> {
         (!self.lasting && !self.in_namespace.is_empty()).then_some(&self.in_namespace)
     }
 }
@@ -265,7 +286,7 @@ impl Updaters {
     /// The RoleBindings in the namespace that alone give `identity` the right to update the
     /// objects (every grant that covers it goes with the namespace); `None` when a grant
     /// outlives it, when everyone may update them, or when nothing grants it.
-    pub fn lost_with_namespace(&self, identity: &Identity) -> Option<BTreeSet<String>> {
+    pub fn lost_with_namespace(&self, identity: &Identity) -> Option<BTreeSet<RoleBindingGrant>> {
         if !self.everyone.is_empty() {
             return None;
         }
@@ -302,7 +323,11 @@ pub fn updaters(cluster: &ClusterFacts, group: &str, resource: &str, ns: &str) -
                 // A RoleBinding grants only in its own namespace, here the one being deleted.
                 let source = || Source {
                     lasting: b.namespace.is_none(),
-                    in_namespace: b.namespace.is_some().then(|| binding.clone()),
+                    in_namespace: b.namespace.is_some().then(|| RoleBindingGrant {
+                        binding: b.name.to_string(),
+                        role_kind: b.role.kind.clone(),
+                        role: b.role.name.clone(),
+                    }),
                 };
                 match (holder(s, b.namespace), &grant) {
                     (Holder::Controller(id), Grant::Named(names)) => {
@@ -630,7 +655,7 @@ mod tests {
         let u = updaters(&granted_in_the_namespace(false), GROUP, "gadgets", "team-a");
         let lost = u.lost_with_namespace(&sa("ops", "op")).unwrap();
         assert_eq!(
-            lost.iter().collect::<Vec<_>>(),
+            lost.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
             vec!["RoleBinding op-edits-gadgets -> Role gadget-editor"]
         );
         // Another namespace's deletion takes nothing: the grant is not there.
